@@ -1,0 +1,1 @@
+"""Alembic migrations of the weightstore index (installed as ``weightstore_migrations``)."""

@@ -1,0 +1,1 @@
+"""Revision scripts of the weightstore index schema, one file per revision."""

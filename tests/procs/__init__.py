@@ -1,0 +1,1 @@
+"""Helpers for the reliability tests: worker scripts the tests spawn and what they share."""

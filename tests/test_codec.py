@@ -1,0 +1,146 @@
+"""Codec round trips: grouping, framing, deltas and the header, bit-exact, with hypothesis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from weightstore.codec import Codec, Layout, digest, group, read_header, ungroup
+from weightstore.codec.format import HEADER_SIZE
+from weightstore.errors import CorruptObject, InvalidInput
+from weightstore.settings import CodecSettings
+
+LAYOUTS = [Layout(1), Layout(2), Layout(4), Layout(8), Layout(2, True), Layout(4, True),
+           Layout(8, True)]
+
+
+def _raw(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).copy()
+
+
+@st.composite
+def objects(draw: st.DrawFn) -> tuple[Layout, np.ndarray, np.ndarray]:
+    layout = draw(st.sampled_from(LAYOUTS))
+    n = draw(st.integers(0, 3000)) * layout.elem_size
+    kind = draw(st.sampled_from(["random", "smooth", "zeros"]))
+    if kind == "random":
+        raw = _raw(draw(st.binary(min_size=n, max_size=n)))
+    elif kind == "zeros":
+        raw = np.zeros(n, np.uint8)
+    else:
+        seed = draw(st.integers(0, 2**32 - 1))
+        vals = np.random.default_rng(seed).normal(0, 0.05, n // 4 + 1).astype(np.float32)
+        raw = vals.view(np.uint8)[:n].copy()
+    flips = draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=20))
+    base = raw.copy()
+    for i in flips:
+        if n:
+            base[i] ^= 0xFF
+    return layout, raw, base
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(objects(), st.sampled_from([16, 100, 4096, 65536]))
+def test_round_trip_all_encodings(case: tuple[Layout, np.ndarray, np.ndarray], frame: int) -> None:
+    layout, raw, base = case
+    codec = Codec(CodecSettings(frame_size=frame))
+    assert np.array_equal(ungroup(group(raw, layout), layout), raw)
+    base_d = digest(base.tobytes())
+    plain = codec.encode_plain(raw, layout)
+    delta = codec.encode_delta(raw, base, base_d, layout)
+    best = codec.encode(raw, layout, (base_d, base))
+    raw_obj = codec.encode_raw(raw)
+    base_obj = codec.encode(base, layout)
+    d = digest(raw.tobytes())
+    for enc in (plain, raw_obj):
+        assert np.array_equal(codec.decode([enc.blob], [d]), raw)
+    assert np.array_equal(codec.decode_verified([delta.blob, base_obj.blob], [d, base_d]), raw)
+    chain = [best.blob, base_obj.blob] if best.encoding == "delta" else [best.blob]
+    assert np.array_equal(codec.decode(chain), raw)
+    assert best.stored_size <= raw_obj.stored_size
+    accepted_early = best.encoding == "delta" and best.stored_size <= 0.5 * raw.size
+    if not accepted_early:  # a small enough delta is taken without trying plain (documented)
+        assert best.stored_size <= min(plain.stored_size, delta.stored_size)
+    assert read_header(best.blob).raw_len == raw.size
+
+
+def test_float_specials_survive_bit_exactly() -> None:
+    specials = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, 1.0], dtype=np.float32
+    )
+    payload_nan = np.array([0x7FC00001, 0xFFA00000, 0x7F800001], dtype=np.uint32).view(np.float32)
+    vals = np.concatenate([specials, payload_nan])
+    raw = vals.view(np.uint8).copy()
+    codec = Codec()
+    out = codec.decode([codec.encode_plain(raw, Layout(4, True)).blob])
+    assert out.tobytes() == raw.tobytes()
+
+
+def test_rotation_puts_the_exponent_in_the_top_plane() -> None:
+    vals = np.array([1.0, -2.0, 0.5], dtype=np.float32).view(np.uint8)
+    planes = group(vals, Layout(4, True)).reshape(4, -1)
+    assert planes[3].tolist() == [127, 128, 126]
+
+
+def test_delta_of_a_small_change_is_much_smaller_than_plain() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.05, 200_000).astype(np.float32)
+    ft = (w * (1 + rng.normal(0, 1e-3, w.size))).astype(np.float32)
+    codec = Codec()
+    base, raw = w.view(np.uint8), ft.view(np.uint8)
+    plain = codec.encode_plain(raw, Layout(4, True))
+    delta = codec.encode_delta(raw, base, digest(base.tobytes()), Layout(4, True))
+    assert delta.stored_size < 0.8 * plain.stored_size
+
+
+def test_incompressible_frames_are_stored_raw() -> None:
+    raw = np.frombuffer(np.random.default_rng(1).bytes(1 << 20), np.uint8)
+    enc = Codec().encode_plain(raw, Layout(1))
+    assert enc.stored_size < raw.size + HEADER_SIZE + 4 * 20
+
+
+@pytest.mark.parametrize("cut", [0, 10, HEADER_SIZE - 1, HEADER_SIZE + 3, -1])
+def test_truncated_objects_raise_corrupt(cut: int) -> None:
+    raw = np.arange(10_000, dtype=np.float32).view(np.uint8)
+    blob = Codec().encode_plain(raw, Layout(4, True)).blob
+    with pytest.raises(CorruptObject):
+        Codec().decode([blob[:cut]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 255))
+def test_any_flipped_byte_is_detected(pos_seed: int, xor: int) -> None:
+    rng = np.random.default_rng(7)
+    raw = rng.normal(0, 1, 5000).astype(np.float32).view(np.uint8)
+    codec = Codec(CodecSettings(frame_size=1024))
+    blob = bytearray(codec.encode_plain(raw, Layout(4, True)).blob)
+    pos = pos_seed % len(blob)
+    blob[pos] ^= xor
+    with pytest.raises(CorruptObject):
+        codec.decode_verified([bytes(blob)], [digest(raw.tobytes())])
+
+
+def test_broken_chain_links_are_rejected() -> None:
+    codec = Codec()
+    a = np.arange(1000, dtype=np.float32).view(np.uint8)
+    b = (np.arange(1000, dtype=np.float32) + 1).view(np.uint8)
+    da, db = digest(a.tobytes()), digest(b.tobytes())
+    delta = codec.encode_delta(b, a, da, Layout(4, True)).blob
+    with pytest.raises(CorruptObject):
+        codec.decode([delta])  # a delta without its base
+    with pytest.raises(CorruptObject):
+        codec.decode([delta, codec.encode_plain(b, Layout(4, True)).blob], [db, "0" * 64])
+
+
+def test_bad_settings_and_inputs() -> None:
+    with pytest.raises(InvalidInput):
+        Codec(CodecSettings(frame_size=0))
+    with pytest.raises(InvalidInput):
+        Layout(3)
+    with pytest.raises(InvalidInput):
+        group(np.zeros(5, np.uint8), Layout(4))
+    codec = Codec()
+    with pytest.raises(InvalidInput):
+        codec.encode_delta(np.zeros(8, np.uint8), np.zeros(4, np.uint8), "0" * 64, Layout(4))

@@ -1,0 +1,194 @@
+"""Tests of the index schema's Alembic migrations and of weightstore.index.schema."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
+
+from weightstore.errors import SchemaOutdated
+from weightstore.index import Index, IndexSettings
+from weightstore.index.engine import make_engine
+from weightstore.index.models import WEIGHTSTORE_TABLES, Base
+from weightstore.index.schema import (
+    HEAD,
+    alembic_config,
+    current_revision,
+    ensure_schema,
+    migrations_dir,
+    upgrade,
+)
+
+# A later revision as a future weightstore would ship it, for the "schema is behind" case.
+NEXT_REVISION = '''"""Add a table (test-only revision)."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("extra", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("extra")
+'''
+
+
+@pytest.fixture
+def engine(index_url: str) -> Iterator[Engine]:
+    eng = make_engine(IndexSettings(url=index_url))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def newer_scripts(tmp_path: Path) -> str:
+    """A copy of the migrations folder with one more revision, 0002."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "versions" / "0002_extra.py").write_text(NEXT_REVISION)
+    return str(folder)
+
+
+def tables(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(inspect(conn).get_table_names()) & WEIGHTSTORE_TABLES
+
+
+def test_head_is_the_newest_script() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_current_head() == HEAD
+    assert (Path(migrations_dir()) / "versions" / "0001_initial.py").is_file()
+
+
+def test_migrated_schema_equals_the_models(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        # The naming convention reached the database, so later migrations can use the names.
+        uniques = {u["name"] for u in inspect(conn).get_unique_constraints("snapshots")}
+        assert "uq_snapshots_task_id_step" in uniques
+    assert current_revision(engine) == HEAD
+
+
+def test_schema_is_created_on_first_use(index_url: str) -> None:
+    for _ in range(2):  # the second open finds it in place
+        Index.open(IndexSettings(url=index_url)).close()
+    engine = make_engine(IndexSettings(url=index_url))
+    try:
+        assert current_revision(engine) == HEAD
+        assert tables(engine) == WEIGHTSTORE_TABLES
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_first_opens_both_succeed(index_url: str) -> None:
+    barrier = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+
+    def open_index() -> None:
+        try:
+            barrier.wait()
+            Index.open(IndexSettings(url=index_url)).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_index) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+
+
+def test_empty_database_is_not_created_without_create(engine: Engine, index_url: str) -> None:
+    with pytest.raises(SchemaOutdated, match="run `weightstore db upgrade` to create it"):
+        Index.open(IndexSettings(url=index_url), create=False)
+    assert tables(engine) == set()
+    assert current_revision(engine) is None
+
+
+def test_older_schema_asks_for_db_upgrade(engine: Engine, newer_scripts: str) -> None:
+    upgrade(engine)  # revision 0001, while the "installed" weightstore needs 0002
+    for create in (False, True):  # never upgraded implicitly, even with create=True
+        with pytest.raises(SchemaOutdated) as info:
+            ensure_schema(engine, create=create, script_location=newer_scripts)
+        assert str(info.value) == (
+            "index schema is at revision 0001, this weightstore needs 0002: "
+            "run `weightstore db upgrade` (back up first)"
+        )
+    upgrade(engine, script_location=newer_scripts)
+    ensure_schema(engine, create=False, script_location=newer_scripts)
+    assert current_revision(engine) == "0002"
+    with engine.connect() as conn:
+        assert "extra" in inspect(conn).get_table_names()
+
+
+def test_newer_schema_asks_to_upgrade_weightstore(engine: Engine, newer_scripts: str) -> None:
+    upgrade(engine, script_location=newer_scripts)
+    with pytest.raises(SchemaOutdated) as info:
+        ensure_schema(engine, create=True)
+    message = str(info.value)
+    assert "index schema is at revision 0002" in message
+    assert f"needs {HEAD}" in message
+    assert "upgrade weightstore" in message
+    assert "db upgrade" not in message
+
+
+def test_tables_without_a_revision_are_refused(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+    with pytest.raises(SchemaOutdated, match="records no schema revision"):
+        ensure_schema(engine, create=True)
+
+
+def test_downgrade_to_base_and_upgrade_again(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "base")
+    assert tables(engine) == set()
+    with pytest.raises(SchemaOutdated, match="weightstore db upgrade"):
+        ensure_schema(engine, create=False)
+    upgrade(engine)
+    ensure_schema(engine, create=False)
+    assert tables(engine) == WEIGHTSTORE_TABLES
+
+
+def test_env_py_runs_from_a_url_like_the_alembic_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    config = alembic_config()
+    config.cmd_opts = argparse.Namespace(x=[f"url={url}"])
+    command.upgrade(config, "head")
+    engine = make_engine(IndexSettings(url=url))
+    try:
+        assert current_revision(engine) == HEAD
+        assert tables(engine) == WEIGHTSTORE_TABLES
+    finally:
+        engine.dispose()
+
+    offline = alembic_config()
+    offline.output_buffer = io.StringIO()
+    offline.set_main_option("sqlalchemy.url", "postgresql+psycopg://u@h/db")
+    command.upgrade(offline, "head", sql=True)
+    sql = offline.output_buffer.getvalue()
+    assert "CREATE TABLE snapshots" in sql
+    assert "uq_snapshots_task_id_step" in sql

@@ -1,0 +1,100 @@
+"""The CLI's plumbing: error mapping, the store's lifetime, consoles and confirmation.
+
+:class:`ErrorMappingGroup` wraps every command of the app: a :class:`WeightstoreError` becomes
+``error: <message>`` in red on stderr and exit status ``exc.exit_code``; Ctrl-C becomes
+status 130. Anything else propagates with its traceback. The store is opened on first use by a
+command and closed when the root context closes, whatever happened.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from weightstore.errors import InvalidInput, WeightstoreError
+from weightstore.store import WeightStore
+
+EXIT_INTERRUPTED = 130
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def print_error(message: str) -> None:
+    stderr().print(Text(f"error: {message}", style="red"), soft_wrap=True)
+
+
+class ErrorMappingGroup(TyperGroup):
+    """A typer group that maps weightstore errors and Ctrl-C to messages and exit codes."""
+
+    # ``ctx`` is typer's (vendored) click Context; typed Any so as not to import a private module.
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WeightstoreError as exc:
+            print_error(str(exc) or type(exc).__name__)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@dataclass
+class State:
+    """What the app callback learned (where the store is); the open store, once opened."""
+
+    path: Path
+    index_url: str | None
+    _store: WeightStore | None = field(default=None, repr=False)
+
+    def store(self, *, create: bool = False) -> WeightStore:
+        """The store at ``path``; without ``create`` a missing store is an error, so a typo
+        in ``--store`` does not leave an empty store behind."""
+        if self._store is None:
+            self._store = WeightStore.open(self.path, index_url=self.index_url, create=create)
+        return self._store
+
+    def close(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
+def state(ctx: typer.Context) -> State:
+    found = ctx.find_object(State)
+    if found is None:  # pragma: no cover - the app callback always sets it
+        raise RuntimeError("weightstore CLI state missing: invoke through the app")
+    return found
+
+
+def is_interactive() -> bool:
+    """Whether a person can answer a prompt (stdin is a terminal)."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Go on if ``yes`` or the user agrees; refuse without a terminal to ask on (exit 2), stop
+    with status 1 if the user declines."""
+    if yes:
+        return
+    if not is_interactive():
+        raise InvalidInput(f"{question.rstrip('?')}: refusing without confirmation because "
+                           "stdin is not a terminal; pass --yes to go ahead")
+    if not typer.confirm(question, default=False, err=True):
+        stderr().print("aborted: nothing was changed")
+        raise typer.Exit(1)

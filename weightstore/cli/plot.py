@@ -1,0 +1,65 @@
+"""The storage chart of ``weightstore report storage --plot``: cumulative logical vs stored
+bytes over snapshot commit order, one colour per task plus the total.
+
+matplotlib is imported inside :func:`plot_storage` only, and the figure is drawn on an Agg
+canvas created there: no GUI backend, no pyplot global state, nothing done at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from weightstore.cli.render import human_bytes
+from weightstore.types import SnapshotUsage
+
+
+def cumulative(
+    usages: Sequence[SnapshotUsage],
+) -> dict[str | None, tuple[list[int], list[int], list[int]]]:
+    """Per task (and ``None`` for the total): x = 1-based commit position of each of its
+    snapshots, and the running sums of logical and stored bytes at those positions."""
+    series: dict[str | None, tuple[list[int], list[int], list[int]]] = {}
+    for i, u in enumerate(usages, start=1):
+        for key in (u.task, None):
+            xs, logical, stored = series.setdefault(key, ([], [], []))
+            xs.append(i)
+            logical.append((logical[-1] if logical else 0) + u.logical_bytes)
+            stored.append((stored[-1] if stored else 0) + u.stored_bytes)
+    return series
+
+
+def plot_storage(usages: Sequence[SnapshotUsage], out: Path, title: str | None = None) -> Path:
+    """Draw the chart to ``out`` as PNG and return the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg backend, for this figure only
+    ax = fig.add_subplot()
+    series = cumulative(usages)
+    tasks = sorted(k for k in series if k is not None)
+    colours = [f"C{i % 10}" for i in range(len(tasks))]
+    for task, colour in zip(tasks, colours, strict=True):
+        xs, logical, stored = series[task]
+        ax.plot(xs, logical, color=colour, linestyle="--", marker=".", label=f"{task} logical")
+        ax.plot(xs, stored, color=colour, linestyle="-", marker=".", label=f"{task} stored")
+    if None in series and len(tasks) != 1:
+        xs, logical, stored = series[None]
+        ax.plot(xs, logical, color="black", linestyle="--", linewidth=2, label="total logical")
+        ax.plot(xs, stored, color="black", linestyle="-", linewidth=2, label="total stored")
+    ax.set_title(title or "weightstore: logical vs stored bytes (cumulative)")
+    ax.set_xlabel("snapshot (commit order)")
+    ax.set_ylabel("bytes")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: human_bytes(y)))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend(loc="upper left", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no snapshots", ha="center", va="center", transform=ax.transAxes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out

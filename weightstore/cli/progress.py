@@ -1,0 +1,93 @@
+"""Byte progress bars on stderr, fed by the store's ``progress=`` callbacks.
+
+The store calls the callback from its worker threads, so :class:`ByteProgress` serialises
+updates with its own lock. Bars are drawn only when stderr is a terminal; elsewhere (pipes,
+tests, CI logs) the callback still counts but draws nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+
+class ByteProgress:
+    """``with ByteProgress("saving", total) as advance: store.save(..., progress=advance)``.
+
+    ``total`` may be an estimate or None (unknown); on exit the bar is completed at the bytes
+    actually counted.
+    """
+
+    def __init__(
+        self, description: str, total: int | None, console: Console | None = None
+    ) -> None:
+        self._console = console or Console(stderr=True)
+        self._lock = threading.Lock()
+        self._completed = 0
+        self._total = total
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._description = description
+
+    @property
+    def completed(self) -> int:
+        """Bytes counted so far."""
+        with self._lock:
+            return self._completed
+
+    def __call__(self, nbytes: int) -> None:
+        with self._lock:
+            self._completed += nbytes
+            if self._progress is not None and self._task is not None:
+                self._progress.update(self._task, completed=self._completed)
+
+    def __enter__(self) -> ByteProgress:
+        if self._console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=self._total)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            progress, self._progress = self._progress, None
+            if progress is not None and self._task is not None and exc is None:
+                progress.update(self._task, completed=self._completed, total=self._completed)
+        if progress is not None:
+            progress.stop()
+
+
+def estimate_bytes(path: Path) -> int | None:
+    """About how many tensor bytes a weights file or folder holds (its size on disk), for the
+    bar's total; None when it cannot be told."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.glob("*.safetensors")) or None
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -1,0 +1,143 @@
+"""zstd over fixed-size independent frames of a plane-major buffer.
+
+Frames never span two planes, so each frame sees bytes of one kind (exponents, or mantissas),
+and any frame can be decoded alone: by many threads, or later by a GPU's batched zstd.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import zstandard as zstd
+
+from weightstore.codec.format import RAW_FRAME
+from weightstore.codec.layout import U8
+from weightstore.errors import CorruptObject
+
+# Level-1-like speed, but matches of 7+ bytes only: exponent planes are near-random symbol
+# streams where short matches cost more than Huffman-coded literals. Measured on MiniLM fp32
+# exponent planes: 0.348 of raw vs 0.375 for level 1 and 0.333 for level 19, at level-1 speed.
+_FAST = {
+    "strategy": zstd.STRATEGY_FAST,
+    "min_match": 7,
+    "search_log": 1,
+    "hash_log": 12,
+    "window_log": 17,
+}
+
+
+# Planes with fewer frames are always compressed whole: probing them saves nothing.
+_PROBE_MIN_FRAMES = 8
+
+
+class FrameCodec:
+    """Compresses and decompresses frames; one instance may be shared by many threads."""
+
+    def __init__(self, level: int | None = None) -> None:
+        if level is None:
+            self._params = zstd.ZstdCompressionParameters(write_content_size=True, **_FAST)
+        else:
+            self._params = zstd.ZstdCompressionParameters.from_level(
+                level, write_content_size=True
+            )
+        self._local = threading.local()
+
+    def _cctx(self) -> zstd.ZstdCompressor:
+        cctx: zstd.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = zstd.ZstdCompressor(compression_params=self._params)
+        return cctx
+
+    def _dctx(self) -> zstd.ZstdDecompressor:
+        dctx: zstd.ZstdDecompressor | None = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstd.ZstdDecompressor()
+        return dctx
+
+    def compress(
+        self, planes: U8, plan: list[tuple[int, int]], n_planes: int
+    ) -> tuple[list[int], list[memoryview | bytes]]:
+        """Compress each planned frame; return the frame table and the payload pieces.
+
+        A plane whose sampled frames do not shrink by 1% (the low mantissa bytes of trained
+        weights) is stored uncompressed without compressing the rest: that halves encoding time
+        on fp32 for a size cost below 0.1%.
+        """
+        view = memoryview(planes)  # type: ignore[arg-type]
+        pieces = [view[off : off + n] for off, n in plan]
+        if not pieces:
+            return [], []
+        cctx = self._cctx()
+        per_plane = len(pieces) // n_planes
+        todo: list[int] = []
+        for p in range(n_planes):
+            idx = range(p * per_plane, (p + 1) * per_plane)
+            if per_plane >= _PROBE_MIN_FRAMES:
+                probe = [idx[0], idx[len(idx) // 2], idx[-1]]
+                sizes = cctx.multi_compress_to_buffer([pieces[i] for i in probe], threads=1)
+                packed = sum(len(sizes[i]) for i in range(len(probe)))
+                if packed >= 0.99 * sum(len(pieces[i]) for i in probe):
+                    continue
+            todo.extend(idx)
+        table = [len(piece) | RAW_FRAME for piece in pieces]
+        payload: list[memoryview | bytes] = list(pieces)
+        if todo:
+            out = cctx.multi_compress_to_buffer([pieces[i] for i in todo], threads=1)
+            for j, i in enumerate(todo):
+                packed = out[j]
+                if len(packed) < len(pieces[i]):
+                    table[i] = len(packed)
+                    payload[i] = packed.tobytes()
+        return table, payload
+
+    def decode_planes(
+        self,
+        raw_len: int,
+        n_planes: int,
+        plan: list[tuple[int, int]],
+        table: tuple[int, ...],
+        payload: memoryview,
+        name: str,
+    ) -> list[U8]:
+        """Decode the frames into one array per plane.
+
+        A plane stored entirely uncompressed comes back as a read-only view into ``payload``
+        (no copy: those are 3 of 4 planes of fp32 weights); other planes are new arrays.
+        """
+        plane_len = raw_len // n_planes if n_planes else 0
+        per_plane = len(plan) // n_planes if n_planes else 0
+        dctx = self._dctx()
+        planes: list[U8] = []
+        pos = 0
+        for p in range(n_planes):
+            rows = range(p * per_plane, (p + 1) * per_plane)
+            sizes = [table[i] & ~RAW_FRAME for i in rows]
+            if all(table[i] & RAW_FRAME for i in rows):
+                if sum(sizes) != plane_len:
+                    raise CorruptObject(f"{name}: plane {p} is not {plane_len} bytes")
+                planes.append(np.frombuffer(payload[pos : pos + plane_len], dtype=np.uint8))
+                pos += plane_len
+                continue
+            plane = np.empty(plane_len, dtype=np.uint8)
+            for i, size in zip(rows, sizes, strict=True):
+                off, n = plan[i]
+                off -= p * plane_len
+                src = payload[pos : pos + size]
+                pos += size
+                if table[i] & RAW_FRAME:
+                    if size != n:
+                        raise CorruptObject(f"{name}: stored frame of {size} bytes, expected {n}")
+                    plane[off : off + n] = np.frombuffer(src, dtype=np.uint8)
+                    continue
+                try:
+                    if zstd.frame_content_size(src) != n:
+                        raise CorruptObject(f"{name}: frame at {off} does not hold {n} bytes")
+                    data = dctx.decompress(src)
+                except zstd.ZstdError as e:
+                    raise CorruptObject(f"{name}: frame at {off} does not decompress: {e}") from e
+                if len(data) != n:
+                    raise CorruptObject(f"{name}: frame at {off} decoded to {len(data)} bytes")
+                plane[off : off + n] = np.frombuffer(data, dtype=np.uint8)
+            planes.append(plane)
+        return planes

@@ -1,0 +1,107 @@
+"""Byte grouping: split fixed-size elements into byte planes, sign and exponent together.
+
+For floating types each element is first rotated left by one bit (as ZipNN does), so that the
+sign moves to the least significant bit and the exponent fills the top byte: that plane holds
+nearly all the redundancy of trained weights, and of XOR deltas between fine-tunes. The planes
+are then stored one after another (plane-major), least significant byte first.
+Rotation is a bit permutation, so it commutes with XOR: ``group(a ^ b) == group(a) ^ group(b)``,
+which lets a delta chain be resolved entirely in the grouped domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from weightstore.errors import InvalidInput
+
+U8 = npt.NDArray[np.uint8]
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to group one object's bytes: element size in bytes and whether to rotate floats."""
+
+    elem_size: int = 1
+    rotate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.elem_size not in (1, 2, 4, 8):
+            raise InvalidInput(f"element size must be 1, 2, 4 or 8 bytes, not {self.elem_size}")
+        if self.rotate and self.elem_size == 1:
+            raise InvalidInput("one-byte elements are not rotated")
+
+    def check(self, nbytes: int) -> None:
+        if nbytes % self.elem_size:
+            raise InvalidInput(
+                f"{nbytes} bytes is not a whole number of {self.elem_size}-byte elements"
+            )
+
+
+BYTES = Layout()
+
+
+# Elements per block: small enough that a block's planes stay in L2 cache while they are shuffled.
+_BLOCK = 1 << 15
+
+
+def group(raw: U8, layout: Layout) -> U8:
+    """Return the planes of ``raw`` (1-D uint8) as one contiguous plane-major uint8 array."""
+    layout.check(raw.size)
+    k = layout.elem_size
+    if k == 1:
+        return raw
+    n = raw.size // k
+    elems = raw.view(_UINT[k])
+    planes = np.empty((k, n), dtype=np.uint8)
+    one, top = np.array(1, elems.dtype), np.array(8 * k - 1, elems.dtype)
+    for s in range(0, n, _BLOCK):
+        block = elems[s : s + _BLOCK]
+        if layout.rotate:
+            block = (block << one) | (block >> top)
+        cols = block.view(np.uint8).reshape(-1, k)
+        for j in range(k):
+            planes[j, s : s + _BLOCK] = cols[:, j]
+    return planes.reshape(-1)
+
+
+def ungroup(planes: U8 | Sequence[U8], layout: Layout, out: U8 | None = None) -> U8:
+    """Inverse of :func:`group`: planes back to raw little-endian elements.
+
+    ``planes`` is the plane-major array or a list of one array per plane. With ``out`` (a uint8
+    array of the right size) the result is written there, so a restore can decode straight
+    into a tensor's own memory.
+    """
+    k = layout.elem_size
+    if isinstance(planes, np.ndarray):
+        layout.check(planes.size)
+        src: Sequence[U8] = planes.reshape(k, -1) if planes.size else [planes[:0]] * k
+    else:
+        src = planes
+    if len(src) != k or len({p.size for p in src}) > 1:
+        raise InvalidInput(f"expected {k} planes of equal size")
+    n = src[0].size
+    if out is None:
+        out = np.empty(n * k, dtype=np.uint8)
+    elif out.size != n * k:
+        raise InvalidInput(f"output holds {out.size} bytes, planes {n * k}")
+    if k == 1:
+        out[:] = src[0]
+        return out
+    cols_all = out.reshape(n, k)
+    top = np.array(8 * k - 1, _UINT[k])
+    for s in range(0, n, _BLOCK):
+        cols = cols_all[s : s + _BLOCK]
+        for j in range(k):
+            cols[:, j] = src[j][s : s + _BLOCK]
+        if layout.rotate:
+            elems = cols.reshape(-1).view(_UINT[k])
+            carry = elems << top
+            elems >>= 1
+            elems |= carry
+    return out

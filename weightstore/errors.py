@@ -1,0 +1,98 @@
+"""The one error tree of weightstore.
+
+Every error a user can cause or meet derives from :class:`WeightstoreError` and also from the
+built-in exception it resembles, so ``except LookupError`` keeps working for callers who do not
+know this library. The CLI maps each class to an exit code (``exit_code``), the service to an HTTP
+status (``http_status``). Messages say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+
+class WeightstoreError(Exception):
+    """Root of every error raised on purpose by weightstore."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class NotFound(WeightstoreError, LookupError):
+    """A task, snapshot, tag or object that does not exist."""
+
+    exit_code = 3
+    http_status = 404
+
+
+class RefNotFound(NotFound):
+    """A ref that names no snapshot."""
+
+
+class ObjectNotFound(NotFound):
+    """An object missing from the object backend."""
+
+
+class InvalidRef(WeightstoreError, ValueError):
+    """A ref, task or tag name that does not parse."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class AmbiguousRef(InvalidRef):
+    """An id prefix that matches more than one snapshot."""
+
+    http_status = 409
+
+
+class InvalidInput(WeightstoreError, ValueError):
+    """Input that cannot be stored or used: bad files, dtypes, shapes, arguments."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class CorruptFile(InvalidInput):
+    """A weights file that is truncated or not in the format it claims."""
+
+
+class UnsupportedDtype(InvalidInput):
+    """A tensor dtype weightstore cannot store losslessly."""
+
+
+class IncompatibleTensor(InvalidInput):
+    """A stored tensor that does not fit the target (``restore(into=...)``): name, shape or dtype."""
+
+
+class Conflict(WeightstoreError, ValueError):
+    """The request contradicts what is stored, such as a step saved twice in one task."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class CorruptObject(WeightstoreError, IOError):
+    """A stored object whose header, frames or digest do not check out."""
+
+    exit_code = 5
+    http_status = 500
+
+
+class StorageError(WeightstoreError, OSError):
+    """The object backend or the index failed for a reason outside weightstore's control."""
+
+    exit_code = 5
+    http_status = 503
+
+
+class SchemaOutdated(WeightstoreError, RuntimeError):
+    """The index schema is older (or newer) than this version of weightstore expects."""
+
+    exit_code = 6
+    http_status = 503
+
+
+class LockHeld(WeightstoreError, RuntimeError):
+    """Another process holds a lock this operation needs (for example a running gc)."""
+
+    exit_code = 7
+    http_status = 423

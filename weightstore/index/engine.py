@@ -1,0 +1,68 @@
+"""Engine creation for the index: connection settings and per-backend session setup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+# Execution option that marks a connection as read-only so that, on SQLite, its transactions
+# start with a plain (deferred) BEGIN: readers then never queue behind a writer under WAL.
+READ_ONLY_OPTION = "weightstore_read_only"
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Where the index lives and how to talk to it.
+
+    ``url`` is a SQLAlchemy URL: ``sqlite:///path/to/index.db`` or
+    ``postgresql+psycopg://user@host:5432/dbname``.
+    """
+
+    url: str
+    busy_timeout_ms: int = 30000
+    echo: bool = False
+
+
+def make_engine(settings: IndexSettings) -> Engine:
+    """Create (but do not connect) the engine for ``settings``."""
+    url = make_url(settings.url)
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, echo=settings.echo)
+        _setup_sqlite(engine, settings.busy_timeout_ms)
+        return engine
+    return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+
+
+def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # pysqlite's legacy transaction control BEGINs lazily (DEFERRED, and only before DML), so
+        # a transaction that reads first must later upgrade its lock, and SQLite fails such an
+        # upgrade at once with "database is locked" instead of waiting for busy_timeout. Turning
+        # the driver's control off lets the "begin" listener below issue the BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # First, so that switching a new file to WAL also waits for a concurrent opener.
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # WAL with synchronous=NORMAL never loses or corrupts a committed transaction when a
+            # process crashes (only an OS crash or power cut may drop the last commits), and it
+            # lets readers proceed while one writer writes.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers wait for each other through
+        # busy_timeout instead of one failing on a lock upgrade mid-transaction.
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,133 @@
+"""Index schema versioning: find the Alembic revision of a database, check it, upgrade it."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, inspect, text
+
+from weightstore.errors import SchemaOutdated
+from weightstore.index.engine import READ_ONLY_OPTION
+from weightstore.index.models import WEIGHTSTORE_TABLES
+
+HEAD = "0001"
+"""The schema revision this version of weightstore reads and writes."""
+
+# Any constant works; it only has to be the same in every weightstore process so that two
+# processes opening a fresh PostgreSQL index do not both try to create the tables.
+_PG_SCHEMA_LOCK_KEY = 0x77_65_69_67_68_74  # "weight"
+
+
+def migrations_dir() -> str:
+    """Filesystem path of the Alembic script folder (installed package or source checkout)."""
+    try:
+        found = importlib.resources.files("weightstore_migrations")
+    except ModuleNotFoundError:
+        found = None
+    if isinstance(found, Path) and (found / "env.py").is_file():
+        return str(found)
+    # Running from a source checkout without installing: migrations/ sits next to weightstore/.
+    return str(Path(__file__).resolve().parents[2] / "migrations")
+
+
+def alembic_config(
+    connection: Connection | None = None, *, script_location: str | None = None
+) -> Config:
+    """An Alembic ``Config`` built in code (no alembic.ini); ``connection`` is used by env.py."""
+    config = Config()
+    # Config options go through ConfigParser interpolation, where "%" is special.
+    config.set_main_option(
+        "script_location", (script_location or migrations_dir()).replace("%", "%%")
+    )
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database, or None for an unversioned (e.g. empty) one."""
+    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head", *, script_location: str | None = None) -> None:
+    """Migrate the database to ``revision`` in one transaction (DDL is transactional on both
+    SQLite and PostgreSQL, so a failed migration leaves the schema as it was)."""
+    with engine.begin() as conn:
+        _lock_schema(conn)
+        command.upgrade(alembic_config(conn, script_location=script_location), revision)
+
+
+def ensure_schema(engine: Engine, *, create: bool, script_location: str | None = None) -> None:
+    """Make sure the database holds the schema this weightstore needs.
+
+    An empty database is migrated to head when ``create`` is true. Any other state than head
+    raises :class:`SchemaOutdated` saying which side needs upgrading. ``script_location`` is for
+    tests that exercise an alternative migration history.
+    """
+    script = ScriptDirectory.from_config(alembic_config(script_location=script_location))
+    head = script.get_current_head()
+    assert head is not None, "the migrations folder has no revisions"
+    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+        has_tables, revision = _state(conn)
+    if revision == head:
+        return
+    if not has_tables and revision is None and create:
+        with engine.begin() as conn:
+            _lock_schema(conn)
+            # Another process may have created the schema since we looked.
+            has_tables, revision = _state(conn)
+            if not has_tables and revision is None:
+                command.upgrade(alembic_config(conn, script_location=script_location), head)
+                return
+        if revision == head:
+            return
+    _raise_mismatch(script, head, has_tables, revision)
+
+
+def _state(conn: Connection) -> tuple[bool, str | None]:
+    tables = set(inspect(conn).get_table_names())
+    revision = MigrationContext.configure(conn).get_current_revision()
+    return bool(tables & WEIGHTSTORE_TABLES), revision
+
+
+def _lock_schema(conn: Connection) -> None:
+    # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs an explicit lock
+    # because CREATE TABLE does not block a concurrent CREATE TABLE of the same name.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK_KEY})
+
+
+def _raise_mismatch(
+    script: ScriptDirectory, head: str, has_tables: bool, revision: str | None
+) -> None:
+    if revision is None:
+        if not has_tables:
+            raise SchemaOutdated(
+                "the index has no weightstore schema yet: run `weightstore db upgrade` to create it"
+            )
+        raise SchemaOutdated(
+            "the index has weightstore tables but records no schema revision (its "
+            "alembic_version table is missing or empty), so it was not created by weightstore "
+            f"or was changed by hand: restore it from a backup, or, if you are sure it matches "
+            f"revision {head}, record that with `alembic stamp {head}`"
+        )
+    try:
+        known = script.get_revision(revision) is not None
+    except CommandError:
+        known = False
+    if known:
+        raise SchemaOutdated(
+            f"index schema is at revision {revision}, this weightstore needs {head}: "
+            "run `weightstore db upgrade` (back up first)"
+        )
+    raise SchemaOutdated(
+        f"index schema is at revision {revision}, which this weightstore does not know (it "
+        f"needs {head}): the index was upgraded by a newer weightstore; upgrade weightstore"
+    )

@@ -1,0 +1,44 @@
+"""Explicit settings objects: everything tunable is passed in, nothing is read at import."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """How objects are encoded.
+
+    ``frame_size``: uncompressed bytes per independent zstd frame; 64 KiB keeps GPU batched
+    decoding fast (see docs/design.md). ``level``: zstd level, or ``None`` for the tuned fast
+    parameters. ``max_chain_depth``: longest delta chain a new object may end; past it the
+    object is re-based (stored plain). ``delta_accept_ratio``: a delta at most this fraction of
+    the raw size is kept without also trying a plain encoding.
+    """
+
+    frame_size: int = 64 * 1024
+    level: int | None = None
+    max_chain_depth: int = 8
+    delta_accept_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Settings of a :class:`weightstore.WeightStore`.
+
+    ``threads``: worker threads for encoding, decoding and hashing (default: every core).
+    ``gc_grace_seconds``: default age below which gc spares unreferenced objects.
+    ``fsync``: make object writes durable before the index commits (turn off only for tests).
+    ``verify_reads``: re-derive every tensor's digest on restore, so a flipped bit on disk is
+    an error, never silently wrong weights (headers and frame sizes are checked always).
+    """
+
+    codec: CodecSettings = CodecSettings()
+    threads: int = 0
+    gc_grace_seconds: float = 3600.0
+    fsync: bool = True
+    verify_reads: bool = True
+
+    def worker_count(self) -> int:
+        return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)

@@ -1,0 +1,676 @@
+"""The facade: save, restore, log, diff, tag, delete, prune, gc, verify, stats, export, import.
+
+It orders the work of the layers below and keeps the write order of docs/design.md:
+objects are durable before the snapshot's index rows commit in one transaction (with its tags).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weightstore.codec import Codec, digest
+from weightstore.codec.layout import U8
+from weightstore.errors import (
+    Conflict,
+    CorruptObject,
+    IncompatibleTensor,
+    InvalidInput,
+    ObjectNotFound,
+    RefNotFound,
+    WeightstoreError,
+)
+from weightstore.files import read_weights, write_safetensors
+from weightstore.index import Index, IndexSettings
+from weightstore.objects import LocalBackend, ObjectBackend
+from weightstore.refs import Ref, check_name, parse_ref
+from weightstore.settings import StoreSettings
+from weightstore.tensors import byte_view, check_tensor, dtype_info, empty_tensor, tensor_bytes
+from weightstore.types import (
+    Diff,
+    GcResult,
+    ObjectRecord,
+    Snapshot,
+    StoreStats,
+    TensorChange,
+    TensorEntry,
+    VerifyProblem,
+    VerifyResult,
+)
+from weightstore.usage import compute_stats
+
+Weights = torch.nn.Module | Mapping[str, torch.Tensor]
+Progress = Callable[[int], None]  # called with a byte count as work completes
+
+CONFIG_FILE = "weightstore.json"
+INDEX_FILE = "index.sqlite"
+OBJECTS_DIR = "objects"
+GC_LOCK = "gc"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
+    if isinstance(weights, torch.nn.Module):
+        return weights.state_dict(keep_vars=False)
+    if isinstance(weights, Mapping):
+        return weights
+    raise InvalidInput(
+        f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One distinct object a save must make sure is stored."""
+
+    entry: TensorEntry
+    tensor: torch.Tensor
+    raw: U8
+
+
+class WeightStore:
+    """Versioned, content-addressed, delta-compressed weight snapshots per task."""
+
+    def __init__(
+        self,
+        index: Index,
+        objects: ObjectBackend,
+        settings: StoreSettings | None = None,
+    ) -> None:
+        self.index = index
+        self.objects = objects
+        self.settings = settings or StoreSettings()
+        self.codec = Codec(self.settings.codec)
+        self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    # ----------------------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        index_url: str | None = None,
+        settings: StoreSettings | None = None,
+        create: bool = True,
+    ) -> WeightStore:
+        """Open the store in folder ``path``: SQLite inside it unless ``index_url`` names another
+        database (remembered in ``weightstore.json``), objects in ``path/objects``."""
+        settings = settings or StoreSettings()
+        root = Path(path)
+        url = cls._index_url(root, index_url, create)
+        index = Index.open(IndexSettings(url=url), create=create)
+        return cls(index, LocalBackend(root / OBJECTS_DIR, fsync=settings.fsync), settings)
+
+    @staticmethod
+    def _index_url(root: Path, index_url: str | None, create: bool) -> str:
+        config = root / CONFIG_FILE
+        saved: dict[str, Any] = {}
+        if config.is_file():
+            try:
+                saved = json.loads(config.read_text())
+            except ValueError as e:
+                raise InvalidInput(f"{config} is not valid JSON: {e}") from e
+        if not root.is_dir():
+            if not create:
+                raise RefNotFound(f"no store at {root}: run `weightstore init {root}` first")
+            root.mkdir(parents=True)
+        if index_url is None:
+            return str(saved.get("index_url") or f"sqlite:///{(root / INDEX_FILE).resolve()}")
+        if saved.get("index_url") != index_url:
+            config.write_text(json.dumps({**saved, "index_url": index_url}, indent=2) + "\n")
+        return index_url
+
+    @classmethod
+    def upgrade_schema(
+        cls, path: str | os.PathLike[str], *, index_url: str | None = None
+    ) -> tuple[str | None, str]:
+        """Migrate the store's index to the newest schema; return (old, new) revisions."""
+        from weightstore.index import engine as index_engine
+        from weightstore.index import schema
+
+        url = cls._index_url(Path(path), index_url, create=False)
+        engine = index_engine.make_engine(IndexSettings(url=url))
+        try:
+            old = schema.current_revision(engine)
+            schema.upgrade(engine)
+            return old, schema.HEAD
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.index.close()
+        self.objects.close()
+
+    def __enter__(self) -> WeightStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- reading
+
+    def resolve(self, ref: str | Ref) -> str:
+        """The full id of the snapshot ``ref`` names."""
+        return self.index.resolve(parse_ref(ref) if isinstance(ref, str) else ref)
+
+    def show(self, ref: str) -> Snapshot:
+        return self.index.get_snapshot(self.resolve(ref))
+
+    def tasks(self) -> list[str]:
+        return self.index.tasks()
+
+    def log(self, task: str | None = None) -> list[Snapshot]:
+        """Snapshots newest first, of one task or of all."""
+        if task is not None:
+            check_name(task)
+            if task not in self.index.tasks():
+                raise RefNotFound(f"no task {task!r}; tasks: {', '.join(self.tasks()) or 'none'}")
+        return self.index.list_snapshots(task)
+
+    def diff(self, ref_a: str, ref_b: str) -> Diff:
+        a, b = self.show(ref_a), self.show(ref_b)
+        old = {t.name: t for t in a.tensors}
+        new = {t.name: t for t in b.tensors}
+        changed, unchanged = [], []
+        for name, t in new.items():
+            if name in old:
+                o = old[name]
+                if (o.digest, o.dtype, o.shape) == (t.digest, t.dtype, t.shape):
+                    unchanged.append(name)
+                else:
+                    changed.append(TensorChange(name, o, t))
+        return Diff(
+            a,
+            b,
+            added=tuple(t for n, t in new.items() if n not in old),
+            removed=tuple(t for n, t in old.items() if n not in new),
+            changed=tuple(changed),
+            unchanged=tuple(unchanged),
+        )
+
+    # ----------------------------------------------------------------------------- saving
+
+    def save(
+        self,
+        task: str,
+        weights: Weights,
+        *,
+        step: int | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        message: str = "",
+        progress: Progress | None = None,
+    ) -> Snapshot:
+        """Store ``weights`` as a new snapshot of ``task`` and return it.
+
+        Each tensor is stored once per distinct content; a tensor that also exists under the
+        same name, dtype and size in the parent snapshot (the task's latest, or ``parent``) is
+        stored as an XOR delta against it when that is smaller.
+        """
+        check_name(task)
+        tag_list = [check_name(t, "tag") for t in dict.fromkeys(tags)]
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise InvalidInput(f"step must be a non-negative integer, not {step!r}")
+        meta = dict(metadata or {})
+        try:
+            meta_json = json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"metadata must be JSON-serialisable: {e}") from e
+        if not isinstance(message, str):
+            raise InvalidInput("message must be a string")
+        state = _state_dict(weights)
+        names = list(state.keys())
+        if not names:
+            raise InvalidInput("nothing to save: the state dict is empty")
+        if step is not None and self._exists(Ref(f"{task}@{step}", "step", task, step=step)):
+            existing = self.resolve(f"{task}@{step}")
+            raise Conflict(
+                f"task {task!r} already has a snapshot at step {step} ({existing[:12]}): "
+                "use another step or delete it first"
+            )
+        parent_snap = self._parent(task, parent)
+        base_of = {t.name: t for t in parent_snap.tensors} if parent_snap else {}
+
+        created = _now()
+        entries: list[TensorEntry] = [None] * len(names)  # type: ignore[list-item]
+        seen: dict[str, threading.Event] = {}
+        lock = threading.Lock()
+
+        def store_one(i: int) -> None:
+            name = names[i]
+            t = check_tensor(name, state[name])
+            info = dtype_info(t.dtype)
+            raw = tensor_bytes(t)
+            d = digest(memoryview(raw))  # type: ignore[arg-type]
+            entry = TensorEntry(name, info.name, tuple(t.shape), d, raw.size)
+            entries[i] = entry
+            with lock:
+                first = d not in seen
+                if first:
+                    seen[d] = threading.Event()
+            if first:
+                try:
+                    self._ensure_object(entry, raw, base_of.get(name), created)
+                finally:
+                    seen[d].set()
+            if progress:
+                progress(raw.size)
+
+        self._run_all(store_one, range(len(names)))
+        snapshot_id = digest(
+            json.dumps(
+                [task, step, parent_snap.id if parent_snap else None, created.isoformat(),
+                 message, meta_json, [(e.name, e.dtype, e.shape, e.digest) for e in entries]],
+            ).encode()
+        )
+        self.index.commit_snapshot(
+            snapshot_id=snapshot_id,
+            task=task,
+            step=step,
+            parent_id=parent_snap.id if parent_snap else None,
+            created_at=created,
+            message=message,
+            metadata=meta,
+            logical_bytes=sum(e.nbytes for e in entries),
+            tensors=entries,
+            tags=tag_list,
+        )
+        return self.index.get_snapshot(snapshot_id)
+
+    def _exists(self, ref: Ref) -> bool:
+        try:
+            self.index.resolve(ref)
+        except RefNotFound:
+            return False
+        return True
+
+    def _parent(self, task: str, parent: str | None) -> Snapshot | None:
+        if parent is not None:
+            return self.show(parent)
+        latest = self.index.latest_snapshot_id(task)
+        return self.index.get_snapshot(latest) if latest else None
+
+    def _ensure_object(
+        self, entry: TensorEntry, raw: U8, base: TensorEntry | None, now: datetime
+    ) -> None:
+        """Make sure object ``entry.digest`` is stored and pinned against gc (write order:
+        index row first, so a concurrent gc spares it, then the durable blob)."""
+        d = entry.digest
+        if self.index.pin_objects([d], now) and self.objects.exists(d):
+            return
+        encoded = None
+        if base is not None and base.digest != d and (base.dtype, base.nbytes) == (
+            entry.dtype, entry.nbytes
+        ):
+            encoded = self._encode_against(entry, raw, base.digest, now)
+        if encoded is None:
+            encoded = self.codec.encode(raw, dtype_info(entry.dtype).layout)
+            depth = 0
+        else:
+            encoded, depth = encoded
+        record = ObjectRecord(
+            d, encoded.raw_size, encoded.stored_size, encoded.encoding, encoded.base, depth
+        )
+        self.index.add_object(record, now)
+        self.objects.put(d, encoded.blob)
+
+    def _encode_against(
+        self, entry: TensorEntry, raw: U8, base_digest: str, now: datetime
+    ) -> tuple[Any, int] | None:
+        """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
+        chain is already ``max_chain_depth`` long); None if the base is gone."""
+        if not self.index.pin_objects([base_digest], now):
+            return None
+        chain = self._chain([base_digest])[base_digest]
+        max_depth = self.settings.codec.max_chain_depth
+        if max_depth <= 0:
+            return None
+        if chain[0].chain_depth + 1 > max_depth:
+            chain = chain[-1:]
+        base_raw = self._decode_chain(chain)
+        encoded = self.codec.encode(
+            raw, dtype_info(entry.dtype).layout, (chain[0].digest, base_raw)
+        )
+        depth = chain[0].chain_depth + 1 if encoded.encoding == "delta" else 0
+        return encoded, depth
+
+    # ----------------------------------------------------------------------------- restoring
+
+    def _chain(self, digests: Iterable[str]) -> dict[str, list[ObjectRecord]]:
+        """Every digest's delta chain (itself first, root last), fetched level by level."""
+        records: dict[str, ObjectRecord] = {}
+        todo = set(digests)
+        while todo:
+            found = self.index.get_objects(todo)
+            missing = todo - found.keys()
+            if missing:
+                raise ObjectNotFound(f"object {sorted(missing)[0]} is not in the index")
+            records.update(found)
+            todo = {r.base for r in found.values() if r.base and r.base not in records}
+        chains = {}
+        for d in digests:
+            chain = [records[d]]
+            while chain[-1].base:
+                chain.append(records[chain[-1].base])
+                if len(chain) > 10_000:
+                    raise CorruptObject(f"object {d}: delta chain loops")
+            chains[d] = chain
+        return chains
+
+    def _decode_chain(
+        self, chain: Sequence[ObjectRecord], out: U8 | None = None, verify: bool = False
+    ) -> U8:
+        blobs = [self.objects.get_view(r.digest) for r in chain]
+        names = [r.digest for r in chain]
+        if verify:
+            return self.codec.decode_verified(blobs, names, out)
+        return self.codec.decode(blobs, names, out)
+
+    def restore(
+        self,
+        ref: str,
+        *,
+        device: str | torch.device = "cpu",
+        into: Weights | None = None,
+        strict: bool = True,
+        verify: bool | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Return the snapshot's tensors on ``device``; or, with ``into``, copy them into the
+        module's (or state dict's) own tensors in place and return those.
+
+        ``strict`` (with ``into``): the names must match exactly, as in ``load_state_dict``.
+        Every shape and dtype is checked before anything is written. ``verify`` re-derives each
+        tensor's digest (default: the store setting ``verify_reads``).
+        """
+        snap = self.show(ref)
+        check = self.settings.verify_reads if verify is None else verify
+        chains = self._chain({t.digest for t in snap.tensors})
+        if into is not None:
+            return self._restore_into(snap, _state_dict(into), strict, chains, check, progress)
+        dev = torch.device(device)
+        pin = dev.type == "cuda"
+        out: dict[str, torch.Tensor] = {}
+
+        def load(entry: TensorEntry) -> None:
+            t = empty_tensor(entry.dtype, entry.shape, pin_memory=pin)
+            self._decode_chain(chains[entry.digest], byte_view(t), check)
+            out[entry.name] = t.to(dev, non_blocking=True) if pin else t
+            if progress:
+                progress(entry.nbytes)
+
+        self._run_all(load, sorted(snap.tensors, key=lambda e: -e.nbytes))
+        if pin:
+            torch.cuda.synchronize(dev)
+        return {t.name: out[t.name] for t in snap.tensors}
+
+    def _restore_into(
+        self,
+        snap: Snapshot,
+        target: Mapping[str, torch.Tensor],
+        strict: bool,
+        chains: Mapping[str, list[ObjectRecord]],
+        check: bool,
+        progress: Progress | None,
+    ) -> dict[str, torch.Tensor]:
+        stored = {t.name: t for t in snap.tensors}
+        if strict:
+            missing = [n for n in target if n not in stored]
+            unexpected = [n for n in stored if n not in target]
+            if missing or unexpected:
+                raise IncompatibleTensor(
+                    f"snapshot {snap.short_id} does not match the target: "
+                    f"missing in snapshot {missing[:5]}, not in target {unexpected[:5]} "
+                    "(pass strict=False to copy only the names both have)"
+                )
+        pairs = [(stored[n], target[n]) for n in target if n in stored]
+        for entry, t in pairs:
+            if not isinstance(t, torch.Tensor):
+                raise IncompatibleTensor(f"target {entry.name!r} is not a tensor")
+            if tuple(t.shape) != entry.shape or dtype_info(t.dtype).name != entry.dtype:
+                raise IncompatibleTensor(
+                    f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
+                    f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
+                )
+        # Decode everything before writing anything, so a corrupt object leaves the model as it
+        # was; tensors that can take the bytes directly are decoded into a staging copy first.
+        staged: dict[str, torch.Tensor] = {}
+
+        def load(pair: tuple[TensorEntry, torch.Tensor]) -> None:
+            entry, _ = pair
+            t = empty_tensor(entry.dtype, entry.shape)
+            self._decode_chain(chains[entry.digest], byte_view(t), check)
+            staged[entry.name] = t
+
+        self._run_all(load, pairs)
+        with torch.no_grad():
+            for entry, t in pairs:
+                t.copy_(staged.pop(entry.name), non_blocking=True)
+                if progress:
+                    progress(entry.nbytes)
+        return {entry.name: t for entry, t in pairs}
+
+    def read_tensor_bytes(self, entry: TensorEntry, verify: bool = False) -> U8:
+        """The raw bytes of one stored tensor."""
+        return self._decode_chain(self._chain([entry.digest])[entry.digest], verify=verify)
+
+    def _run_all(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+        """Run ``fn`` over ``items`` on the worker pool, at most a few in flight at a time so
+        memory stays a small multiple of the largest tensor; re-raise the first error."""
+        items = list(items)
+        limit = 2 * self.settings.worker_count()
+        futures = []
+        for item in items:
+            futures.append(self._pool.submit(fn, item))
+            if len(futures) >= limit:
+                futures.pop(0).result()
+        for f in futures:
+            f.result()
+
+    # ----------------------------------------------------------------------------- tags, deletion
+
+    def tag(self, ref: str, name: str) -> Snapshot:
+        """Point the tag ``name`` of the snapshot's task at it (moving it if it exists)."""
+        check_name(name, "tag")
+        sid = self.resolve(ref)
+        self.index.set_tag(sid, name)
+        return self.index.get_snapshot(sid)
+
+    def untag(self, task: str, name: str) -> None:
+        self.index.delete_tag(check_name(task), check_name(name, "tag"))
+
+    def delete(self, ref: str) -> Snapshot:
+        """Delete one snapshot (its objects stay until gc finds them unreferenced)."""
+        snap = self.show(ref)
+        self.index.delete_snapshot(snap.id)
+        return snap
+
+    def prune(self, task: str, *, keep_last: int, keep_tagged: bool = True) -> list[Snapshot]:
+        """Delete all but the newest ``keep_last`` snapshots of ``task`` (tagged ones are kept
+        unless ``keep_tagged`` is False); return the deleted snapshots."""
+        if keep_last < 0:
+            raise InvalidInput("keep_last must be >= 0")
+        doomed = [
+            s for s in self.log(task)[keep_last:] if not (keep_tagged and s.tags)
+        ]
+        for s in doomed:
+            self.index.delete_snapshot(s.id)
+        return doomed
+
+    # ----------------------------------------------------------------------------- gc, verify
+
+    def gc(
+        self,
+        *,
+        grace_seconds: float | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> GcResult:
+        """Remove objects no snapshot reaches (directly or as a delta base) that have not been
+        used for ``grace_seconds``. Holds the gc lock; safe to run while saves run."""
+        grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+        if grace < 0:
+            raise InvalidInput("grace_seconds must be >= 0")
+        with self.index.lock(GC_LOCK, self._holder, stale_after=timedelta(hours=6)):
+            cutoff = _now() - timedelta(seconds=grace)
+            reachable = self.index.reachable_digests()
+            rows = self.index.all_objects()
+            known = {rec.digest for rec, _ in rows}
+            removed = freed = spared = 0
+            # Children before bases: a base's row can only go once no object names it as base.
+            doomed = [(rec, used) for rec, used in rows if rec.digest not in reachable]
+            doomed.sort(key=lambda ru: -ru[0].chain_depth)
+            for rec, used in doomed:
+                if used >= cutoff:
+                    spared += 1
+                    continue
+                if dry_run or self.index.delete_object_if_unused(
+                    rec.digest, cutoff, lambda d=rec.digest: self._delete_blob(d)
+                ):
+                    removed += 1
+                    freed += rec.stored_size
+                if progress:
+                    progress(1)
+            cutoff_ts = cutoff.timestamp()
+            for info in self.objects.iterate():
+                if info.key in known:
+                    continue
+                if info.modified >= cutoff_ts:
+                    spared += 1
+                elif dry_run or self.index.delete_orphan_blob(
+                    info.key, lambda k=info.key: self._delete_blob(k)
+                ):
+                    removed += 1
+                    freed += info.size
+            return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
+
+    def _delete_blob(self, key: str) -> None:
+        self.objects.delete(key)
+
+    def verify(
+        self, ref: str | None = None, *, progress: Progress | None = None
+    ) -> VerifyResult:
+        """Re-read objects (those of ``ref``'s snapshot, or all), check headers, decode and
+        re-derive each digest; name the snapshots a missing or corrupt object breaks."""
+        if ref is not None:
+            digests = {t.digest for t in self.show(ref).tensors}
+        else:
+            digests = {rec.digest for rec, _ in self.index.all_objects()}
+        problems: dict[str, str] = {}
+        checked = nbytes = 0
+        try:
+            chains = self._chain(digests)
+        except ObjectNotFound:
+            chains = {}
+            for d in digests:
+                try:
+                    chains.update(self._chain([d]))
+                except ObjectNotFound as e:
+                    problems[d] = str(e)
+
+        def check(d: str) -> None:
+            nonlocal checked, nbytes
+            chain = chains[d]
+            try:
+                self._decode_chain(chain, verify=True)
+            except ObjectNotFound:
+                for r in chain:
+                    if not self.objects.exists(r.digest):
+                        problems[r.digest] = "missing from the object store"
+            except CorruptObject as e:
+                problems[d] = str(e)
+            checked += 1
+            nbytes += chain[0].raw_size
+            if progress:
+                progress(chain[0].raw_size)
+
+        self._run_all(check, sorted(chains))
+        affected = self.index.snapshots_for_digests(problems)
+        return VerifyResult(
+            checked,
+            nbytes,
+            tuple(
+                VerifyProblem(d, msg, tuple(affected.get(d, ())))
+                for d, msg in sorted(problems.items())
+            ),
+        )
+
+    def stats(self) -> StoreStats:
+        """The storage report: logical vs stored bytes per task, in total and over time."""
+        return compute_stats(self.index.usage_rows(), self.index.all_objects())
+
+    # ----------------------------------------------------------------------------- files
+
+    def export(
+        self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> Snapshot:
+        """Write the snapshot as a standard safetensors file (tensor by tensor)."""
+        snap = self.show(ref)
+        entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
+        meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
+        if snap.step is not None:
+            meta["weightstore.step"] = str(snap.step)
+
+        def fill(i: int) -> memoryview:
+            return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]
+
+        write_safetensors(path, entries, fill, meta, progress)
+        return snap
+
+    def import_file(
+        self,
+        task: str,
+        path: str | os.PathLike[str],
+        *,
+        step: int | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        message: str = "",
+        progress: Progress | None = None,
+    ) -> Snapshot:
+        """Save the weights in a safetensors file, a sharded safetensors folder or a torch
+        state-dict file as a new snapshot of ``task``."""
+        return self.save(
+            task,
+            read_weights(path),
+            step=step,
+            tags=tags,
+            metadata=metadata,
+            parent=parent,
+            message=message,
+            progress=progress,
+        )
+
+
+@contextmanager
+def open_store(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[WeightStore]:
+    """``with open_store(path) as store:`` — opens and always closes."""
+    store = WeightStore.open(path, **kwargs)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+__all__ = ["WeightStore", "WeightstoreError", "open_store"]

@@ -1,0 +1,144 @@
+"""Frozen value types shared by the facade and the front ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One named tensor of a snapshot: what it is and which object holds its bytes."""
+
+    name: str
+    dtype: str  # torch dtype name without the prefix: "float32", "bfloat16", "float8_e4m3fn"
+    shape: tuple[int, ...]
+    digest: str  # hex digest of the tensor's raw little-endian bytes = the object's name
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable, committed set of named tensors saved for a task."""
+
+    id: str
+    task: str
+    step: int | None
+    parent: str | None
+    created_at: datetime
+    message: str
+    metadata: dict[str, Any]
+    tags: tuple[str, ...]
+    logical_bytes: int
+    tensors: tuple[TensorEntry, ...] = field(repr=False)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """Index row of one stored object."""
+
+    digest: str
+    raw_size: int
+    stored_size: int
+    encoding: str  # "raw" | "plain" | "delta"
+    base: str | None
+    chain_depth: int
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """A tensor present in both sides of a diff whose bytes, dtype or shape differ."""
+
+    name: str
+    old: TensorEntry
+    new: TensorEntry
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What changed between two snapshots, by tensor name."""
+
+    a: Snapshot
+    b: Snapshot
+    added: tuple[TensorEntry, ...]
+    removed: tuple[TensorEntry, ...]
+    changed: tuple[TensorChange, ...]
+    unchanged: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What a gc run removed (or, with ``dry_run``, would remove)."""
+
+    dry_run: bool
+    objects_removed: int
+    bytes_freed: int
+    objects_spared: int  # unreferenced but younger than the grace period
+    objects_kept: int
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One object that failed verification and the snapshots it breaks."""
+
+    digest: str
+    problem: str
+    snapshots: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of ``verify``: ``ok`` when every checked object re-derives its digest."""
+
+    objects_checked: int
+    bytes_checked: int
+    problems: tuple[VerifyProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Storage figures for one task (or the total, ``task=None``) or one snapshot."""
+
+    task: str | None
+    snapshots: int
+    logical_bytes: int  # what full safetensors copies of every snapshot would take (tensor bytes)
+    stored_bytes: int  # object bytes attributed here (each object to the first snapshot using it)
+    saved_by_dedup: int
+    saved_by_delta: int
+    saved_by_compression: int
+
+    @property
+    def ratio(self) -> float:
+        return self.stored_bytes / self.logical_bytes if self.logical_bytes else 0.0
+
+
+@dataclass(frozen=True)
+class SnapshotUsage:
+    """Per-snapshot storage figures, in commit order (for plots over time)."""
+
+    id: str
+    task: str
+    step: int | None
+    created_at: datetime
+    logical_bytes: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """The storage report: per task, in total, and per snapshot over time."""
+
+    tasks: tuple[UsageRow, ...]
+    total: UsageRow
+    snapshots: tuple[SnapshotUsage, ...]
+    objects: int
+    objects_by_encoding: dict[str, int]
