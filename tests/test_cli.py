@@ -189,7 +189,7 @@ def test_save_reports_what_it_added_and_parses_metadata(inited: Run, tmp_path: P
     assert first["metadata"] == {"lr": 0.001, "note": "hello world", "layers": [1, 2],
                                  "flag": True, "odd": "NaN", "eq": "a=b"}
     assert first["message"] == "first run"
-    assert 0 < first["added_bytes"]
+    assert first["added_bytes"] > 0
     again = save(inited, tmp_path, "t", 2, 0)  # the same weights: nothing new to store
     assert again["added_bytes"] == 0
     stats = as_json(inited("report", "storage", "--json"))
@@ -286,7 +286,7 @@ def test_tasks_summarises_each_task(inited: Run, tmp_path: Path) -> None:
     assert "alpha" in text and latest["short_id"] in text and "best" in text
 
 
-# ------------------------------------------------------------------------------------ tags, deletion
+# ------------------------------------------------------------------------------- tags, deletion
 
 
 def test_tag_untag_and_tag_delete(inited: Run, tmp_path: Path) -> None:
@@ -528,16 +528,21 @@ def test_human_bytes() -> None:
 
 
 def test_progress_counts_updates_from_many_threads() -> None:
-    console = Console(file=StringIO(), force_terminal=True, width=100)
-    with ByteProgress("test", 8 * 5000, console=console) as bar:
-        threads = [
-            threading.Thread(target=lambda: [bar(1) for _ in range(5000)]) for _ in range(8)
-        ]
+    screen = StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+
+    def work(bar: ByteProgress) -> None:
+        for _ in range(5000):
+            bar(1)
+
+    with ByteProgress("counting", 8 * 5000, console=console) as bar:
+        threads = [threading.Thread(target=work, args=(bar,)) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     assert bar.completed == 8 * 5000
+    assert "counting" in screen.getvalue()  # drawn on a terminal
 
 
 def test_importing_the_cli_is_light() -> None:

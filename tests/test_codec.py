@@ -12,8 +12,15 @@ from weightstore.codec.format import HEADER_SIZE
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import CodecSettings
 
-LAYOUTS = [Layout(1), Layout(2), Layout(4), Layout(8), Layout(2, True), Layout(4, True),
-           Layout(8, True)]
+LAYOUTS = [
+    Layout(1),
+    Layout(2),
+    Layout(4),
+    Layout(8),
+    Layout(2, True),
+    Layout(4, True),
+    Layout(8, True),
+]
 
 
 def _raw(data: bytes) -> np.ndarray:

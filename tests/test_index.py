@@ -182,18 +182,12 @@ def test_step_conflict_leaves_nothing_written(index: Index) -> None:
     assert last_used(index, b) == T0  # the pin was rolled back too
 
 
-def test_step_conflict_race_is_reported_as_conflict(index: Index, index_url: str) -> None:
-    if index_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises writers at BEGIN, so the explicit check always wins")
-    # One object per saver: pinning the same object would row-lock it and serialise them.
-    objects = [add(index, digest(f"a{i}")).digest for i in range(2)]
-    # The task must exist already, or the second saver would wait on the first one's new task
-    # row before reaching the barrier.
-    commit(index, digest("first"), step=1)
+def test_step_conflict_race_is_reported_as_conflict(postgres_url: str) -> None:
+    # PostgreSQL only: SQLite serialises writers at BEGIN, so its explicit check always wins.
+    index, *savers = [Index.open(IndexSettings(url=postgres_url)) for _ in range(3)]
     # Make both savers pass their "is the step free?" check before either inserts, so the
     # loser only learns of the conflict from the unique constraint.
     barrier = threading.Barrier(2, timeout=10)
-    savers = [Index.open(IndexSettings(url=index_url)) for _ in range(2)]
 
     def wait_before_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.startswith("INSERT INTO snapshots "):
@@ -207,21 +201,26 @@ def test_step_conflict_race_is_reported_as_conflict(index: Index, index_url: str
         except BaseException as exc:
             errors.append(exc)
 
-    for saver in savers:
-        event.listen(saver.engine, "before_cursor_execute", wait_before_insert)
     try:
+        # One object per saver: pinning the same object would row-lock it and serialise them.
+        objects = [add(index, digest(f"a{i}")).digest for i in range(2)]
+        # The task must exist already, or the second saver would wait on the first one's new
+        # task row before reaching the barrier.
+        commit(index, digest("first"), step=1)
+        for saver in savers:
+            event.listen(saver.engine, "before_cursor_execute", wait_before_insert)
         threads = [threading.Thread(target=save, args=(i,)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        assert len(errors) == 1, errors
+        assert isinstance(errors[0], Conflict)
+        assert "already has a snapshot at step 3" in str(errors[0])
+        assert len(index.list_snapshots()) == 2
     finally:
-        for saver in savers:
-            saver.close()
-    assert len(errors) == 1, errors
-    assert isinstance(errors[0], Conflict)
-    assert "already has a snapshot at step 3" in str(errors[0])
-    assert len(index.list_snapshots()) == 2
+        for opened in (index, *savers):
+            opened.close()
 
 
 def test_missing_object_raises_storage_error_and_writes_nothing(index: Index) -> None:
@@ -421,11 +420,11 @@ def test_list_snapshots_loads_tensors_and_tags_per_snapshot(index: Index) -> Non
     everything = index.list_snapshots()
     assert [s.id for s in everything] == [digest(f"s{i}") for i in reversed(range(5))]
     for snap in everything:
-        i = snap.step
-        assert i is not None
-        assert snap.tags == (f"tag{i}",)
-        assert [t.name for t in snap.tensors] == [f"t{j}" for j in range(i + 1)]
-        assert [t.digest for t in snap.tensors] == [digests[(i + j) % 3] for j in range(i + 1)]
+        n = snap.step
+        assert n is not None
+        assert snap.tags == (f"tag{n}",)
+        assert [t.name for t in snap.tensors] == [f"t{j}" for j in range(n + 1)]
+        assert [t.digest for t in snap.tensors] == [digests[(n + j) % 3] for j in range(n + 1)]
     assert [s.step for s in index.list_snapshots("task1")] == [3, 1]
     with pytest.raises(RefNotFound, match="no task 'task9'; tasks: task0, task1"):
         index.list_snapshots("task9")
@@ -660,7 +659,7 @@ def test_delete_orphan_blob_makes_a_concurrent_saver_wait(index: Index, index_ur
         threads.append(threading.Thread(target=save))
         threads[0].start()
         # The saver's insert of the same digest must wait for our transaction to end.
-        assert not saved.wait(0.5)
+        assert not saved.wait(0.3)
 
     try:
         assert index.delete_orphan_blob(orphan, delete_blob)

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from weightstore.errors import SchemaOutdated
+from weightstore.errors import InvalidInput, SchemaOutdated, StorageError
 from weightstore.index import Index, IndexSettings
 from weightstore.index.engine import make_engine
 from weightstore.index.models import WEIGHTSTORE_TABLES, Base
@@ -192,3 +192,16 @@ def test_env_py_runs_from_a_url_like_the_alembic_command_line(tmp_path: Path) ->
     sql = offline.output_buffer.getvalue()
     assert "CREATE TABLE snapshots" in sql
     assert "uq_snapshots_task_id_step" in sql
+
+
+def test_unusable_databases_raise_weightstore_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database " * 200)
+    with pytest.raises(StorageError, match="cannot use the index at sqlite:///"):
+        Index.open(IndexSettings(url=f"sqlite:///{garbage}"))
+    with pytest.raises(StorageError, match="cannot use the index"):
+        Index.open(IndexSettings(url=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"))
+    with pytest.raises(InvalidInput, match="unsupported index URL"):
+        make_engine(IndexSettings(url="mysql://user@host/db"))
+    with pytest.raises(InvalidInput, match="invalid index URL"):
+        make_engine(IndexSettings(url="not a url"))

@@ -41,8 +41,28 @@ def test_hex_words_may_also_be_id_prefixes() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "@1", ":best", "a@", "a:", "a@x", "a@1@2", "a:b:c", "-a", "/a", "a//b", "a/", "a b",
-     "../etc", "a/../b", ".", "a\n", "a\x00", "x" * 201, "a:12"],
+    [
+        "",
+        "@1",
+        ":best",
+        "a@",
+        "a:",
+        "a@x",
+        "a@1@2",
+        "a:b:c",
+        "-a",
+        "/a",
+        "a//b",
+        "a/",
+        "a b",
+        "../etc",
+        "a/../b",
+        ".",
+        "a\n",
+        "a\x00",
+        "x" * 201,
+        "a:12",
+    ],
 )
 def test_invalid_refs_raise_typed_errors(bad: str) -> None:
     with pytest.raises(InvalidRef) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -229,8 +230,7 @@ def test_delta_chains_stay_bounded_and_restore_exactly(tmp_path: Path) -> None:
             history.append(w.clone())
             store.save("run", {"w": w}, step=step)
         depths = [
-            store.index.get_objects([store.show(f"run@{s}").tensors[0].digest])
-            for s in range(10)
+            store.index.get_objects([store.show(f"run@{s}").tensors[0].digest]) for s in range(10)
         ]
         assert max(next(iter(d.values())).chain_depth for d in depths) <= 3
         for step, expected in enumerate(history):
@@ -278,9 +278,11 @@ def test_gc_spares_young_objects_and_delta_bases(store: WeightStore) -> None:
 
 
 def test_gc_lock_excludes_a_second_gc(store: WeightStore) -> None:
-    with store.index.lock("gc", "someone-else", stale_after=__import__("datetime").timedelta(1)):
-        with pytest.raises(LockHeld, match="someone-else"):
-            store.gc()
+    with (
+        store.index.lock("gc", "someone-else", stale_after=timedelta(days=1)),
+        pytest.raises(LockHeld, match="someone-else"),
+    ):
+        store.gc()
 
 
 def _object_path(store: WeightStore, digest: str) -> Path:
@@ -344,8 +346,13 @@ def test_import_sharded_folder(store: WeightStore, tmp_path: Path) -> None:
     a, b = {"x": torch.randn(10)}, {"y": torch.randn(3, 3)}
     save_file(a, folder / "model-00001-of-00002.safetensors")
     save_file(b, folder / "model-00002-of-00002.safetensors")
-    index = {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors",
-                                            "y": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {
+            "x": "model-00001-of-00002.safetensors",
+            "y": "model-00002-of-00002.safetensors",
+        },
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     snap = store.import_file("hf", folder)
     assert same_dict(store.restore(snap.id), {**a, **b})

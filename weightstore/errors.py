@@ -60,7 +60,7 @@ class UnsupportedDtype(InvalidInput):
 
 
 class IncompatibleTensor(InvalidInput):
-    """A stored tensor that does not fit the target (``restore(into=...)``): name, shape or dtype."""
+    """A stored tensor that does not fit the ``restore(into=...)`` target: name, shape, dtype."""
 
 
 class Conflict(WeightstoreError, ValueError):

@@ -125,11 +125,8 @@ def read_weights(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
             p = single
         else:
             raise InvalidInput(f"{p}: folder has neither {SHARD_INDEX} nor model.safetensors")
-    with p.open("rb") as f:
-        head = f.read(8)
-    if p.suffix == ".safetensors" or (len(head) == 8 and not head.startswith(b"PK")):
-        if p.suffix == ".safetensors" or _looks_like_safetensors(p):
-            return SafetensorsWeights(dict.fromkeys(_safetensors_names(p), p))
+    if p.suffix == ".safetensors" or _looks_like_safetensors(p):
+        return SafetensorsWeights(dict.fromkeys(_safetensors_names(p), p))
     return _read_torch(p)
 
 

@@ -19,10 +19,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from weightstore.codec import Codec, digest
+from weightstore.codec import Codec, Encoded, digest
 from weightstore.codec.layout import U8
 from weightstore.errors import (
     Conflict,
@@ -279,8 +278,15 @@ class WeightStore:
         self._run_all(store_one, range(len(names)))
         snapshot_id = digest(
             json.dumps(
-                [task, step, parent_snap.id if parent_snap else None, created.isoformat(),
-                 message, meta_json, [(e.name, e.dtype, e.shape, e.digest) for e in entries]],
+                [
+                    task,
+                    step,
+                    parent_snap.id if parent_snap else None,
+                    created.isoformat(),
+                    message,
+                    meta_json,
+                    [(e.name, e.dtype, e.shape, e.digest) for e in entries],
+                ],
             ).encode()
         )
         self.index.commit_snapshot(
@@ -318,16 +324,21 @@ class WeightStore:
         d = entry.digest
         if self.index.pin_objects([d], now) and self.objects.exists(d):
             return
-        encoded = None
-        if base is not None and base.digest != d and (base.dtype, base.nbytes) == (
-            entry.dtype, entry.nbytes
+        against = None
+        if (
+            base is not None
+            and base.digest != d
+            and (base.dtype, base.nbytes)
+            == (
+                entry.dtype,
+                entry.nbytes,
+            )
         ):
-            encoded = self._encode_against(entry, raw, base.digest, now)
-        if encoded is None:
-            encoded = self.codec.encode(raw, dtype_info(entry.dtype).layout)
-            depth = 0
+            against = self._encode_against(entry, raw, base.digest, now)
+        if against is None:
+            encoded, depth = self.codec.encode(raw, dtype_info(entry.dtype).layout), 0
         else:
-            encoded, depth = encoded
+            encoded, depth = against
         record = ObjectRecord(
             d, encoded.raw_size, encoded.stored_size, encoded.encoding, encoded.base, depth
         )
@@ -336,7 +347,7 @@ class WeightStore:
 
     def _encode_against(
         self, entry: TensorEntry, raw: U8, base_digest: str, now: datetime
-    ) -> tuple[Any, int] | None:
+    ) -> tuple[Encoded, int] | None:
         """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
         chain is already ``max_chain_depth`` long); None if the base is gone."""
         if not self.index.pin_objects([base_digest], now):
@@ -510,9 +521,7 @@ class WeightStore:
         unless ``keep_tagged`` is False); return the deleted snapshots."""
         if keep_last < 0:
             raise InvalidInput("keep_last must be >= 0")
-        doomed = [
-            s for s in self.log(task)[keep_last:] if not (keep_tagged and s.tags)
-        ]
+        doomed = [s for s in self.log(task)[keep_last:] if not (keep_tagged and s.tags)]
         for s in doomed:
             self.index.delete_snapshot(s.id)
         return doomed
@@ -545,7 +554,7 @@ class WeightStore:
                     spared += 1
                     continue
                 if dry_run or self.index.delete_object_if_unused(
-                    rec.digest, cutoff, lambda d=rec.digest: self._delete_blob(d)
+                    rec.digest, cutoff, self._blob_deleter(rec.digest)
                 ):
                     removed += 1
                     freed += rec.stored_size
@@ -558,18 +567,19 @@ class WeightStore:
                 if info.modified >= cutoff_ts:
                     spared += 1
                 elif dry_run or self.index.delete_orphan_blob(
-                    info.key, lambda k=info.key: self._delete_blob(k)
+                    info.key, self._blob_deleter(info.key)
                 ):
                     removed += 1
                     freed += info.size
             return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
 
-    def _delete_blob(self, key: str) -> None:
-        self.objects.delete(key)
+    def _blob_deleter(self, key: str) -> Callable[[], None]:
+        def delete() -> None:
+            self.objects.delete(key)
 
-    def verify(
-        self, ref: str | None = None, *, progress: Progress | None = None
-    ) -> VerifyResult:
+        return delete
+
+    def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
         """Re-read objects (those of ``ref``'s snapshot, or all), check headers, decode and
         re-derive each digest; name the snapshots a missing or corrupt object breaks."""
         if ref is not None:

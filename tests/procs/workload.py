@@ -50,28 +50,42 @@ def _frozen() -> dict[str, torch.Tensor]:
     }
 
 
+_HISTORY: dict[int, list[dict[str, torch.Tensor]]] = {}
+
+
+def _advance(seed: int, version: int, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Version ``version`` from version ``version - 1`` (a new dict; ``sd`` is not changed)."""
+    g = _gen(seed, version)
+    out = {}
+    for name, t in sd.items():
+        t = t.clone()
+        if name == "step_counter":
+            t += 1
+        elif t.is_floating_point() and not name.startswith(("specials", "frozen.")):
+            flat = t.view(-1)
+            idx = torch.randint(0, flat.numel(), (max(1, flat.numel() // 100),), generator=g)
+            noise = torch.randn(idx.numel(), generator=g) * 1e-3
+            flat[idx] = (flat[idx].float() + noise).to(t.dtype)
+        out[name] = t
+    return out
+
+
 def state(seed: int, version: int) -> dict[str, torch.Tensor]:
-    """The state dict of model ``seed`` after ``version`` small training steps."""
+    """The state dict of model ``seed`` after ``version`` small training steps (a fresh copy;
+    versions are computed once per process and cached)."""
     if version < 0:
         raise ValueError("version must be >= 0")
-    sd = _base(seed)
-    for v in range(1, version + 1):
-        g = _gen(seed, v)
-        for name, t in sd.items():
-            if name == "step_counter":
-                t += 1
-            elif t.is_floating_point() and name != "specials":
-                flat = t.view(-1)
-                idx = torch.randint(0, flat.numel(), (max(1, flat.numel() // 100),), generator=g)
-                noise = torch.randn(idx.numel(), generator=g) * 1e-3
-                flat[idx] = (flat[idx].float() + noise).to(t.dtype)
-    frozen = _frozen()
-    # Fixed order: frozen tensors in the middle, so their position is not special.
-    names = list(sd)
-    out = {n: sd[n] for n in names[:5]}
-    out.update(frozen)
-    out.update({n: sd[n] for n in names[5:]})
-    return out
+    history = _HISTORY.get(seed)
+    if history is None:
+        base = _base(seed)
+        names = list(base)
+        # Frozen tensors sit in the middle, so their position is not special.
+        history = _HISTORY[seed] = [
+            {**{n: base[n] for n in names[:5]}, **_frozen(), **{n: base[n] for n in names[5:]}}
+        ]
+    while len(history) <= version:
+        history.append(_advance(seed, len(history), history[-1]))
+    return {name: t.clone() for name, t in history[version].items()}
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -10,8 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from weightstore.cli.render import human_bytes
 from weightstore.types import SnapshotUsage
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def byte_unit(largest: float) -> tuple[str, int]:
+    """The binary unit to draw ``largest`` bytes in, and its size: ticks then fall on round
+    numbers of that unit (0, 200, 400 MiB) rather than on odd byte counts."""
+    power = 0
+    while power < len(_UNITS) - 1 and largest >= 1024 ** (power + 1):
+        power += 1
+    return _UNITS[power], 1024**power
 
 
 def cumulative(
@@ -33,27 +43,36 @@ def plot_storage(usages: Sequence[SnapshotUsage], out: Path, title: str | None =
     """Draw the chart to ``out`` as PNG and return the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 5.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg backend, for this figure only
     ax = fig.add_subplot()
     series = cumulative(usages)
+    largest = max((max(logical) for _, logical, _ in series.values()), default=0)
+    unit, scale = byte_unit(largest)
+
+    def scaled(values: list[int]) -> list[float]:
+        return [v / scale for v in values]
+
     tasks = sorted(k for k in series if k is not None)
     colours = [f"C{i % 10}" for i in range(len(tasks))]
     for task, colour in zip(tasks, colours, strict=True):
         xs, logical, stored = series[task]
-        ax.plot(xs, logical, color=colour, linestyle="--", marker=".", label=f"{task} logical")
-        ax.plot(xs, stored, color=colour, linestyle="-", marker=".", label=f"{task} stored")
+        ax.plot(xs, scaled(logical), color=colour, linestyle="--", marker=".",
+                label=f"{task} logical")
+        ax.plot(xs, scaled(stored), color=colour, linestyle="-", marker=".",
+                label=f"{task} stored")
     if None in series and len(tasks) != 1:
         xs, logical, stored = series[None]
-        ax.plot(xs, logical, color="black", linestyle="--", linewidth=2, label="total logical")
-        ax.plot(xs, stored, color="black", linestyle="-", linewidth=2, label="total stored")
+        ax.plot(xs, scaled(logical), color="black", linestyle="--", linewidth=2, zorder=1,
+                label="total logical")
+        ax.plot(xs, scaled(stored), color="black", linestyle="-", linewidth=2, zorder=1,
+                label="total stored")
     ax.set_title(title or "weightstore: logical vs stored bytes (cumulative)")
     ax.set_xlabel("snapshot (commit order)")
-    ax.set_ylabel("bytes")
+    ax.set_ylabel(f"cumulative size ({unit})")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: human_bytes(y)))
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     if series:

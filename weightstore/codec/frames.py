@@ -38,9 +38,7 @@ class FrameCodec:
         if level is None:
             self._params = zstd.ZstdCompressionParameters(write_content_size=True, **_FAST)
         else:
-            self._params = zstd.ZstdCompressionParameters.from_level(
-                level, write_content_size=True
-            )
+            self._params = zstd.ZstdCompressionParameters.from_level(level, write_content_size=True)
         self._local = threading.local()
 
     def _cctx(self) -> zstd.ZstdCompressor:
@@ -85,10 +83,10 @@ class FrameCodec:
         if todo:
             out = cctx.multi_compress_to_buffer([pieces[i] for i in todo], threads=1)
             for j, i in enumerate(todo):
-                packed = out[j]
-                if len(packed) < len(pieces[i]):
-                    table[i] = len(packed)
-                    payload[i] = packed.tobytes()
+                segment = out[j]
+                if len(segment) < len(pieces[i]):
+                    table[i] = len(segment)
+                    payload[i] = segment.tobytes()
         return table, payload
 
     def decode_planes(

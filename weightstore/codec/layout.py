@@ -80,7 +80,7 @@ def ungroup(planes: U8 | Sequence[U8], layout: Layout, out: U8 | None = None) ->
     k = layout.elem_size
     if isinstance(planes, np.ndarray):
         layout.check(planes.size)
-        src: Sequence[U8] = planes.reshape(k, -1) if planes.size else [planes[:0]] * k
+        src: Sequence[U8] = list(planes.reshape(k, -1)) if planes.size else [planes[:0]] * k
     else:
         src = planes
     if len(src) != k or len({p.size for p in src}) > 1:

@@ -69,9 +69,7 @@ class Codec:
         planes = group(np.bitwise_xor(raw, base_raw), layout)
         return self._encode_planes(planes, raw.size, layout, "delta", base_digest)
 
-    def encode(
-        self, raw: U8, layout: Layout, base: tuple[str, U8] | None = None
-    ) -> Encoded:
+    def encode(self, raw: U8, layout: Layout, base: tuple[str, U8] | None = None) -> Encoded:
         """Smallest of raw, plain and (given a base) delta.
 
         A delta at most ``delta_accept_ratio`` of the raw size is taken without also trying plain,
@@ -127,9 +125,7 @@ class Codec:
                     planes[j] = np.bitwise_xor(planes[j], d)
         return ungroup(planes, layout, out)
 
-    def _planes(
-        self, h: Header, blob: bytes | memoryview, name: str, layout: Layout
-    ) -> list[U8]:
+    def _planes(self, h: Header, blob: bytes | memoryview, name: str, layout: Layout) -> list[U8]:
         payload = memoryview(blob)[h.payload_offset :]
         if h.encoding == "raw":
             raw = np.frombuffer(payload, dtype=np.uint8)

@@ -7,7 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from weightstore.errors import InvalidInput
 
 # Execution option that marks a connection as read-only so that, on SQLite, its transactions
 # start with a plain (deferred) BEGIN: readers then never queue behind a writer under WAL.
@@ -29,12 +32,21 @@ class IndexSettings:
 
 def make_engine(settings: IndexSettings) -> Engine:
     """Create (but do not connect) the engine for ``settings``."""
-    url = make_url(settings.url)
-    if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, echo=settings.echo)
-        _setup_sqlite(engine, settings.busy_timeout_ms)
-        return engine
-    return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+    try:
+        url = make_url(settings.url)
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            engine = create_engine(url, echo=settings.echo)
+            _setup_sqlite(engine, settings.busy_timeout_ms)
+            return engine
+        if backend == "postgresql":
+            return create_engine(url, echo=settings.echo, pool_pre_ping=True)
+    except ArgumentError as exc:
+        raise InvalidInput(f"invalid index URL {settings.url!r}: {exc}") from exc
+    raise InvalidInput(
+        f"unsupported index URL {settings.url!r}: use sqlite:///PATH or "
+        "postgresql+psycopg://USER@HOST/DB"
+    )
 
 
 def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -65,4 +77,4 @@ def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         if conn.get_execution_options().get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
         else:
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

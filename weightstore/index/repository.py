@@ -261,6 +261,8 @@ class Index:
         :class:`StorageError` if a tensor's object is no longer in the index (gc removed it
         while the caller was saving); in both cases nothing is written.
         """
+        if not 0 < len(snapshot_id) <= 64:
+            raise InvalidInput(f"snapshot id {snapshot_id!r} must be 1 to 64 characters")
         check_name(task, "task")
         for tag in tags:
             check_name(tag, "tag")
@@ -577,7 +579,7 @@ class Index:
                     raise LockHeld(
                         f"{name} lock held by {current.holder} since "
                         f"{current.acquired_at:%Y-%m-%d %H:%M:%S} UTC: wait for it to finish, or "
-                        f"remove it with `weightstore unlock {name}` if that process is dead "
+                        f"remove it with `weightstore db unlock {name}` if that process is dead "
                         f"(it is taken over automatically once older than {stale_after})"
                     )
                 # Only if unchanged since we looked: another process may be taking it over too.
@@ -828,7 +830,10 @@ def _steps_hint(conn: Connection, task_id: int) -> str:
     where = (SnapshotRow.task_id == task_id, SnapshotRow.step.is_not(None))
     steps = list(
         conn.scalars(
-            select(SnapshotRow.step).where(*where).order_by(SnapshotRow.step.desc()).limit(10)
+            select(SnapshotRow.step)
+            .where(*where)
+            .order_by(SnapshotRow.step.desc())
+            .limit(_HINT_LIMIT)
         )
     )
     total = conn.scalar(select(func.count()).select_from(SnapshotRow).where(*where)) or 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -11,8 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 
-from weightstore.errors import SchemaOutdated
+from weightstore.errors import SchemaOutdated, StorageError
 from weightstore.index.engine import READ_ONLY_OPTION
 from weightstore.index.models import WEIGHTSTORE_TABLES
 
@@ -52,14 +55,18 @@ def alembic_config(
 
 def current_revision(engine: Engine) -> str | None:
     """The revision recorded in the database, or None for an unversioned (e.g. empty) one."""
-    with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
+    with (
+        _db_errors(engine),
+        engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+        conn.begin(),
+    ):
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head", *, script_location: str | None = None) -> None:
     """Migrate the database to ``revision`` in one transaction (DDL is transactional on both
     SQLite and PostgreSQL, so a failed migration leaves the schema as it was)."""
-    with engine.begin() as conn:
+    with _db_errors(engine), engine.begin() as conn:
         _lock_schema(conn)
         command.upgrade(alembic_config(conn, script_location=script_location), revision)
 
@@ -74,6 +81,13 @@ def ensure_schema(engine: Engine, *, create: bool, script_location: str | None =
     script = ScriptDirectory.from_config(alembic_config(script_location=script_location))
     head = script.get_current_head()
     assert head is not None, "the migrations folder has no revisions"
+    with _db_errors(engine):
+        _ensure(engine, script, head, create, script_location)
+
+
+def _ensure(
+    engine: Engine, script: ScriptDirectory, head: str, create: bool, script_location: str | None
+) -> None:
     with engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn, conn.begin():
         has_tables, revision = _state(conn)
     if revision == head:
@@ -89,6 +103,15 @@ def ensure_schema(engine: Engine, *, create: bool, script_location: str | None =
         if revision == head:
             return
     _raise_mismatch(script, head, has_tables, revision)
+
+
+@contextmanager
+def _db_errors(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(f"cannot use the index at {where}: {exc.orig}") from exc
 
 
 def _state(conn: Connection) -> tuple[bool, str | None]:

@@ -1,0 +1,108 @@
+"""Worker process: open a store and save a list of deterministic state dicts, reporting progress.
+
+Run as ``python tests/procs/saver.py``. It imports everything, prints ``ready``, then reads one
+JSON line from stdin (so a test can start it ahead of time and release it at a chosen moment)::
+
+    {"store": PATH, "index_url": URL or null,
+     "jobs": [[task, step, seed, version], ...],   # save workload.state(seed, version)
+     "allow_storage_error": false,  # print "failed ..." for a StorageError and go on
+     "pause": 0.0,                  # seconds to sleep after each job
+     "kill_on_put": null}           # SIGKILL itself at the start of the Nth object put
+
+and prints, flushing after each line::
+
+    opened
+    committed <task> <step> <snapshot id> <seconds the save took>
+    failed <task> <step> <seconds> <error class>: <message>
+    done
+
+Any other error is printed to stderr and ends the process with exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from procs.workload import state
+from weightstore import WeightStore
+from weightstore.errors import StorageError
+from weightstore.objects import LocalBackend
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class KillingBackend(LocalBackend):
+    """Kills its own process with SIGKILL when the ``kill_on``-th put starts: a crash after the
+    index row of an object is written and before its blob is."""
+
+    def __init__(self, root: Path, kill_on: int) -> None:
+        super().__init__(root)
+        self.kill_on = kill_on
+        self.puts = 0
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        self.puts += 1
+        if self.puts >= self.kill_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().put(key, data)
+
+
+def run(config: dict[str, Any]) -> None:
+    store = WeightStore.open(config["store"], index_url=config.get("index_url"))
+    try:
+        if config.get("kill_on_put"):
+            store.objects = KillingBackend(
+                Path(config["store"]) / "objects", int(config["kill_on_put"])
+            )
+        say("opened")
+        for task, step, seed, version in config["jobs"]:
+            weights = state(seed, version)
+            start = time.monotonic()
+            try:
+                snap = store.save(task, weights, step=step)
+            except StorageError as e:
+                if not config.get("allow_storage_error"):
+                    raise
+                took = time.monotonic() - start
+                message = str(e).replace("\n", " ")
+                say(f"failed {task} {step} {took:.3f} {type(e).__name__}: {message}")
+            else:
+                say(f"committed {task} {step} {snap.id} {time.monotonic() - start:.3f}")
+            if config.get("pause"):
+                time.sleep(config["pause"])
+        say("done")
+    finally:
+        store.close()
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    say("ready")
+    line = sys.stdin.readline()
+    if not line:
+        return 2  # the test went away before releasing us
+    try:
+        run(json.loads(line))
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

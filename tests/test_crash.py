@@ -1,0 +1,374 @@
+"""A writer killed at any moment leaves a store that opens, verifies and restores, and faults
+(a full disk, a lost commit race) leave no trace of the failed snapshot.
+
+The kill tests run ``tests/procs/saver.py`` in a child process saving six deterministic
+snapshots (``procs.workload.state``: 22 tensors of fp32/bf16/int64, about 3 MiB, each version a
+small perturbation of the last so deltas are used), SIGKILL it after a seeded random delay spread
+over a full run's duration (which includes creating the store), and then check in this process:
+the store opens; ``verify()`` is clean; every snapshot the worker reported restores bit-exactly;
+the interrupted one is either whole or absent; nothing else is listed; the interrupted step can be
+saved again; and after ``gc(grace_seconds=0)`` all of that still holds.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from procs.harness import WarmPool, Worker
+from procs.workload import mismatches, state
+from sqlalchemy import create_engine, event, text
+
+from weightstore import StoreSettings, WeightStore
+from weightstore.errors import Conflict, RefNotFound, StorageError
+from weightstore.index import Index, IndexSettings
+from weightstore.objects import LocalBackend
+from weightstore.types import VerifyResult
+
+TASK = "crash"
+STEPS = 6
+SQLITE_SEEDS = list(range(12))
+POSTGRES_SEEDS = [100, 101, 102]
+
+# Known bug (see test_kill_between_object_row_and_blob_leaves_verify_clean): a save interrupted
+# after an object's index row is written but before its blob is leaves a row without a blob,
+# which verify() reports as "missing from the object store" although no snapshot needs it. The
+# random kill tests tolerate exactly that (and nothing else) while this is True; set it to False
+# once WeightStore.verify or the save path is fixed, and the kill tests become strict again.
+DANGLING_ROW_BUG = True
+DANGLING_ROW_REASON = (
+    "save writes an object's index row before its blob (store.py _ensure_object); a save that "
+    "dies in between (kill, full disk) leaves a row without a blob, and verify() reports it as "
+    "'missing from the object store' although no snapshot references it"
+)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def check_verify(result: VerifyResult, *, allow_dangling: bool) -> None:
+    """``result`` is clean, or (while the known bug stands) only names objects that are missing
+    from the object store and that no snapshot needs."""
+    problems = result.problems
+    if allow_dangling:
+        problems = tuple(
+            p for p in problems if p.snapshots or "missing from the object store" not in p.problem
+        )
+    assert not problems, f"verify found problems: {problems}"
+
+
+def check_restores(store: WeightStore, expected: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Every ref in ``expected`` restores to exactly those tensors (also with digests checked)."""
+    for ref, tensors in expected.items():
+        assert mismatches(store.restore(ref, verify=True), tensors) == [], ref
+
+
+def jobs(seed: int, steps: range) -> list[list[Any]]:
+    return [[TASK, s, seed, s] for s in steps]
+
+
+def run_and_kill(
+    worker: Worker, path: Path, index_url: str | None, seed: int, delay: float
+) -> list[tuple[int, str]]:
+    """Release ``worker`` on the six-step job list, SIGKILL it after ``delay`` seconds and return
+    the (step, snapshot id) pairs it reported committed."""
+    try:
+        config = {"store": str(path), "index_url": index_url, "jobs": jobs(seed, range(STEPS))}
+        worker.release(config)
+        time.sleep(delay)
+        worker.kill()
+    finally:
+        worker.close()
+    assert not [line for line in worker.lines if line.startswith("failed")], worker.describe()
+    committed = [(o.step, o.snapshot_id) for o in worker.outcomes()]
+    assert [s for s, _ in committed] == list(range(len(committed))), worker.describe()
+    return committed
+
+
+def check_after_kill(
+    path: Path, index_url: str | None, seed: int, committed: list[tuple[int, str]]
+) -> None:
+    """Everything the module docstring promises about a store whose writer was killed."""
+    with WeightStore.open(path, index_url=index_url) as store:
+        check_verify(store.verify(), allow_dangling=DANGLING_ROW_BUG)
+        expected = {sid: state(seed, step) for step, sid in committed}
+        for step, sid in committed:
+            assert store.resolve(f"{TASK}@{step}") == sid
+        check_restores(store, expected)
+
+        # The interrupted save: committed but not yet reported, or not there at all.
+        interrupted = len(committed)
+        wanted = state(seed, interrupted)
+        try:
+            sid = store.resolve(f"{TASK}@{interrupted}")
+        except RefNotFound:
+            sid = None
+        if sid is not None:
+            expected[sid] = wanted
+            assert mismatches(store.restore(sid), wanted) == []
+        listed = {(s.task, s.step, s.id) for s in store.log()}
+        assert listed == {(TASK, store.show(i).step, i) for i in expected}
+
+        # The interrupted step can be saved again (or, if it made it, the next one).
+        again = interrupted if sid is None else interrupted + 1
+        snap = store.save(TASK, state(seed, again), step=again)
+        expected[snap.id] = state(seed, again)
+        check_restores(store, {snap.id: expected[snap.id]})
+
+        store.gc(grace_seconds=0)
+        check_verify(store.verify(), allow_dangling=False)
+        check_restores(store, expected)
+        assert {s.id for s in store.log()} == set(expected)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WarmPool]:
+    """Saver processes that have already imported torch."""
+    workers = WarmPool(size=1)
+    try:
+        yield workers
+    finally:
+        workers.close()
+
+
+@pytest.fixture(scope="module")
+def run_seconds(pool: WarmPool, tmp_path_factory: pytest.TempPathFactory) -> float:
+    """How long an uninterrupted run takes from release to exit (store creation included); also
+    checks that such a run commits every step, restores exactly and stores deltas."""
+    path = tmp_path_factory.mktemp("full") / "store"
+    worker = pool.take()
+    try:
+        start = time.monotonic()
+        worker.release({"store": str(path), "index_url": None, "jobs": jobs(7, range(STEPS))})
+        assert worker.finish(timeout=120) == 0, worker.describe()
+        seconds = time.monotonic() - start
+    finally:
+        worker.close()
+    assert [o.step for o in worker.outcomes() if o.ok] == list(range(STEPS))
+    with WeightStore.open(path) as store:
+        check_restores(store, {f"{TASK}@{s}": state(7, s) for s in (0, STEPS - 1)})
+        encodings = {rec.encoding for rec, _ in store.index.all_objects()}
+        assert "delta" in encodings, "the workload must exercise delta objects"
+        assert store.verify().ok
+    return seconds
+
+
+# ------------------------------------------------------------------------------ kill tests
+
+
+@pytest.mark.parametrize("seed", SQLITE_SEEDS)
+def test_kill_mid_save_sqlite(
+    seed: int, pool: WarmPool, run_seconds: float, tmp_path: Path
+) -> None:
+    delay = random.Random(seed).uniform(0.0, run_seconds)
+    path = tmp_path / "store"
+    committed = run_and_kill(pool.take(), path, None, seed, delay)
+    check_after_kill(path, None, seed, committed)
+
+
+@pytest.mark.parametrize("seed", POSTGRES_SEEDS)
+def test_kill_mid_save_postgresql(
+    seed: int, pool: WarmPool, run_seconds: float, tmp_path: Path, postgres_url: str
+) -> None:
+    delay = random.Random(seed).uniform(0.0, run_seconds)
+    path = tmp_path / "store"
+    committed = run_and_kill(pool.take(), path, postgres_url, seed, delay)
+    check_after_kill(path, postgres_url, seed, committed)
+
+
+@pytest.fixture(scope="module")
+def killed_between_row_and_blob(
+    pool: WarmPool, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[tuple[int, str]]]:
+    """A store whose writer killed itself when its 30th object put started: during step 1,
+    after that object's index row was committed and before its blob existed. Deterministic, so
+    the worst moment for a kill is always tested. Tests get copies (``_copy``)."""
+    path = tmp_path_factory.mktemp("killed") / "store"
+    worker = pool.take()
+    try:
+        worker.release(
+            {"store": str(path), "index_url": None, "jobs": jobs(3, range(3)), "kill_on_put": 30}
+        )
+        assert worker.finish(timeout=120) == -signal.SIGKILL, worker.describe()
+    finally:
+        worker.close()
+    committed = [(o.step, o.snapshot_id) for o in worker.outcomes()]
+    assert [s for s, _ in committed] == [0], worker.describe()
+    return path, committed
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(store, tmp_path / "store"))
+
+
+def test_kill_between_object_row_and_blob_recovers(
+    killed_between_row_and_blob: tuple[Path, list[tuple[int, str]]], tmp_path: Path
+) -> None:
+    template, committed = killed_between_row_and_blob
+    check_after_kill(_copy(template, tmp_path), None, 3, committed)
+
+
+@pytest.mark.xfail(DANGLING_ROW_BUG, strict=True, reason=DANGLING_ROW_REASON)
+def test_kill_between_object_row_and_blob_leaves_verify_clean(
+    killed_between_row_and_blob: tuple[Path, list[tuple[int, str]]], tmp_path: Path
+) -> None:
+    template, _ = killed_between_row_and_blob
+    with WeightStore.open(_copy(template, tmp_path)) as store:
+        result = store.verify()
+        assert result.ok, result.problems
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+class FullDiskBackend(LocalBackend):
+    """A LocalBackend whose puts fail after ``allowed`` of them succeed, as on a full disk (a real
+    full disk cannot be made in this test environment, so the error is raised instead)."""
+
+    def __init__(self, root: Path, allowed: int) -> None:
+        super().__init__(root, fsync=False)
+        self.allowed = allowed
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            full = self.allowed <= 0
+            self.allowed -= 1
+        if full:
+            raise StorageError(f"cannot write object {key!r}: [Errno 28] No space left on device")
+        super().put(key, data)
+
+
+FAST = StoreSettings(fsync=False, threads=2)
+
+
+def _store_with_two_steps(path: Path, index_url: str) -> WeightStore:
+    store = WeightStore.open(path, index_url=index_url, settings=FAST)
+    for step in range(2):
+        store.save(TASK, state(5, step), step=step)
+    return store
+
+
+def _full_disk_save(path: Path, index_url: str) -> None:
+    """Save step 2 through a backend that fills up after 3 objects; it must fail cleanly."""
+    index = Index.open(IndexSettings(url=index_url))
+    with (
+        WeightStore(index, FullDiskBackend(path / "objects", allowed=3), FAST) as full,
+        pytest.raises(StorageError, match="No space left"),
+    ):
+        full.save(TASK, state(5, 2), step=2, tags=["latest"])
+
+
+def test_full_disk_mid_save_leaves_no_snapshot(tmp_path: Path, index_url: str) -> None:
+    path = tmp_path / "store"
+    with _store_with_two_steps(path, index_url) as store:
+        before = [s.id for s in store.log()]
+        _full_disk_save(path, index_url)
+        assert [s.id for s in store.log()] == before
+        with pytest.raises(RefNotFound):
+            store.resolve(f"{TASK}@2")
+        with pytest.raises(RefNotFound):
+            store.resolve(f"{TASK}:latest")
+        check_verify(store.verify(), allow_dangling=DANGLING_ROW_BUG)
+        expected = {f"{TASK}@{s}": state(5, s) for s in range(2)}
+        check_restores(store, expected)
+        # Once there is space again the same save works.
+        store.save(TASK, state(5, 2), step=2, tags=["latest"])
+        expected[f"{TASK}:latest"] = state(5, 2)
+        check_restores(store, expected)
+        store.gc(grace_seconds=0)
+        assert store.verify().ok
+        check_restores(store, expected)
+
+
+@pytest.mark.xfail(DANGLING_ROW_BUG, strict=True, reason=DANGLING_ROW_REASON)
+def test_full_disk_mid_save_leaves_verify_clean(tmp_path: Path, index_url: str) -> None:
+    path = tmp_path / "store"
+    with _store_with_two_steps(path, index_url) as store:
+        _full_disk_save(path, index_url)
+        result = store.verify()
+        assert result.ok, result.problems
+
+
+def _row_counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: int(conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+                for table in ("snapshots", "snapshot_tensors", "tags")
+            }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("moment", ["before_commit", "inside_commit"])
+def test_losing_a_step_race_writes_no_snapshot_rows(
+    tmp_path: Path, index_url: str, moment: str
+) -> None:
+    """Another saver commits the same step while ours runs: ours raises Conflict and leaves no
+    snapshot, tensor or tag row behind. ``before_commit``: the rival commits while our objects
+    are written (our commit transaction finds the step taken); ``inside_commit`` (PostgreSQL
+    only; SQLite serialises writers): the rival commits after our transaction checked the step
+    and before it inserts the snapshot row (the unique constraint rejects ours)."""
+    if moment == "inside_commit" and index_url.startswith("sqlite"):
+        pytest.skip("SQLite transactions that write are serialised: there is no such moment")
+    path = tmp_path / "store"
+    rival_weights = {"w": torch.arange(10, dtype=torch.float32)}
+    with _store_with_two_steps(path, index_url) as store, WeightStore.open(
+        path, index_url=index_url, settings=FAST
+    ) as rival:
+        fired: list[str] = []
+        once = threading.Lock()
+
+        def rival_commits() -> None:
+            with once:  # our save's worker threads may get here at the same time
+                if not fired:
+                    fired.append(rival.save(TASK, rival_weights, step=2).id)
+
+        if moment == "before_commit":
+
+            class RivalBackend(LocalBackend):
+                def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+                    rival_commits()
+                    super().put(key, data)
+
+            store.objects = RivalBackend(path / "objects", fsync=False)
+        else:
+
+            @event.listens_for(store.index.engine, "before_cursor_execute")
+            def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if statement.lstrip().upper().startswith("INSERT INTO SNAPSHOTS "):
+                    rival_commits()
+
+        counts = _row_counts(index_url)
+        with pytest.raises(Conflict, match="already has a snapshot at step 2"):
+            store.save(TASK, state(5, 2), step=2, tags=["ours"])
+        assert fired, "the rival never ran"
+        assert store.resolve(f"{TASK}@2") == fired[0]
+        after = _row_counts(index_url)
+        assert after == {
+            "snapshots": counts["snapshots"] + 1,
+            "snapshot_tensors": counts["snapshot_tensors"] + 1,
+            "tags": counts["tags"],
+        }
+        with pytest.raises(RefNotFound):
+            store.resolve(f"{TASK}:ours")
+        assert store.verify().ok
+        check_restores(
+            store,
+            {f"{TASK}@0": state(5, 0), f"{TASK}@1": state(5, 1), f"{TASK}@2": rival_weights},
+        )
+        store.gc(grace_seconds=0)
+        assert store.verify().ok
