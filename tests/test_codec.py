@@ -151,3 +151,22 @@ def test_bad_settings_and_inputs() -> None:
     codec = Codec()
     with pytest.raises(InvalidInput):
         codec.encode_delta(np.zeros(8, np.uint8), np.zeros(4, np.uint8), "0" * 64, Layout(4))
+
+
+def test_threaded_decoding_of_large_objects_matches() -> None:
+    """Large objects take the parallel paths (zstd threads, chunked un-grouping)."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.05, 5_000_000).astype(np.float32)
+    ft = (w + rng.normal(0, 1e-4, w.size)).astype(np.float32)
+    base, raw = w.view(np.uint8), ft.view(np.uint8)
+    serial, threaded = Codec(), Codec(threads=2)
+    base_obj = serial.encode_plain(base, Layout(4, True))
+    delta = serial.encode_delta(raw, base, digest(base.tobytes()), Layout(4, True))
+    try:
+        for codec in (serial, threaded):
+            assert np.array_equal(codec.decode([base_obj.blob]), base)
+            out = np.empty_like(raw)
+            codec.decode([delta.blob, base_obj.blob], out=out)
+            assert np.array_equal(out, raw)
+    finally:
+        threaded.close()

@@ -369,7 +369,7 @@ _names = st.from_regex(r"[A-Za-z0-9_.][A-Za-z0-9_./-]{0,30}", fullmatch=True).fi
 
 # Hypothesis reruns the body many times with one index; every example uses a fresh id.
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

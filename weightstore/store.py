@@ -95,7 +95,7 @@ class WeightStore:
         self.index = index
         self.objects = objects
         self.settings = settings or StoreSettings()
-        self.codec = Codec(self.settings.codec)
+        self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -156,6 +156,7 @@ class WeightStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.codec.close()
         self.index.close()
         self.objects.close()
 

@@ -36,10 +36,15 @@ class Outcome:
 class Worker:
     """One ``saver.py`` process; lines of its stdout arrive in a queue read by a thread."""
 
-    def __init__(self, script: Path = SAVER) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    def __init__(self, *args: str) -> None:
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)],
+            [sys.executable, str(SAVER), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,14 +142,87 @@ class Worker:
             self._join()
 
     def outcomes(self) -> list[Outcome]:
-        out = []
-        for line in self.lines:
-            parts = line.split(" ", 4)
-            if parts[0] == "committed":
-                out.append(Outcome(parts[1], int(parts[2]), True, float(parts[4]), parts[3]))
-            elif parts[0] == "failed":
-                out.append(Outcome(parts[1], int(parts[2]), False, float(parts[3]), "", parts[4]))
-        return out
+        return parse_outcomes(self.lines)
+
+
+def parse_outcomes(lines: list[str]) -> list[Outcome]:
+    """The ``committed`` and ``failed`` lines of a worker's output."""
+    out = []
+    for line in lines:
+        parts = line.split(" ", 4)
+        if parts[0] == "committed":
+            out.append(Outcome(parts[1], int(parts[2]), True, float(parts[4]), parts[3]))
+        elif parts[0] == "failed":
+            out.append(Outcome(parts[1], int(parts[2]), False, float(parts[3]), "", parts[4]))
+    return out
+
+
+class ForkedWorker:
+    """A worker forked by a :class:`ForkServer`; its output goes to a file."""
+
+    def __init__(self, server: ForkServer, pid: int, out: Path) -> None:
+        self.server = server
+        self.pid = pid
+        self.out = out
+        self.status: int | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.read_text().splitlines() if self.out.exists() else []
+
+    def outcomes(self) -> list[Outcome]:
+        return parse_outcomes(self.lines)
+
+    def describe(self) -> str:
+        return f"worker {self.pid} (exit status {self.status}) wrote:\n" + "\n".join(
+            self.lines[-60:]
+        )
+
+    def kill(self) -> int:
+        """SIGKILL the worker and wait until it is gone; return its exit status."""
+        if self.status is None:
+            os.kill(self.pid, signal.SIGKILL)
+        return self.finish(timeout=30)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the worker to exit by itself; kill it and fail after ``timeout``."""
+        if self.status is None:
+            self.server.release({"op": "wait", "pid": self.pid})
+            try:
+                line = self.server.wait_for(f"exit {self.pid} ", timeout)
+            except AssertionError:
+                os.kill(self.pid, signal.SIGKILL)
+                self.status = int(self.server.wait_for(f"exit {self.pid} ", 30).split()[2])
+                raise AssertionError(
+                    f"worker still running after {timeout}s; " + self.describe()
+                ) from None
+            self.status = int(line.split()[2])
+        return self.status
+
+
+class ForkServer(Worker):
+    """``saver.py --fork-server``: imports once, then forks a worker per :meth:`start`."""
+
+    def __init__(self) -> None:
+        super().__init__("--fork-server")
+        self._children: list[ForkedWorker] = []
+
+    def start(self, config: dict[str, Any], out: Path) -> ForkedWorker:
+        if not self._children:
+            self.wait_for("ready", READY_TIMEOUT)
+        self.release({"op": "start", "config": config, "out": str(out)})
+        pid = int(self.wait_for("pid ", 30).split()[1])
+        child = ForkedWorker(self, pid, out)
+        self._children.append(child)
+        return child
+
+    def close(self) -> None:
+        try:
+            for child in self._children:
+                if child.status is None and self.proc.poll() is None:
+                    child.kill()
+        finally:
+            super().close()
 
 
 class WarmPool:

@@ -17,6 +17,17 @@ and prints, flushing after each line::
     done
 
 Any other error is printed to stderr and ends the process with exit status 1.
+
+``python tests/procs/saver.py --fork-server`` imports everything once and then forks one such
+worker per request, so that tests which start many short-lived workers (one per kill point) do
+not pay for importing torch each time. Requests and replies are JSON / text lines::
+
+    {"op": "start", "config": {...}, "out": PATH}  ->  pid <pid>
+    {"op": "wait", "pid": PID}                      ->  exit <pid> <status: -9 when SIGKILLed>
+
+A forked worker writes its stdout and stderr to ``out`` and never reads stdin. The server itself
+starts no threads (``OPENBLAS_NUM_THREADS=1``, no torch op runs before a fork), so forking it is
+safe; it exits when its stdin closes.
 """
 
 from __future__ import annotations
@@ -89,19 +100,52 @@ def run(config: dict[str, Any]) -> None:
         store.close()
 
 
-def main() -> int:
+def work(config: dict[str, Any]) -> int:
     torch.set_num_threads(1)
-    say("ready")
-    line = sys.stdin.readline()
-    if not line:
-        return 2  # the test went away before releasing us
     try:
-        run(json.loads(line))
+        run(config)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         return 1
     return 0
+
+
+def serve() -> int:
+    say("ready")
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "start":
+            pid = os.fork()
+            if pid == 0:  # the worker
+                code = 1
+                try:
+                    fd = os.open(request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    os.dup2(fd, 1)
+                    os.dup2(fd, 2)
+                    os.close(fd)
+                    code = work(request["config"])
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            say(f"pid {pid}")
+        elif request["op"] == "wait":
+            _, status = os.waitpid(request["pid"], 0)
+            say(f"exit {request['pid']} {os.waitstatus_to_exitcode(status)}")
+        else:
+            raise ValueError(f"unknown request {request!r}")
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--fork-server"]:
+        return serve()
+    say("ready")
+    line = sys.stdin.readline()
+    if not line:
+        return 2  # the test went away before releasing us
+    return work(json.loads(line))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and any frame can be decoded alone: by many threads, or later by a GPU's batched
 
 from __future__ import annotations
 
+import struct
 import threading
 
 import numpy as np
@@ -26,6 +27,9 @@ _FAST = {
     "window_log": 17,
 }
 
+
+# Objects with fewer compressed bytes decode on the calling thread: zstd's threads would cost more.
+_PARALLEL_FROM = 4 << 20
 
 # Planes with fewer frames are always compressed whole: probing them saves nothing.
 _PROBE_MIN_FRAMES = 8
@@ -97,22 +101,24 @@ class FrameCodec:
         table: tuple[int, ...],
         payload: memoryview,
         name: str,
+        threads: int = 1,
     ) -> list[U8]:
         """Decode the frames into one array per plane.
 
         A plane stored entirely uncompressed comes back as a read-only view into ``payload``
-        (no copy: those are 3 of 4 planes of fp32 weights); other planes are new arrays.
+        (no copy: those are 3 of 4 planes of fp32 weights); other planes are new arrays. With
+        ``threads`` > 1, large objects' frames are decompressed by zstd's own threads.
         """
         plane_len = raw_len // n_planes if n_planes else 0
         per_plane = len(plan) // n_planes if n_planes else 0
-        dctx = self._dctx()
         planes: list[U8] = []
+        packed: list[tuple[memoryview, U8, int, int]] = []  # (frame, plane, offset, length)
         pos = 0
         for p in range(n_planes):
             rows = range(p * per_plane, (p + 1) * per_plane)
             sizes = [table[i] & ~RAW_FRAME for i in rows]
             if all(table[i] & RAW_FRAME for i in rows):
-                if sum(sizes) != plane_len:
+                if sum(sizes) != plane_len or pos + plane_len > len(payload):
                     raise CorruptObject(f"{name}: plane {p} is not {plane_len} bytes")
                 planes.append(np.frombuffer(payload[pos : pos + plane_len], dtype=np.uint8))
                 pos += plane_len
@@ -127,15 +133,35 @@ class FrameCodec:
                     if size != n:
                         raise CorruptObject(f"{name}: stored frame of {size} bytes, expected {n}")
                     plane[off : off + n] = np.frombuffer(src, dtype=np.uint8)
-                    continue
-                try:
+                else:
+                    packed.append((src, plane, off, n))
+            planes.append(plane)
+        self._decompress(packed, name, threads)
+        return planes
+
+    def _decompress(
+        self, packed: list[tuple[memoryview, U8, int, int]], name: str, threads: int
+    ) -> None:
+        if not packed:
+            return
+        total = sum(n for _, _, _, n in packed)
+        try:
+            if threads > 1 and total >= _PARALLEL_FROM:
+                sizes = struct.pack(f"<{len(packed)}Q", *(n for _, _, _, n in packed))
+                out = self._dctx().multi_decompress_to_buffer(
+                    [src for src, _, _, _ in packed], decompressed_sizes=sizes, threads=threads
+                )
+                results: list[bytes | memoryview] = [memoryview(out[i]) for i in range(len(out))]
+            else:
+                dctx = self._dctx()
+                results = []
+                for src, _, off, n in packed:
                     if zstd.frame_content_size(src) != n:
                         raise CorruptObject(f"{name}: frame at {off} does not hold {n} bytes")
-                    data = dctx.decompress(src)
-                except zstd.ZstdError as e:
-                    raise CorruptObject(f"{name}: frame at {off} does not decompress: {e}") from e
-                if len(data) != n:
-                    raise CorruptObject(f"{name}: frame at {off} decoded to {len(data)} bytes")
-                plane[off : off + n] = np.frombuffer(data, dtype=np.uint8)
-            planes.append(plane)
-        return planes
+                    results.append(dctx.decompress(src))
+        except zstd.ZstdError as e:
+            raise CorruptObject(f"{name}: a frame does not decompress: {e}") from e
+        for (_, plane, off, n), data in zip(packed, results, strict=True):
+            if len(data) != n:
+                raise CorruptObject(f"{name}: frame at {off} decoded to {len(data)} bytes")
+            plane[off : off + n] = np.frombuffer(data, dtype=np.uint8)

@@ -10,7 +10,7 @@ which lets a delta chain be resolved entirely in the grouped domain.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,12 +70,18 @@ def group(raw: U8, layout: Layout) -> U8:
     return planes.reshape(-1)
 
 
-def ungroup(planes: U8 | Sequence[U8], layout: Layout, out: U8 | None = None) -> U8:
+def ungroup(
+    planes: U8 | Sequence[U8],
+    layout: Layout,
+    out: U8 | None = None,
+    map_chunks: Callable[[Callable[[int, int], None], list[tuple[int, int]]], None] | None = None,
+) -> U8:
     """Inverse of :func:`group`: planes back to raw little-endian elements.
 
     ``planes`` is the plane-major array or a list of one array per plane. With ``out`` (a uint8
     array of the right size) the result is written there, so a restore can decode straight
-    into a tensor's own memory.
+    into a tensor's own memory. ``map_chunks(fn, [(start, stop), ...])``, if given, runs ``fn``
+    over element ranges, for example on a thread pool.
     """
     k = layout.elem_size
     if isinstance(planes, np.ndarray):
@@ -95,13 +101,22 @@ def ungroup(planes: U8 | Sequence[U8], layout: Layout, out: U8 | None = None) ->
         return out
     cols_all = out.reshape(n, k)
     top = np.array(8 * k - 1, _UINT[k])
-    for s in range(0, n, _BLOCK):
-        cols = cols_all[s : s + _BLOCK]
-        for j in range(k):
-            cols[:, j] = src[j][s : s + _BLOCK]
-        if layout.rotate:
-            elems = cols.reshape(-1).view(_UINT[k])
-            carry = elems << top
-            elems >>= 1
-            elems |= carry
+
+    def run(start: int, stop: int) -> None:
+        for s in range(start, stop, _BLOCK):
+            e = min(s + _BLOCK, stop)
+            cols = cols_all[s:e]
+            for j in range(k):
+                cols[:, j] = src[j][s:e]
+            if layout.rotate:
+                elems = cols.reshape(-1).view(_UINT[k])
+                carry = elems << top
+                elems >>= 1
+                elems |= carry
+
+    if map_chunks is None or n < 4 * _BLOCK:
+        run(0, n)
+    else:
+        step = -(-n // (4 * _BLOCK)) * _BLOCK
+        map_chunks(run, [(s, min(s + step, n)) for s in range(0, n, step)])
     return out

@@ -7,7 +7,9 @@ XORs every delta's planes into them, and un-groups once at the end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +44,29 @@ class Encoded:
 class Codec:
     """Pure bytes-to-bytes object codec; thread-safe."""
 
-    def __init__(self, settings: CodecSettings | None = None) -> None:
+    def __init__(self, settings: CodecSettings | None = None, threads: int = 1) -> None:
         self.settings = settings or CodecSettings()
         if self.settings.frame_size <= 0 or self.settings.frame_size >= 1 << 31:
             raise InvalidInput("frame_size must be between 1 byte and 2 GiB")
         self._frames = FrameCodec(self.settings.level)
+        self._threads = max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _map_chunks(
+        self, fn: Callable[[int, int], None], chunks: list[tuple[int, int]]
+    ) -> None:
+        """Run ``fn`` over element ranges of one large object on the codec's own threads
+        (separate from any caller's pool, so nesting cannot deadlock)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, "weightstore-codec")
+        for f in [self._pool.submit(fn, a, b) for a, b in chunks]:
+            f.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def encode_raw(self, raw: U8) -> Encoded:
         head = pack_header("raw", BYTES, raw.size, self.settings.frame_size, None, [])
@@ -123,7 +143,8 @@ class Codec:
                     np.bitwise_xor(planes[j], d, out=planes[j])
                 else:  # a view into a stored blob: XOR into a new array instead
                     planes[j] = np.bitwise_xor(planes[j], d)
-        return ungroup(planes, layout, out)
+        chunks = self._map_chunks if self._threads > 1 else None
+        return ungroup(planes, layout, out, chunks)
 
     def _planes(self, h: Header, blob: bytes | memoryview, name: str, layout: Layout) -> list[U8]:
         payload = memoryview(blob)[h.payload_offset :]
@@ -135,7 +156,9 @@ class Codec:
         if h.layout != layout:
             raise CorruptObject(f"{name}: layout differs within its delta chain")
         k = layout.elem_size
-        return self._frames.decode_planes(h.raw_len, k, h.frame_plan(), h.frames, payload, name)
+        return self._frames.decode_planes(
+            h.raw_len, k, h.frame_plan(), h.frames, payload, name, self._threads
+        )
 
     def decode_verified(
         self, chain: Sequence[bytes | memoryview], names: Sequence[str], out: U8 | None = None

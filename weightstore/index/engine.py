@@ -52,10 +52,9 @@ def make_engine(settings: IndexSettings) -> Engine:
 def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        # pysqlite's legacy transaction control BEGINs lazily (DEFERRED, and only before DML), so
-        # a transaction that reads first must later upgrade its lock, and SQLite fails such an
-        # upgrade at once with "database is locked" instead of waiting for busy_timeout. Turning
-        # the driver's control off lets the "begin" listener below issue the BEGIN itself.
+        # pysqlite's legacy transaction control emits a deferred BEGIN only before DML, so reads
+        # and DDL run outside the transaction (no isolation, no atomic migrations). Turning it
+        # off lets the "begin" listener below issue every BEGIN itself (SQLAlchemy's recipe).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -72,8 +71,10 @@ def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so two writers wait for each other through
-        # busy_timeout instead of one failing on a lock upgrade mid-transaction.
+        # IMMEDIATE takes the write lock up front. A deferred transaction that reads first must
+        # upgrade its lock when it writes, and SQLite refuses that at once with "database is
+        # locked" while another writer is active; taken at BEGIN, writers queue through
+        # busy_timeout instead.
         if conn.get_execution_options().get(READ_ONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
         else:
