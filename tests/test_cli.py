@@ -514,6 +514,21 @@ def test_db_upgrade(inited: Run, run: Run, tmp_path: Path) -> None:
     assert "already at revision" in result.stdout
     missing = run("--store", tmp_path / "none", "db", "upgrade", store=False)
     assert missing.exit_code == 3 and "error:" in missing.stderr
+    assert "up to date" in ok(inited("db", "current")).stdout
+
+
+def test_db_unlock_removes_a_dead_gc_lock(inited: Run, store_path: Path) -> None:
+    from datetime import timedelta
+
+    from weightstore import WeightStore
+
+    with WeightStore.open(store_path) as store:
+        store.index.acquire_lock("gc", "dead-process", stale_after=timedelta(hours=1))
+    held = inited("gc")
+    assert held.exit_code == 7 and "db unlock gc" in held.stderr
+    assert "dead-process" in ok(inited("db", "unlock", "gc")).stdout
+    ok(inited("gc"))
+    assert "no gc lock" in ok(inited("db", "unlock")).stdout
 
 
 # ------------------------------------------------------------------------------------ parts

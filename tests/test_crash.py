@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from procs.harness import WarmPool, Worker
+from procs.harness import ForkedWorker, ForkServer
 from procs.workload import mismatches, state
 from sqlalchemy import create_engine, event, text
 
@@ -76,17 +76,15 @@ def jobs(seed: int, steps: range) -> list[list[Any]]:
 
 
 def run_and_kill(
-    worker: Worker, path: Path, index_url: str | None, seed: int, delay: float
+    server: ForkServer, path: Path, index_url: str | None, seed: int, delay: float
 ) -> list[tuple[int, str]]:
-    """Release ``worker`` on the six-step job list, SIGKILL it after ``delay`` seconds and return
+    """Start a worker on the six-step job list, SIGKILL it after ``delay`` seconds and return
     the (step, snapshot id) pairs it reported committed."""
-    try:
-        config = {"store": str(path), "index_url": index_url, "jobs": jobs(seed, range(STEPS))}
-        worker.release(config)
-        time.sleep(delay)
-        worker.kill()
-    finally:
-        worker.close()
+    config = {"store": str(path), "index_url": index_url, "jobs": jobs(seed, range(STEPS))}
+    worker = server.start(config, path.parent / "worker.out")
+    time.sleep(delay)
+    status = worker.kill()
+    assert status in (0, -signal.SIGKILL), worker.describe()
     assert not [line for line in worker.lines if line.startswith("failed")], worker.describe()
     committed = [(o.step, o.snapshot_id) for o in worker.outcomes()]
     assert [s for s, _ in committed] == list(range(len(committed))), worker.describe()
@@ -133,28 +131,35 @@ def check_after_kill(
 
 
 @pytest.fixture(scope="module")
-def pool() -> Iterator[WarmPool]:
-    """Saver processes that have already imported torch."""
-    workers = WarmPool(size=1)
+def server() -> Iterator[ForkServer]:
+    """Forks saver workers without importing torch again for each."""
+    fork_server = ForkServer()
     try:
-        yield workers
+        yield fork_server
     finally:
-        workers.close()
+        fork_server.close()
+
+
+def _run_to_end(server: ForkServer, config: dict[str, Any], out: Path) -> ForkedWorker:
+    worker = server.start(config, out)
+    try:
+        worker.finish(timeout=120)
+    finally:
+        if worker.status is None:
+            worker.kill()
+    return worker
 
 
 @pytest.fixture(scope="module")
-def run_seconds(pool: WarmPool, tmp_path_factory: pytest.TempPathFactory) -> float:
-    """How long an uninterrupted run takes from release to exit (store creation included); also
+def run_seconds(server: ForkServer, tmp_path_factory: pytest.TempPathFactory) -> float:
+    """How long an uninterrupted run takes from start to exit (store creation included); also
     checks that such a run commits every step, restores exactly and stores deltas."""
     path = tmp_path_factory.mktemp("full") / "store"
-    worker = pool.take()
-    try:
-        start = time.monotonic()
-        worker.release({"store": str(path), "index_url": None, "jobs": jobs(7, range(STEPS))})
-        assert worker.finish(timeout=120) == 0, worker.describe()
-        seconds = time.monotonic() - start
-    finally:
-        worker.close()
+    start = time.monotonic()
+    config = {"store": str(path), "index_url": None, "jobs": jobs(7, range(STEPS))}
+    worker = _run_to_end(server, config, path.parent / "worker.out")
+    seconds = time.monotonic() - start
+    assert worker.status == 0, worker.describe()
     assert [o.step for o in worker.outcomes() if o.ok] == list(range(STEPS))
     with WeightStore.open(path) as store:
         check_restores(store, {f"{TASK}@{s}": state(7, s) for s in (0, STEPS - 1)})
@@ -169,40 +174,35 @@ def run_seconds(pool: WarmPool, tmp_path_factory: pytest.TempPathFactory) -> flo
 
 @pytest.mark.parametrize("seed", SQLITE_SEEDS)
 def test_kill_mid_save_sqlite(
-    seed: int, pool: WarmPool, run_seconds: float, tmp_path: Path
+    seed: int, server: ForkServer, run_seconds: float, tmp_path: Path
 ) -> None:
     delay = random.Random(seed).uniform(0.0, run_seconds)
     path = tmp_path / "store"
-    committed = run_and_kill(pool.take(), path, None, seed, delay)
+    committed = run_and_kill(server, path, None, seed, delay)
     check_after_kill(path, None, seed, committed)
 
 
 @pytest.mark.parametrize("seed", POSTGRES_SEEDS)
 def test_kill_mid_save_postgresql(
-    seed: int, pool: WarmPool, run_seconds: float, tmp_path: Path, postgres_url: str
+    seed: int, server: ForkServer, run_seconds: float, tmp_path: Path, postgres_url: str
 ) -> None:
     delay = random.Random(seed).uniform(0.0, run_seconds)
     path = tmp_path / "store"
-    committed = run_and_kill(pool.take(), path, postgres_url, seed, delay)
+    committed = run_and_kill(server, path, postgres_url, seed, delay)
     check_after_kill(path, postgres_url, seed, committed)
 
 
 @pytest.fixture(scope="module")
 def killed_between_row_and_blob(
-    pool: WarmPool, tmp_path_factory: pytest.TempPathFactory
+    server: ForkServer, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[tuple[int, str]]]:
     """A store whose writer killed itself when its 30th object put started: during step 1,
     after that object's index row was committed and before its blob existed. Deterministic, so
     the worst moment for a kill is always tested. Tests get copies (``_copy``)."""
     path = tmp_path_factory.mktemp("killed") / "store"
-    worker = pool.take()
-    try:
-        worker.release(
-            {"store": str(path), "index_url": None, "jobs": jobs(3, range(3)), "kill_on_put": 30}
-        )
-        assert worker.finish(timeout=120) == -signal.SIGKILL, worker.describe()
-    finally:
-        worker.close()
+    config = {"store": str(path), "index_url": None, "jobs": jobs(3, range(3)), "kill_on_put": 30}
+    worker = _run_to_end(server, config, path.parent / "worker.out")
+    assert worker.status == -signal.SIGKILL, worker.describe()
     committed = [(o.step, o.snapshot_id) for o in worker.outcomes()]
     assert [s for s, _ in committed] == [0], worker.describe()
     return path, committed

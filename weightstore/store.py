@@ -154,6 +154,25 @@ class WeightStore:
         finally:
             engine.dispose()
 
+    @classmethod
+    def schema_revision(
+        cls, path: str | os.PathLike[str], *, index_url: str | None = None
+    ) -> tuple[str | None, str]:
+        """The index's schema revision and the one this weightstore needs."""
+        from weightstore.index import engine as index_engine
+        from weightstore.index import schema
+
+        url = cls._index_url(Path(path), index_url, create=False)
+        engine = index_engine.make_engine(IndexSettings(url=url))
+        try:
+            return schema.current_revision(engine), schema.HEAD
+        finally:
+            engine.dispose()
+
+    def break_lock(self, name: str) -> str | None:
+        """Remove the named lock whoever holds it (for a holder that died); return the holder."""
+        return self.index.break_lock(name)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self.codec.close()

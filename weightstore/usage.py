@@ -47,9 +47,7 @@ def compute_stats(
             )
         )
     rows = tuple(UsageRow(task, *figures) for task, figures in sorted(per_task.items()))
-    total = UsageRow(None, *(sum(col) for col in zip(*(_figures(r) for r in rows), strict=True)))
-    if not rows:
-        total = UsageRow(None, 0, 0, 0, 0, 0, 0)
+    total = UsageRow(None, *map(sum, zip((0,) * 6, *map(_figures, rows), strict=True)))
     return StoreStats(
         tasks=rows,
         total=total,

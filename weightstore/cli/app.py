@@ -8,6 +8,8 @@ command and closed when the root context closes, whatever happened.
 
 from __future__ import annotations
 
+import os
+
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,15 @@ from weightstore.store import WeightStore
 EXIT_INTERRUPTED = 130
 
 
+# Piped output (logs, CI, `| less`) gets wide tables instead of rich's 80-column default.
+_PIPE_WIDTH = 160
+
+
 def stdout() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=_PIPE_WIDTH)
+    return console
 
 
 def stderr() -> Console:

@@ -539,6 +539,31 @@ def db_upgrade(ctx: typer.Context) -> None:
         stdout().print(f"index schema upgraded: {old or '(empty)'} -> {new}")
 
 
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Print the index's schema revision and the one this weightstore needs.
+
+    Example: weightstore --store runs/store db current
+    """
+    st = state(ctx)
+    current, head = WeightStore.schema_revision(st.path, index_url=st.index_url)
+    note = "up to date" if current == head else "run `weightstore db upgrade`"
+    stdout().print(f"index schema at revision {current or '(empty)'}; needed {head}: {note}")
+
+
+@db_app.command("unlock")
+def db_unlock(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Lock name, e.g. gc.")] = "gc",
+) -> None:
+    """Remove a lock left by a process that died (for example a killed gc).
+
+    Example: weightstore db unlock gc
+    """
+    holder = state(ctx).store().break_lock(name)
+    stdout().print(f"removed {name} lock held by {holder}" if holder else f"no {name} lock held")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
