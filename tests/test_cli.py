@@ -44,14 +44,18 @@ def save_sharded(folder: Path, sd: dict[str, torch.Tensor]) -> Path:
     """Write ``sd`` as two safetensors shards plus the index, as Hugging Face does."""
     folder.mkdir(parents=True)
     names = sorted(sd)
-    shards = {"model-00001-of-00002.safetensors": names[:2],
-              "model-00002-of-00002.safetensors": names[2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[:2],
+        "model-00002-of-00002.safetensors": names[2:],
+    }
     weight_map = {}
     for shard, keys in shards.items():
         save_file({k: sd[k] for k in keys}, str(folder / shard))
         weight_map.update(dict.fromkeys(keys, shard))
-    index = {"metadata": {"total_size": sum(t.nbytes for t in sd.values())},
-             "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.nbytes for t in sd.values())},
+        "weight_map": weight_map,
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     return folder
 
@@ -106,8 +110,15 @@ def as_json(result: Result) -> Any:
     return json.loads(result.stdout)
 
 
-def save(run: Run, tmp_path: Path, task: str, step: int | None, seed: int = 0,
-         *extra: str, kind: str = "safetensors") -> dict[str, Any]:
+def save(
+    run: Run,
+    tmp_path: Path,
+    task: str,
+    step: int | None,
+    seed: int = 0,
+    *extra: str,
+    kind: str = "safetensors",
+) -> dict[str, Any]:
     name = f"{task}-{step}-{seed}-{kind}"
     file = write_input(kind, tmp_path / name, weights(seed))
     args: list[str | Path] = ["save", task, file, "--json", *extra]
@@ -126,8 +137,23 @@ def object_files(store_path: Path) -> list[Path]:
 
 def test_help_lists_every_command_with_an_example(run: Run) -> None:
     result = ok(run("--help", store=False))
-    commands = ["init", "save", "log", "show", "diff", "export", "tag", "untag", "rm", "prune",
-                "gc", "verify", "tasks", "db", "report"]
+    commands = [
+        "init",
+        "save",
+        "log",
+        "show",
+        "diff",
+        "export",
+        "tag",
+        "untag",
+        "rm",
+        "prune",
+        "gc",
+        "verify",
+        "tasks",
+        "db",
+        "report",
+    ]
     for command in commands:
         assert command in result.stdout
     for command in [*commands[:-2], "db upgrade", "report storage"]:
@@ -159,9 +185,7 @@ def test_store_path_comes_from_the_environment(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "torch", "sharded"])
-def test_save_and_export_round_trip_bit_exact(
-    inited: Run, tmp_path: Path, kind: str
-) -> None:
+def test_save_and_export_round_trip_bit_exact(inited: Run, tmp_path: Path, kind: str) -> None:
     sd = weights(3)
     file = write_input(kind, tmp_path / "input", sd)
     result = ok(inited("save", "sentiment", file, "--step", "1200", "--tag", "best"))
@@ -183,11 +207,35 @@ def test_save_and_export_round_trip_bit_exact(
 
 
 def test_save_reports_what_it_added_and_parses_metadata(inited: Run, tmp_path: Path) -> None:
-    first = save(inited, tmp_path, "t", 1, 0, "-m", "first run", "--meta", "lr=0.001",
-                 "--meta", "note=hello world", "--meta", "layers=[1, 2]",
-                 "--meta", "flag=true", "--meta", "odd=NaN", "--meta", "eq=a=b")
-    assert first["metadata"] == {"lr": 0.001, "note": "hello world", "layers": [1, 2],
-                                 "flag": True, "odd": "NaN", "eq": "a=b"}
+    first = save(
+        inited,
+        tmp_path,
+        "t",
+        1,
+        0,
+        "-m",
+        "first run",
+        "--meta",
+        "lr=0.001",
+        "--meta",
+        "note=hello world",
+        "--meta",
+        "layers=[1, 2]",
+        "--meta",
+        "flag=true",
+        "--meta",
+        "odd=NaN",
+        "--meta",
+        "eq=a=b",
+    )
+    assert first["metadata"] == {
+        "lr": 0.001,
+        "note": "hello world",
+        "layers": [1, 2],
+        "flag": True,
+        "odd": "NaN",
+        "eq": "a=b",
+    }
     assert first["message"] == "first run"
     assert first["added_bytes"] > 0
     again = save(inited, tmp_path, "t", 2, 0)  # the same weights: nothing new to store
@@ -195,8 +243,9 @@ def test_save_reports_what_it_added_and_parses_metadata(inited: Run, tmp_path: P
     stats = as_json(inited("report", "storage", "--json"))
     assert stats["total"]["stored_bytes"] == first["added_bytes"]
 
-    human = ok(inited("save", "t", write_input("safetensors", tmp_path / "x", weights(0)),
-                      "--step", "3"))
+    human = ok(
+        inited("save", "t", write_input("safetensors", tmp_path / "x", weights(0)), "--step", "3")
+    )
     assert "added to storage" in human.stdout and "0 B" in human.stdout
 
 
@@ -306,9 +355,7 @@ def test_tag_untag_and_tag_delete(inited: Run, tmp_path: Path) -> None:
     assert inited("untag", "t", "keep").exit_code == 3
 
 
-def test_rm_asks_unless_yes(
-    inited: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rm_asks_unless_yes(inited: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     snap = save(inited, tmp_path, "t", 1, 0)
 
     refused = inited("rm", "t@1")  # CliRunner's stdin is not a terminal
@@ -417,8 +464,14 @@ def test_report_storage_table_json_and_plot(inited: Run, tmp_path: Path) -> None
     assert [s["task"] for s in stats["snapshots"]] == ["alpha", "alpha", "beta"]
 
     text = ok(inited("report", "storage")).stdout
-    for word in ("alpha", "beta", "total", f"{total['ratio']:.4f}",
-                 human_bytes(total["logical_bytes"]), human_bytes(total["stored_bytes"])):
+    for word in (
+        "alpha",
+        "beta",
+        "total",
+        f"{total['ratio']:.4f}",
+        human_bytes(total["logical_bytes"]),
+        human_bytes(total["stored_bytes"]),
+    ):
         assert word in text
 
     png = tmp_path / "plots" / "storage.png"
@@ -442,8 +495,13 @@ def test_report_storage_on_an_empty_store(inited: Run) -> None:
 
 def test_unknown_ref_exits_3_without_traceback(inited: Run, tmp_path: Path) -> None:
     save(inited, tmp_path, "t", 1, 0)
-    for args in (["show", "t@99"], ["show", "nosuchtask"], ["diff", "t@1", "t:nope"],
-                 ["log", "nosuchtask"], ["export", "t:x", str(tmp_path / "o.safetensors")]):
+    for args in (
+        ["show", "t@99"],
+        ["show", "nosuchtask"],
+        ["diff", "t@1", "t:nope"],
+        ["log", "nosuchtask"],
+        ["export", "t:x", str(tmp_path / "o.safetensors")],
+    ):
         result = inited(*args)
         assert result.exit_code == 3, (args, result.output)
         assert result.stderr.startswith("error: ")
@@ -561,8 +619,10 @@ def test_progress_counts_updates_from_many_threads() -> None:
 
 
 def test_importing_the_cli_is_light() -> None:
-    code = ("import sys, weightstore.cli.main; "
-            "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'")
+    code = (
+        "import sys, weightstore.cli.main; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -88,6 +88,7 @@ def run_and_kill(
     assert not [line for line in worker.lines if line.startswith("failed")], worker.describe()
     committed = [(o.step, o.snapshot_id) for o in worker.outcomes()]
     assert [s for s, _ in committed] == list(range(len(committed))), worker.describe()
+    print(f"DEBUG delay {delay:.2f} committed {len(committed)} lines {worker.lines}")
     return committed
 
 
@@ -326,9 +327,10 @@ def test_losing_a_step_race_writes_no_snapshot_rows(
         pytest.skip("SQLite transactions that write are serialised: there is no such moment")
     path = tmp_path / "store"
     rival_weights = {"w": torch.arange(10, dtype=torch.float32)}
-    with _store_with_two_steps(path, index_url) as store, WeightStore.open(
-        path, index_url=index_url, settings=FAST
-    ) as rival:
+    with (
+        _store_with_two_steps(path, index_url) as store,
+        WeightStore.open(path, index_url=index_url, settings=FAST) as rival,
+    ):
         fired: list[str] = []
         once = threading.Lock()
 

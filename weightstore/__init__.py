@@ -1,9 +1,9 @@
 """weightstore: versioned, content-addressed, delta-compressed snapshots of neural-network weights.
 
-    from weightstore import WeightStore
-    store = WeightStore.open("runs/store")
-    store.save("task-a", model, step=100, tags=["best"])
-    store.restore("task-a@100", into=model)
+from weightstore import WeightStore
+store = WeightStore.open("runs/store")
+store.save("task-a", model, step=100, tags=["best"])
+store.restore("task-a@100", into=model)
 """
 
 from weightstore.errors import WeightstoreError

@@ -9,7 +9,6 @@ command and closed when the root context closes, whatever happened.
 from __future__ import annotations
 
 import os
-
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +101,10 @@ def confirm(question: str, *, yes: bool) -> None:
     if yes:
         return
     if not is_interactive():
-        raise InvalidInput(f"{question.rstrip('?')}: refusing without confirmation because "
-                           "stdin is not a terminal; pass --yes to go ahead")
+        raise InvalidInput(
+            f"{question.rstrip('?')}: refusing without confirmation because "
+            "stdin is not a terminal; pass --yes to go ahead"
+        )
     if not typer.confirm(question, default=False, err=True):
         stderr().print("aborted: nothing was changed")
         raise typer.Exit(1)

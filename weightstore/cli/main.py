@@ -462,8 +462,7 @@ def verify(
         _emit_json(verify_json(result))
     elif result.ok:
         stdout().print(
-            f"ok: {result.objects_checked} object(s), {human_bytes(result.bytes_checked)} "
-            "verified"
+            f"ok: {result.objects_checked} object(s), {human_bytes(result.bytes_checked)} verified"
         )
     else:
         stdout().print(verify_table(result))

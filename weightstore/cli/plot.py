@@ -59,16 +59,30 @@ def plot_storage(usages: Sequence[SnapshotUsage], out: Path, title: str | None =
     colours = [f"C{i % 10}" for i in range(len(tasks))]
     for task, colour in zip(tasks, colours, strict=True):
         xs, logical, stored = series[task]
-        ax.plot(xs, scaled(logical), color=colour, linestyle="--", marker=".",
-                label=f"{task} logical")
-        ax.plot(xs, scaled(stored), color=colour, linestyle="-", marker=".",
-                label=f"{task} stored")
+        ax.plot(
+            xs, scaled(logical), color=colour, linestyle="--", marker=".", label=f"{task} logical"
+        )
+        ax.plot(xs, scaled(stored), color=colour, linestyle="-", marker=".", label=f"{task} stored")
     if None in series and len(tasks) != 1:
         xs, logical, stored = series[None]
-        ax.plot(xs, scaled(logical), color="black", linestyle="--", linewidth=2, zorder=1,
-                label="total logical")
-        ax.plot(xs, scaled(stored), color="black", linestyle="-", linewidth=2, zorder=1,
-                label="total stored")
+        ax.plot(
+            xs,
+            scaled(logical),
+            color="black",
+            linestyle="--",
+            linewidth=2,
+            zorder=1,
+            label="total logical",
+        )
+        ax.plot(
+            xs,
+            scaled(stored),
+            color="black",
+            linestyle="-",
+            linewidth=2,
+            zorder=1,
+            label="total stored",
+        )
     ax.set_title(title or "weightstore: logical vs stored bytes (cumulative)")
     ax.set_xlabel("snapshot (commit order)")
     ax.set_ylabel(f"cumulative size ({unit})")

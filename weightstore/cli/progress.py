@@ -30,9 +30,7 @@ class ByteProgress:
     actually counted.
     """
 
-    def __init__(
-        self, description: str, total: int | None, console: Console | None = None
-    ) -> None:
+    def __init__(self, description: str, total: int | None, console: Console | None = None) -> None:
         self._console = console or Console(stderr=True)
         self._lock = threading.Lock()
         self._completed = 0

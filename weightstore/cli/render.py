@@ -287,13 +287,21 @@ def diff_table(d: Diff) -> Table:
     table.add_column("note")
     for t in d.added:
         table.add_row(
-            Text("+", style="green"), Text(t.name), t.dtype, shape_text(t.shape),
-            human_bytes(t.nbytes), "added",
+            Text("+", style="green"),
+            Text(t.name),
+            t.dtype,
+            shape_text(t.shape),
+            human_bytes(t.nbytes),
+            "added",
         )
     for t in d.removed:
         table.add_row(
-            Text("-", style="red"), Text(t.name), t.dtype, shape_text(t.shape),
-            human_bytes(t.nbytes), "removed",
+            Text("-", style="red"),
+            Text(t.name),
+            t.dtype,
+            shape_text(t.shape),
+            human_bytes(t.nbytes),
+            "removed",
         )
     for c in d.changed:
         notes = []
@@ -305,7 +313,11 @@ def diff_table(d: Diff) -> Table:
             shape = f"{shape_text(c.old.shape)} -> {shape_text(c.new.shape)}"
             notes.append("shape changed")
         table.add_row(
-            Text("~", style="yellow"), Text(c.name), dtype, shape, human_bytes(c.new.nbytes),
+            Text("~", style="yellow"),
+            Text(c.name),
+            dtype,
+            shape,
+            human_bytes(c.new.nbytes),
             ", ".join(notes) or "values changed",
         )
     return table
@@ -364,8 +376,15 @@ def storage_table(s: StoreStats) -> Table:
         title_justify="left",
     )
     table.add_column("task", style="cyan")
-    for name in ("snapshots", "logical", "stored", "ratio", "dedup saved", "delta saved",
-                 "compression saved"):
+    for name in (
+        "snapshots",
+        "logical",
+        "stored",
+        "ratio",
+        "dedup saved",
+        "delta saved",
+        "compression saved",
+    ):
         table.add_column(name, justify="right", no_wrap=True)
     rows: list[UsageRow] = [*s.tasks, s.total]
     for row in rows:

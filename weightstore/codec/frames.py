@@ -151,7 +151,10 @@ class FrameCodec:
                 out = self._dctx().multi_decompress_to_buffer(
                     [src for src, _, _, _ in packed], decompressed_sizes=sizes, threads=threads
                 )
-                results: list[bytes | memoryview] = [memoryview(out[i]) for i in range(len(out))]
+                results: list[bytes | memoryview] = [
+                    memoryview(out[i])  # type: ignore[arg-type]
+                    for i in range(len(out))
+                ]
             else:
                 dctx = self._dctx()
                 results = []

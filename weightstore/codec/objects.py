@@ -53,9 +53,7 @@ class Codec:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def _map_chunks(
-        self, fn: Callable[[int, int], None], chunks: list[tuple[int, int]]
-    ) -> None:
+    def _map_chunks(self, fn: Callable[[int, int], None], chunks: list[tuple[int, int]]) -> None:
         """Run ``fn`` over element ranges of one large object on the codec's own threads
         (separate from any caller's pool, so nesting cannot deadlock)."""
         with self._pool_lock:
