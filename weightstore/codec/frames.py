@@ -58,7 +58,7 @@ class FrameCodec:
         return dctx
 
     def compress(
-        self, planes: U8, plan: list[tuple[int, int]], n_planes: int
+        self, planes: U8, plan: list[tuple[int, int]], n_planes: int, threads: int = 1
     ) -> tuple[list[int], list[memoryview | bytes]]:
         """Compress each planned frame; return the frame table and the payload pieces.
 
@@ -85,7 +85,10 @@ class FrameCodec:
         table = [len(piece) | RAW_FRAME for piece in pieces]
         payload: list[memoryview | bytes] = list(pieces)
         if todo:
-            out = cctx.multi_compress_to_buffer([pieces[i] for i in todo], threads=1)
+            big = threads > 1 and sum(len(pieces[i]) for i in todo) >= _PARALLEL_FROM
+            out = cctx.multi_compress_to_buffer(
+                [pieces[i] for i in todo], threads=threads if big else 1
+            )
             for j, i in enumerate(todo):
                 segment = out[j]
                 if len(segment) < len(pieces[i]):

@@ -74,7 +74,7 @@ class Codec:
         self, planes: U8, raw_len: int, layout: Layout, encoding: str, base: str | None
     ) -> Encoded:
         plan = frame_plan(raw_len, layout, self.settings.frame_size)
-        table, payload = self._frames.compress(planes, plan, layout.elem_size)
+        table, payload = self._frames.compress(planes, plan, layout.elem_size, self._threads)
         head = pack_header(encoding, layout, raw_len, self.settings.frame_size, base, table)
         return Encoded(b"".join([head, *payload]), encoding, base, raw_len)
 
