@@ -58,6 +58,10 @@ CONFIG_FILE = "weightstore.json"
 INDEX_FILE = "index.sqlite"
 OBJECTS_DIR = "objects"
 GC_LOCK = "gc"
+# New objects are recorded in the index and written in batches of this many bytes or objects:
+# one transaction per batch instead of one per tensor, with memory bounded by the batch.
+_BATCH_BYTES = 32 << 20
+_BATCH_OBJECTS = 64
 
 
 def _now() -> datetime:
@@ -272,30 +276,71 @@ class WeightStore:
 
         created = _now()
         entries: list[TensorEntry] = [None] * len(names)  # type: ignore[list-item]
-        seen: dict[str, threading.Event] = {}
-        lock = threading.Lock()
 
-        def store_one(i: int) -> None:
+        def hash_one(i: int) -> None:
             name = names[i]
             t = check_tensor(name, state[name])
-            info = dtype_info(t.dtype)
             raw = tensor_bytes(t)
             d = digest(memoryview(raw))  # type: ignore[arg-type]
-            entry = TensorEntry(name, info.name, tuple(t.shape), d, raw.size)
-            entries[i] = entry
-            with lock:
-                first = d not in seen
-                if first:
-                    seen[d] = threading.Event()
-            if first:
-                try:
-                    self._ensure_object(entry, raw, base_of.get(name), created)
-                finally:
-                    seen[d].set()
-            if progress:
-                progress(raw.size)
+            entries[i] = TensorEntry(name, dtype_info(t.dtype).name, tuple(t.shape), d, raw.size)
 
-        self._run_all(store_one, range(len(names)))
+        # Hash first, then pin every object this save may reference in one transaction (so gc
+        # spares them), then encode and store only what is new.
+        self._run_all(hash_one, range(len(names)))
+        first_use = {e.digest: e for e in reversed(entries)}
+        bases = {
+            e.digest: b
+            for e in first_use.values()
+            if (b := base_of.get(e.name)) is not None
+            and b.digest != e.digest
+            and (b.dtype, b.nbytes) == (e.dtype, e.nbytes)
+        }
+        pinned = self.index.pin_objects(
+            set(first_use) | {b.digest for b in bases.values()}, created
+        )
+        todo = [e for d, e in first_use.items() if d not in pinned or not self.objects.exists(d)]
+        if progress:
+            progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
+
+        batch: list[tuple[TensorEntry, ObjectRecord, Encoded]] = []
+        batch_bytes = 0
+        lock = threading.Lock()
+
+        def flush(items: list[tuple[TensorEntry, ObjectRecord, Encoded]]) -> None:
+            # Write order: index rows first (they pin the objects against a concurrent gc),
+            # then the durable blobs. A row a concurrent saver recorded first, with another
+            # base, wins: the blob follows it, since readers go by the row.
+            if not items:
+                return
+            self.index.add_objects([rec for _, rec, _ in items], created)
+            rows = self.index.get_objects([rec.digest for _, rec, _ in items])
+            for entry, rec, encoded in items:
+                row = rows.get(rec.digest, rec)
+                if (row.encoding == "delta", row.base) != (rec.encoding == "delta", rec.base):
+                    encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
+                self.objects.put(rec.digest, encoded.blob)
+                if progress:
+                    progress(entry.nbytes)
+
+        def store_one(entry: TensorEntry) -> None:
+            nonlocal batch_bytes
+            base = bases.get(entry.digest)
+            raw = tensor_bytes(state[entry.name])
+            rec, encoded = self._encode_object(
+                entry, raw, base if base and base.digest in pinned else None
+            )
+            with lock:
+                batch.append((entry, rec, encoded))
+                batch_bytes += encoded.stored_size
+                ready = batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_OBJECTS
+                items = batch[:] if ready else []
+                if ready:
+                    batch.clear()
+                    batch_bytes = 0
+            flush(items)
+
+        self._run_all(store_one, todo)
+        flush(batch)
         snapshot_id = digest(
             json.dumps(
                 [
@@ -336,42 +381,39 @@ class WeightStore:
         latest = self.index.latest_snapshot_id(task)
         return self.index.get_snapshot(latest) if latest else None
 
-    def _ensure_object(
-        self, entry: TensorEntry, raw: U8, base: TensorEntry | None, now: datetime
-    ) -> None:
-        """Make sure object ``entry.digest`` is stored and pinned against gc (write order:
-        index row first, so a concurrent gc spares it, then the durable blob)."""
-        d = entry.digest
-        if self.index.pin_objects([d], now) and self.objects.exists(d):
-            return
-        against = None
-        if (
-            base is not None
-            and base.digest != d
-            and (base.dtype, base.nbytes)
-            == (
-                entry.dtype,
-                entry.nbytes,
-            )
-        ):
-            against = self._encode_against(entry, raw, base.digest, now)
+    def _encode_object(
+        self, entry: TensorEntry, raw: U8, base: TensorEntry | None
+    ) -> tuple[ObjectRecord, Encoded]:
+        """Encode ``raw``, as a delta against ``base`` when that is smaller."""
+        against = self._encode_against(entry, raw, base.digest) if base else None
         if against is None:
             encoded, depth = self.codec.encode(raw, dtype_info(entry.dtype).layout), 0
         else:
             encoded, depth = against
         record = ObjectRecord(
-            d, encoded.raw_size, encoded.stored_size, encoded.encoding, encoded.base, depth
+            entry.digest,
+            encoded.raw_size,
+            encoded.stored_size,
+            encoded.encoding,
+            encoded.base,
+            depth,
         )
-        self.index.add_object(record, now)
-        self.objects.put(d, encoded.blob)
+        return record, encoded
+
+    def _encode_like(self, rec: ObjectRecord, raw: U8, entry: TensorEntry) -> Encoded:
+        layout = dtype_info(entry.dtype).layout
+        if rec.encoding == "delta" and rec.base:
+            base_raw = self._decode_chain(self._chain([rec.base])[rec.base])
+            return self.codec.encode_delta(raw, base_raw, rec.base, layout)
+        if rec.encoding == "plain":
+            return self.codec.encode_plain(raw, layout)
+        return self.codec.encode_raw(raw)
 
     def _encode_against(
-        self, entry: TensorEntry, raw: U8, base_digest: str, now: datetime
+        self, entry: TensorEntry, raw: U8, base_digest: str
     ) -> tuple[Encoded, int] | None:
         """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
-        chain is already ``max_chain_depth`` long); None if the base is gone."""
-        if not self.index.pin_objects([base_digest], now):
-            return None
+        chain is already ``max_chain_depth`` long); None if there is no usable base."""
         chain = self._chain([base_digest])[base_digest]
         max_depth = self.settings.codec.max_chain_depth
         if max_depth <= 0:

@@ -206,10 +206,13 @@ class ForkServer(Worker):
     def __init__(self) -> None:
         super().__init__("--fork-server")
         self._children: list[ForkedWorker] = []
+        try:
+            self.wait_for("ready", READY_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
 
     def start(self, config: dict[str, Any], out: Path) -> ForkedWorker:
-        if not self._children:
-            self.wait_for("ready", READY_TIMEOUT)
         self.release({"op": "start", "config": config, "out": str(out)})
         pid = int(self.wait_for("pid ", 30).split()[1])
         child = ForkedWorker(self, pid, out)

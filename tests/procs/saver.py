@@ -4,10 +4,12 @@ Run as ``python tests/procs/saver.py``. It imports everything, prints ``ready``,
 JSON line from stdin (so a test can start it ahead of time and release it at a chosen moment)::
 
     {"store": PATH, "index_url": URL or null,
-     "jobs": [[task, step, seed, version], ...],   # save workload.state(seed, version)
+     "jobs": [[task, step, seed, version, tag...], ...],  # save workload.state(seed, version)
      "allow_storage_error": false,  # print "failed ..." for a StorageError and go on
      "pause": 0.0,                  # seconds to sleep after each job
-     "kill_on_put": null}           # SIGKILL itself at the start of the Nth object put
+     "kill_on_put": null,           # SIGKILL itself at the start of the Nth object put
+     "kill_on_file_fsync": null,    # SIGKILL itself at the Nth os.fsync of a regular file
+     "tear_config_write": false}    # SIGKILL itself halfway through writing weightstore.json
 
 and prints, flushing after each line::
 
@@ -35,7 +37,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -72,7 +76,46 @@ class KillingBackend(LocalBackend):
         super().put(key, data)
 
 
+def kill_on_file_fsync(n: int) -> None:
+    """SIGKILL the process when it fsyncs a regular file for the ``n``-th time: an object
+    backend's data is then written but not yet durable (and, written atomically, not yet
+    visible under its final name). Directory fsyncs do not count."""
+    real_fsync = os.fsync
+    lock = threading.Lock()
+    count = 0
+
+    def fsync(fd: int) -> None:
+        nonlocal count
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            with lock:
+                count += 1
+                if count >= n:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        real_fsync(fd)
+
+    os.fsync = fsync
+
+
+def tear_config_writes() -> None:
+    """Make writing ``weightstore.json`` stop halfway and SIGKILL the process: what a kill (or,
+    without an fsync, a power cut) in the middle of ``Path.write_text`` leaves on disk."""
+    write_text = Path.write_text
+
+    def torn(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        if self.name == "weightstore.json":
+            with open(self, "w") as f:
+                f.write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write_text(self, data, *args, **kwargs)
+
+    Path.write_text = torn  # type: ignore[method-assign]
+
+
 def run(config: dict[str, Any]) -> None:
+    if config.get("tear_config_write"):
+        tear_config_writes()
+    if config.get("kill_on_file_fsync"):
+        kill_on_file_fsync(int(config["kill_on_file_fsync"]))
     store = WeightStore.open(config["store"], index_url=config.get("index_url"))
     try:
         if config.get("kill_on_put"):
@@ -80,11 +123,11 @@ def run(config: dict[str, Any]) -> None:
                 Path(config["store"]) / "objects", int(config["kill_on_put"])
             )
         say("opened")
-        for task, step, seed, version in config["jobs"]:
+        for task, step, seed, version, *tags in config["jobs"]:
             weights = state(seed, version)
             start = time.monotonic()
             try:
-                snap = store.save(task, weights, step=step)
+                snap = store.save(task, weights, step=step, tags=tags)
             except StorageError as e:
                 if not config.get("allow_storage_error"):
                     raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import zstandard as zstd
@@ -105,12 +106,14 @@ class FrameCodec:
         payload: memoryview,
         name: str,
         threads: int = 1,
+        alloc: Callable[[int, int], U8] | None = None,
     ) -> list[U8]:
         """Decode the frames into one array per plane.
 
         A plane stored entirely uncompressed comes back as a read-only view into ``payload``
         (no copy: those are 3 of 4 planes of fp32 weights); other planes are new arrays. With
         ``threads`` > 1, large objects' frames are decompressed by zstd's own threads.
+        ``alloc(plane, size)`` supplies the decoded planes' buffers (default: new arrays).
         """
         plane_len = raw_len // n_planes if n_planes else 0
         per_plane = len(plan) // n_planes if n_planes else 0
@@ -126,7 +129,7 @@ class FrameCodec:
                 planes.append(np.frombuffer(payload[pos : pos + plane_len], dtype=np.uint8))
                 pos += plane_len
                 continue
-            plane = np.empty(plane_len, dtype=np.uint8)
+            plane = alloc(p, plane_len) if alloc else np.empty(plane_len, dtype=np.uint8)
             for i, size in zip(rows, sizes, strict=True):
                 off, n = plan[i]
                 off -= p * plane_len

@@ -50,15 +50,20 @@ BYTES = Layout()
 _BLOCK = 1 << 15
 
 
-def group(raw: U8, layout: Layout) -> U8:
-    """Return the planes of ``raw`` (1-D uint8) as one contiguous plane-major uint8 array."""
+def group(raw: U8, layout: Layout, out: U8 | None = None) -> U8:
+    """Return the planes of ``raw`` (1-D uint8) as one contiguous plane-major uint8 array
+    (written into ``out`` when given)."""
     layout.check(raw.size)
     k = layout.elem_size
     if k == 1:
         return raw
     n = raw.size // k
     elems = raw.view(_UINT[k])
-    planes = np.empty((k, n), dtype=np.uint8)
+    if out is None:
+        out = np.empty(k * n, dtype=np.uint8)
+    elif out.size != raw.size:
+        raise InvalidInput(f"output holds {out.size} bytes, input {raw.size}")
+    planes = out.reshape(k, n)
     one, top = np.array(1, elems.dtype), np.array(8 * k - 1, elems.dtype)
     for s in range(0, n, _BLOCK):
         block = elems[s : s + _BLOCK]

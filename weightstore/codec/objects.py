@@ -18,6 +18,7 @@ from weightstore.codec.digest import digest as digest_of
 from weightstore.codec.format import HEADER_SIZE, Header, frame_plan, pack_header, read_header
 from weightstore.codec.frames import FrameCodec
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
+from weightstore.codec.scratch import Scratch
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import CodecSettings
 
@@ -41,6 +42,10 @@ class Encoded:
         return len(self.blob)
 
 
+def _shares_scratch(a: U8, b: U8) -> bool:
+    return bool(np.shares_memory(a, b))
+
+
 class Codec:
     """Pure bytes-to-bytes object codec; thread-safe."""
 
@@ -52,6 +57,7 @@ class Codec:
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._scratch = Scratch()
 
     def _map_chunks(self, fn: Callable[[int, int], None], chunks: list[tuple[int, int]]) -> None:
         """Run ``fn`` over element ranges of one large object on the codec's own threads
@@ -79,12 +85,14 @@ class Codec:
         return Encoded(b"".join([head, *payload]), encoding, base, raw_len)
 
     def encode_plain(self, raw: U8, layout: Layout) -> Encoded:
-        return self._encode_planes(group(raw, layout), raw.size, layout, "plain", None)
+        planes = group(raw, layout, self._scratch.get("planes", raw.size))
+        return self._encode_planes(planes, raw.size, layout, "plain", None)
 
     def encode_delta(self, raw: U8, base_raw: U8, base_digest: str, layout: Layout) -> Encoded:
         if base_raw.size != raw.size:
             raise InvalidInput(f"delta base has {base_raw.size} bytes, object has {raw.size}")
-        planes = group(np.bitwise_xor(raw, base_raw), layout)
+        xor = np.bitwise_xor(raw, base_raw, out=self._scratch.get("xor", raw.size))
+        planes = group(xor, layout, self._scratch.get("planes", raw.size))
         return self._encode_planes(planes, raw.size, layout, "delta", base_digest)
 
     def encode(self, raw: U8, layout: Layout, base: tuple[str, U8] | None = None) -> Encoded:
@@ -135,27 +143,38 @@ class Codec:
         for i in range(len(chain) - 2, -1, -1):
             if headers[i].layout != layout:
                 raise CorruptObject(f"{labels[i]}: layout differs within its delta chain")
-            delta = self._planes(headers[i], chain[i], labels[i], layout)
+            delta = self._planes(headers[i], chain[i], labels[i], layout, f"delta{i % 2}")
             for j, d in enumerate(delta):
-                if planes[j].flags.writeable:
+                if planes[j].flags.writeable and not _shares_scratch(planes[j], d):
                     np.bitwise_xor(planes[j], d, out=planes[j])
-                else:  # a view into a stored blob: XOR into a new array instead
-                    planes[j] = np.bitwise_xor(planes[j], d)
+                else:  # a view into a stored blob: XOR into scratch instead
+                    acc = self._scratch.get(f"acc{j}", d.size)
+                    planes[j] = np.bitwise_xor(planes[j], d, out=acc)
         chunks = self._map_chunks if self._threads > 1 else None
         return ungroup(planes, layout, out, chunks)
 
-    def _planes(self, h: Header, blob: bytes | memoryview, name: str, layout: Layout) -> list[U8]:
+    def _planes(
+        self, h: Header, blob: bytes | memoryview, name: str, layout: Layout, slot: str = "root"
+    ) -> list[U8]:
+        """The object's planes, in this thread's scratch buffers ``slot-*`` or as read-only
+        views into ``blob``."""
         payload = memoryview(blob)[h.payload_offset :]
         if h.encoding == "raw":
             raw = np.frombuffer(payload, dtype=np.uint8)
             if layout.elem_size == 1:
                 return [raw]
-            return list(group(raw, layout).reshape(layout.elem_size, -1))
+            planes = group(raw, layout, self._scratch.get(f"{slot}-grouped", raw.size))
+            return list(planes.reshape(layout.elem_size, -1))
         if h.layout != layout:
             raise CorruptObject(f"{name}: layout differs within its delta chain")
         k = layout.elem_size
+        scratch = self._scratch
+
+        def alloc(p: int, size: int) -> U8:
+            return scratch.get(f"{slot}-plane{p}", size)
+
         return self._frames.decode_planes(
-            h.raw_len, k, h.frame_plan(), h.frames, payload, name, self._threads
+            h.raw_len, k, h.frame_plan(), h.frames, payload, name, self._threads, alloc
         )
 
     def decode_verified(

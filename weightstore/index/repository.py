@@ -159,9 +159,14 @@ class Index:
                     out[row.digest] = _record(row)
         return out
 
-    def add_object(self, rec: ObjectRecord, now: datetime) -> None:
-        """Record a stored object; if it is already recorded only refresh its ``last_used_at``."""
+    def add_object(self, rec: ObjectRecord, now: datetime) -> ObjectRecord:
+        """Record a stored object; if it is already recorded only refresh its ``last_used_at``.
+
+        Returns the row as it now stands: ``rec``, or the row a concurrent saver recorded
+        first (whose encoding and base the blob must then follow).
+        """
         self.add_objects([rec], now)
+        return self.get_objects([rec.digest]).get(rec.digest, rec)
 
     def add_objects(self, records: Sequence[ObjectRecord], now: datetime) -> None:
         """:meth:`add_object` for many objects in one transaction (one round trip per 500).

@@ -1,0 +1,523 @@
+"""Concurrent writers and gc on one store, on SQLite and PostgreSQL: nothing committed is lost.
+
+Process tests run ``tests/procs/saver.py`` workers (separate interpreters, started ahead of time
+by a :class:`WarmPool` so that importing torch overlaps other work):
+
+* two processes saving at once, each to its own task and to a shared task, with tensors that are
+  identical across processes (both race to store the same digests): both commit everything;
+* a process saving in a loop (re-saving content whose snapshots were deleted, so dedup finds
+  unreferenced objects) while this process deletes snapshots and runs gc over and over: with a
+  grace period every save shorter than it succeeds, with ``grace_seconds=0`` a save may fail
+  with StorageError, and either way every committed snapshot restores bit-exactly.
+
+In-process tests force, with hooks, the interleavings that a process test only hits by chance:
+gc between a save's pin and its commit (both outcomes); a save's pin between gc's listing and
+its delete (the pin wins); two gc runs at once (LockHeld); gc racing a commit transaction; and
+two saves of one digest encoded against different delta bases.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from procs.harness import Outcome, WarmPool, Worker
+from procs.workload import mismatches, state
+from sqlalchemy import create_engine, event, text
+
+from weightstore import GcResult, StoreSettings, WeightStore
+from weightstore.errors import LockHeld, RefNotFound, StorageError
+from weightstore.objects import LocalBackend
+from weightstore.types import ObjectRecord
+
+FAST = StoreSettings(fsync=False, threads=1)
+PROCESS_TIMEOUT = 120.0
+
+# Known bug (see test_gc_racing_a_commit_postgresql): on PostgreSQL a gc whose DELETE of an
+# object waits for a commit that references the object goes ahead anyway and is stopped only by
+# the foreign key, so the whole gc run fails with StorageError. The gc loop below tolerates
+# exactly that error while this is True; set it to False once fixed.
+GC_FK_RACE_BUG = True
+GC_FK_RACE_REASON = (
+    "Index.delete_object_if_unused (index/repository.py): on PostgreSQL the DELETE waits on the "
+    "row lock of a committing save, then re-checks only the object row (EvalPlanQual): the NOT "
+    "EXISTS on snapshot_tensors still sees the old snapshot and last_used_at (the save's start "
+    "time) is still older than the cutoff, so the delete proceeds, the foreign key rejects it, "
+    "and gc() aborts with StorageError instead of keeping the object"
+)
+ENCODING_RACE_REASON = (
+    "two saves of one digest with different delta bases: add_object keeps the first writer's "
+    "row (encoding, base) but LocalBackend.put's last rename wins, so the index describes one "
+    "encoding and the blob holds another; both snapshots then fail to restore (CorruptObject)"
+)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WarmPool]:
+    workers = WarmPool(size=2)
+    try:
+        yield workers
+    finally:
+        workers.close()
+
+
+def _worker_url(index_url: str) -> str | None:
+    """What a worker passes as ``index_url``: SQLite stores use their own ``index.sqlite``
+    (so no process rewrites ``weightstore.json``), PostgreSQL ones the test schema."""
+    return None if index_url.startswith("sqlite") else index_url
+
+
+def _open(path: Path, index_url: str) -> WeightStore:
+    return WeightStore.open(path, index_url=_worker_url(index_url), settings=FAST)
+
+
+def _finish(worker: Worker) -> list[Outcome]:
+    rc = worker.finish(timeout=PROCESS_TIMEOUT)
+    assert rc == 0, worker.describe()
+    assert worker.lines[-1] == "done", worker.describe()
+    return worker.outcomes()
+
+
+# ------------------------------------------------------------------------------ two savers
+
+K = 4  # snapshots per process in each of its two tasks
+SEEDS = {"a": 11, "b": 22}
+
+
+def _two_saver_jobs(name: str) -> list[list[Any]]:
+    """Process ``name`` saves version k of its model to its own task (step k) and to the shared
+    task (step 2k or 2k+1), own task first for even k and shared first for odd k, so that some
+    saves to the shared task encode deltas against the other process's objects. The frozen
+    tensors (and the version-0 biases and norms) are identical in both processes: both race to
+    store those digests. (They always encode the same way, see the encoding-race test.)"""
+    seed, offset = SEEDS[name], 0 if name == "a" else 1
+    jobs: list[list[Any]] = []
+    for k in range(K):
+        own = [f"own-{name}", k, seed, k]
+        shared = ["shared", 2 * k + offset, seed, k]
+        jobs += [own, shared] if k % 2 == 0 else [shared, own]
+    return jobs
+
+
+def test_two_processes_save_at_once(pool: WarmPool, tmp_path: Path, index_url: str) -> None:
+    path = tmp_path / "store"
+    _open(path, index_url).close()  # the store exists before the workers start
+    workers = []
+    try:
+        workers = [pool.take(), pool.take()]
+        for name, worker in zip("ab", workers, strict=True):
+            jobs = _two_saver_jobs(name)
+            worker.release({"store": str(path), "index_url": _worker_url(index_url), "jobs": jobs})
+        outcomes = {name: _finish(w) for name, w in zip("ab", workers, strict=True)}
+    finally:
+        for w in workers:
+            w.close()
+
+    expected: dict[str, dict[str, torch.Tensor]] = {}
+    for name, results in outcomes.items():
+        assert all(o.ok for o in results), results
+        assert len(results) == 2 * K
+        for o in results:
+            version = o.step if o.task.startswith("own") else o.step // 2
+            expected[o.snapshot_id] = state(SEEDS[name], version)
+    with _open(path, index_url) as store:
+        assert {s.id for s in store.log()} == set(expected)
+        assert len(store.log("shared")) == 2 * K
+        for sid, tensors in expected.items():
+            assert mismatches(store.restore(sid, verify=True), tensors) == [], sid
+        assert store.verify().ok
+        frozen = store.show("shared").tensors
+        digests = {t.name: t.digest for t in frozen}
+        for sid in expected:  # one object per distinct content, whoever stored it
+            snap = store.show(sid)
+            assert {t.digest for t in snap.tensors if t.name.startswith("frozen.")} == {
+                digests["frozen.token_ids"],
+                digests["frozen.pos_embed"],
+            }
+
+
+# ------------------------------------------------------------------------------ gc while saving
+
+LOOP_SEED = 33
+LOOP_SAVES = 16
+VERSIONS = 8  # step i saves version i % 8, so versions come back after their snapshot went
+
+
+def _is_fk_race(exc: StorageError) -> bool:
+    return GC_FK_RACE_BUG and "violates foreign key constraint" in str(exc)
+
+
+@pytest.mark.parametrize("grace", [1.0, 0.0])
+def test_gc_while_saving_loses_nothing(
+    pool: WarmPool, tmp_path: Path, index_url: str, grace: float
+) -> None:
+    """While a worker saves, delete every odd-step snapshot but the newest (so the content of
+    odd versions is unreferenced when it is saved again) and run gc, over and over."""
+    path = tmp_path / "store"
+    deleted: set[str] = set()
+    removed = tolerated = rounds = 0
+    with _open(path, index_url) as store:
+        worker = pool.take()
+        try:
+            worker.release(
+                {
+                    "store": str(path),
+                    "index_url": _worker_url(index_url),
+                    "jobs": [["loop", i, LOOP_SEED, i % VERSIONS] for i in range(LOOP_SAVES)],
+                    "allow_storage_error": True,
+                    "pause": 0.05,
+                }
+            )
+            deadline = time.monotonic() + PROCESS_TIMEOUT
+            while worker.proc.poll() is None:
+                assert time.monotonic() < deadline, worker.describe()
+                snaps = store.log("loop") if "loop" in store.tasks() else []
+                for snap in snaps[1:]:  # never the newest: it is the parent of the next save
+                    if snap.step is not None and snap.step % 2 and snap.id not in deleted:
+                        store.delete(snap.id)
+                        deleted.add(snap.id)
+                try:
+                    removed += store.gc(grace_seconds=grace).objects_removed
+                except StorageError as e:
+                    if not _is_fk_race(e):
+                        raise
+                    tolerated += 1
+                rounds += 1
+                time.sleep(0.1)  # let some saves through between gc runs
+            outcomes = _finish(worker)
+        finally:
+            worker.close()
+
+        assert len(outcomes) == LOOP_SAVES, worker.describe()
+        failed = [o for o in outcomes if not o.ok]
+        assert all(o.error.startswith("StorageError: ") for o in failed), failed
+        if grace > 0:
+            # gc spares whatever a save pinned less than `grace` seconds before gc started.
+            assert all(o.seconds >= grace for o in failed), failed
+        else:
+            assert removed > 0, "gc never collected anything while the worker saved"
+        committed = {o.snapshot_id: o.step for o in outcomes if o.ok}
+        assert deleted <= set(committed)
+        kept = {sid: step for sid, step in committed.items() if sid not in deleted}
+        assert {s.id for s in store.log()} == set(kept)
+        expected = {sid: state(LOOP_SEED, step % VERSIONS) for sid, step in kept.items()}
+
+        def check() -> None:
+            result = store.verify()
+            assert result.ok, result.problems
+            for sid, tensors in expected.items():
+                assert mismatches(store.restore(sid, verify=True), tensors) == [], sid
+            for sid in deleted:
+                with pytest.raises(RefNotFound):
+                    store.show(sid)
+
+        check()
+        store.gc(grace_seconds=0)
+        check()
+        print(
+            f"grace={grace}: {rounds} gc rounds removed {removed} objects; "
+            f"{len(failed)} of {LOOP_SAVES} saves failed; {tolerated} gc runs hit the FK race",
+            sorted({o.error[:90] for o in failed}),
+        )
+
+
+# ------------------------------------------------------------------------------ forced orders
+
+
+def _model() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {
+        "a": torch.randn(300, 100, generator=g),
+        "b": torch.randn(40, generator=g).bfloat16(),
+        "c": torch.arange(500, dtype=torch.int64),
+    }
+
+
+class HookedBackend(LocalBackend):
+    """A LocalBackend that calls ``hook(when, key)`` around ``exists``."""
+
+    def __init__(self, root: Path, hook: Callable[[str, str], None]) -> None:
+        super().__init__(root, fsync=False)
+        self.hook = hook
+
+    def exists(self, key: str) -> bool:
+        self.hook("before", key)
+        found = super().exists(key)
+        self.hook("after", key)
+        return found
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_gc_between_a_saves_pin_and_its_commit(tmp_path: Path, index_url: str, when: str) -> None:
+    """A save re-uses objects nothing references any more; gc (grace 0) removes them right after
+    the save pinned the first one. ``before`` the save checks that blob: it sees it gone and
+    writes it again, and commits. ``after``: it already relied on the object, so its commit must
+    find the row gone and fail with StorageError, leaving nothing behind; a retry works."""
+    path = tmp_path / "store"
+    weights = _model()
+    with (
+        WeightStore.open(path, index_url=index_url, settings=FAST) as store,
+        WeightStore.open(path, index_url=index_url, settings=FAST) as collector,
+    ):
+        store.save("t", weights, step=0)
+        store.delete("t@0")
+        results: list[GcResult] = []
+
+        def hook(moment: str, key: str) -> None:
+            if moment == when and not results:
+                results.append(collector.gc(grace_seconds=0))
+
+        store.objects = HookedBackend(path / "objects", hook)
+        if when == "before":
+            snap = store.save("t", weights, step=1)
+            assert mismatches(store.restore(snap.id, verify=True), weights) == []
+        else:
+            with pytest.raises(StorageError, match="garbage-collected during the save; retry"):
+                store.save("t", weights, step=1)
+            assert store.log() == []
+            snap = store.save("t", weights, step=1)  # the retry
+            assert mismatches(store.restore(snap.id, verify=True), weights) == []
+        assert results and results[0].objects_removed == len(weights)
+        assert [s.id for s in store.log()] == [snap.id]
+        assert store.verify().ok
+
+
+def test_a_pin_after_gc_listed_an_object_wins(tmp_path: Path, index_url: str) -> None:
+    """gc has listed an unreferenced, expired object and decided to delete it; a save pins it
+    (re-uses it) just before gc's delete: the delete must see the fresh pin and keep the object,
+    and the save then commits without writing it again."""
+    path = tmp_path / "store"
+    weights = _model()
+    with (
+        WeightStore.open(path, index_url=index_url, settings=FAST) as store,
+        WeightStore.open(path, index_url=index_url, settings=FAST) as collector,
+    ):
+        store.save("t", weights, step=0)
+        digests = [t.digest for t in store.show("t@0").tensors]
+        store.delete("t@0")
+        delete = collector.index.delete_object_if_unused
+        pinned: list[set[str]] = []
+
+        def pin_first(digest: str, cutoff: datetime, before_commit: Callable[[], None]) -> bool:
+            if not pinned:  # the saver's pin_objects lands between gc's listing and its delete
+                pinned.append(store.index.pin_objects(digests, datetime.now(timezone.utc)))
+            return delete(digest, cutoff, before_commit)
+
+        collector.index.delete_object_if_unused = pin_first  # type: ignore[method-assign]
+        result = collector.gc(grace_seconds=0)
+        assert pinned == [set(digests)]
+        assert result.objects_removed == 0
+        assert all(store.objects.exists(d) for d in digests)
+        puts: list[str] = []
+
+        class CountingBackend(LocalBackend):
+            def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+                puts.append(key)
+                super().put(key, data)
+
+        store.objects = CountingBackend(path / "objects", fsync=False)
+        snap = store.save("t", weights, step=1)
+        assert puts == []  # deduplicated against the objects gc kept
+        assert mismatches(store.restore(snap.id, verify=True), weights) == []
+        assert store.verify().ok
+
+
+def test_two_gc_runs_at_once(tmp_path: Path, index_url: str) -> None:
+    """A second gc while one runs raises LockHeld naming the holder; once the first finishes
+    (or fails) the lock is free again."""
+    path = tmp_path / "store"
+    inside, go_on = threading.Event(), threading.Event()
+
+    class BlockingBackend(LocalBackend):
+        fail = False
+
+        def iterate(self) -> Any:  # gc lists blobs while it holds the lock
+            inside.set()
+            assert go_on.wait(30)
+            if self.fail:
+                raise StorageError("listing failed")
+            return super().iterate()
+
+    with (
+        WeightStore.open(path, index_url=index_url, settings=FAST) as first,
+        WeightStore.open(path, index_url=index_url, settings=FAST) as second,
+    ):
+        first.save("t", _model(), step=0)
+        first.objects = blocking = BlockingBackend(path / "objects", fsync=False)
+        outcome: list[object] = []
+
+        def run_first() -> None:
+            try:
+                outcome.append(first.gc(grace_seconds=0))
+            except Exception as e:
+                outcome.append(e)
+
+        for fail in (False, True):
+            blocking.fail = fail
+            inside.clear()
+            go_on.clear()
+            outcome.clear()
+            thread = threading.Thread(target=run_first)
+            thread.start()
+            try:
+                assert inside.wait(30), "the first gc never got going"
+                with pytest.raises(LockHeld, match=re.escape(first._holder)):
+                    second.gc(grace_seconds=0)
+                with pytest.raises(LockHeld):
+                    second.gc(dry_run=True)
+            finally:
+                go_on.set()
+                thread.join(30)
+            assert not thread.is_alive()
+            if fail:
+                assert isinstance(outcome[0], StorageError)
+            else:
+                assert isinstance(outcome[0], GcResult)
+            assert isinstance(second.gc(grace_seconds=0), GcResult)  # free again
+        assert mismatches(second.restore("t@0"), _model()) == []
+
+
+def _gc_racing_a_commit(path: Path, url: str, wait_until_blocked: Callable[[], None]) -> None:
+    """A save that re-uses an unreferenced object commits while gc (grace 0) tries to delete
+    that object: gc must keep it (the commit references it) and finish without error."""
+    weights = {"w": torch.randn(100, 100, generator=torch.Generator().manual_seed(9))}
+    with (
+        WeightStore.open(path, index_url=url, settings=FAST) as store,
+        WeightStore.open(path, index_url=url, settings=FAST) as collector,
+    ):
+        store.save("t", weights, step=0)
+        store.delete("t@0")
+        outcome: list[object] = []
+        threads: list[threading.Thread] = []
+
+        def run_gc() -> None:
+            try:
+                outcome.append(collector.gc(grace_seconds=0))
+            except Exception as e:
+                outcome.append(e)
+
+        @event.listens_for(store.index.engine, "before_cursor_execute")
+        def inside_commit(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.startswith("INSERT INTO snapshot_tensors") and not threads:
+                threads.append(threading.Thread(target=run_gc))
+                threads[0].start()
+                wait_until_blocked()
+
+        snap = store.save("t", weights, step=1)
+        assert threads, "the hook never ran"
+        threads[0].join(60)
+        assert not threads[0].is_alive()
+        assert isinstance(outcome[0], GcResult), outcome[0]
+        assert mismatches(store.restore(snap.id, verify=True), weights) == []
+        assert store.verify().ok
+
+
+def test_gc_racing_a_commit_sqlite(tmp_path: Path) -> None:
+    # SQLite serialises the two write transactions; gc's waits in busy_timeout meanwhile.
+    _gc_racing_a_commit(
+        tmp_path / "store", f"sqlite:///{tmp_path / 'index.db'}", lambda: time.sleep(0.5)
+    )
+
+
+@pytest.mark.xfail(GC_FK_RACE_BUG, strict=True, reason=GC_FK_RACE_REASON)
+def test_gc_racing_a_commit_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """gc's DELETE of the object is made to wait on the row lock the commit transaction holds
+    (seen in pg_stat_activity), then the commit goes through."""
+    admin = create_engine(postgres_url.split("?")[0], isolation_level="AUTOCOMMIT")
+    app = postgres_url.split("application_name=")[1].split("&")[0]
+
+    def wait_until_blocked() -> None:
+        deadline = time.monotonic() + 30
+        with admin.connect() as conn:
+            while time.monotonic() < deadline:
+                waiting = conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app "
+                        "AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM objects%'"
+                    ),
+                    {"app": app},
+                )
+                if waiting:
+                    return
+                time.sleep(0.01)
+        raise AssertionError("gc's DELETE never waited on the commit")
+
+    try:
+        _gc_racing_a_commit(tmp_path / "store", postgres_url, wait_until_blocked)
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.xfail(strict=True, reason=ENCODING_RACE_REASON)
+def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, index_url: str) -> None:
+    """Tasks x and y hold different versions of tensor w; two stores then save the same new w
+    to x and to y at once, so one encodes it as a delta against x's w and the other against
+    y's. Forced order: both find the digest absent, store A records the object row first,
+    store B writes its blob last. Both snapshots must restore exactly."""
+    path = tmp_path / "store"
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(256, 256, generator=g)
+    in_x, in_y, new = w.clone(), w.clone(), w.clone()
+    in_x.view(-1)[::100] += 1e-3
+    in_y.view(-1)[1::100] += 1e-3
+    new.view(-1)[2::100] += 1e-3
+    with (
+        WeightStore.open(path, index_url=index_url, settings=FAST) as a,
+        WeightStore.open(path, index_url=index_url, settings=FAST) as b,
+    ):
+        a.save("x", {"w": in_x}, step=0)
+        a.save("y", {"w": in_y}, step=0)
+        b_looked, a_wrote = threading.Event(), threading.Event()
+        # Best-effort waits (no failure on timeout), so a fixed library that orders these
+        # steps differently cannot hang the test or fail it for the wrong reason.
+        pin_b, add_a, add_b = b.index.pin_objects, a.index.add_object, b.index.add_object
+
+        def pin_then_signal(digests: Any, now: datetime) -> set[str]:
+            found = pin_b(digests, now)
+            b_looked.set()
+            return found
+
+        def add_after_b_looked(rec: ObjectRecord, now: datetime) -> None:
+            b_looked.wait(5)
+            add_a(rec, now)
+
+        def add_after_a_wrote(rec: ObjectRecord, now: datetime) -> None:
+            a_wrote.wait(5)
+            add_b(rec, now)
+
+        class SignallingBackend(LocalBackend):
+            def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+                super().put(key, data)
+                a_wrote.set()
+
+        b.index.pin_objects = pin_then_signal  # type: ignore[method-assign]
+        a.index.add_object = add_after_b_looked  # type: ignore[method-assign]
+        b.index.add_object = add_after_a_wrote  # type: ignore[method-assign]
+        a.objects = SignallingBackend(path / "objects", fsync=False)
+        errors: list[BaseException] = []
+
+        def save_b() -> None:
+            try:
+                b.save("y", {"w": new}, step=1)
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=save_b)
+        thread.start()
+        try:
+            a.save("x", {"w": new}, step=1)
+        finally:
+            a_wrote.set()
+            b_looked.set()
+            thread.join(30)
+        assert not errors, errors
+        for ref in ("x@1", "y@1"):
+            assert mismatches(a.restore(ref), {"w": new}) == [], ref
+        assert a.verify().ok
