@@ -35,7 +35,6 @@ from sqlalchemy import create_engine, event, text
 from weightstore import GcResult, StoreSettings, WeightStore
 from weightstore.errors import LockHeld, RefNotFound, StorageError
 from weightstore.objects import LocalBackend
-from weightstore.types import ObjectRecord
 
 FAST = StoreSettings(fsync=False, threads=1)
 PROCESS_TIMEOUT = 120.0
@@ -51,11 +50,6 @@ GC_FK_RACE_REASON = (
     "EXISTS on snapshot_tensors still sees the old snapshot and last_used_at (the save's start "
     "time) is still older than the cutoff, so the delete proceeds, the foreign key rejects it, "
     "and gc() aborts with StorageError instead of keeping the object"
-)
-ENCODING_RACE_REASON = (
-    "two saves of one digest with different delta bases: add_object keeps the first writer's "
-    "row (encoding, base) but LocalBackend.put's last rename wins, so the index describes one "
-    "encoding and the blob holds another; both snapshots then fail to restore (CorruptObject)"
 )
 
 
@@ -455,12 +449,28 @@ def test_gc_racing_a_commit_postgresql(tmp_path: Path, postgres_url: str) -> Non
         admin.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason=ENCODING_RACE_REASON)
+def _wrap_index(store: WeightStore, names: tuple[str, ...], before: Callable[[], None]) -> None:
+    """Call ``before()`` at the start of each of the store's Index methods ``names`` that exist
+    (``add_object`` or the batched ``add_objects``: whichever the save path uses)."""
+    for name in names:
+        method = getattr(store.index, name, None)
+        if method is None:
+            continue
+
+        def wrapped(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            before()
+            return _method(*args, **kwargs)
+
+        setattr(store.index, name, wrapped)
+
+
 def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, index_url: str) -> None:
     """Tasks x and y hold different versions of tensor w; two stores then save the same new w
     to x and to y at once, so one encodes it as a delta against x's w and the other against
-    y's. Forced order: both find the digest absent, store A records the object row first,
-    store B writes its blob last. Both snapshots must restore exactly."""
+    y's. Forced order: both find the digest absent (pin), store A records the object row first,
+    store B records it (finding A's row) only after A wrote its blob, so B's blob is written
+    last. Both snapshots must restore exactly: the row and the blob must describe the same
+    encoding."""
     path = tmp_path / "store"
     g = torch.Generator().manual_seed(4)
     w = torch.randn(256, 256, generator=g)
@@ -475,32 +485,41 @@ def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, inde
         a.save("x", {"w": in_x}, step=0)
         a.save("y", {"w": in_y}, step=0)
         b_looked, a_wrote = threading.Event(), threading.Event()
-        # Best-effort waits (no failure on timeout), so a fixed library that orders these
-        # steps differently cannot hang the test or fail it for the wrong reason.
-        pin_b, add_a, add_b = b.index.pin_objects, a.index.add_object, b.index.add_object
+        order: list[str] = []
+        # Waits with a timeout and no failure, so a library that orders these steps differently
+        # cannot hang the test; the order assertion below says whether the race was forced.
+        pin_b = b.index.pin_objects
 
-        def pin_then_signal(digests: Any, now: datetime) -> set[str]:
-            found = pin_b(digests, now)
+        def pin_then_signal(*args: Any, **kwargs: Any) -> set[str]:
+            found: set[str] = pin_b(*args, **kwargs)
+            order.append("b looked")
             b_looked.set()
             return found
 
-        def add_after_b_looked(rec: ObjectRecord, now: datetime) -> None:
+        def a_records() -> None:
             b_looked.wait(5)
-            add_a(rec, now)
+            order.append("a records")
 
-        def add_after_a_wrote(rec: ObjectRecord, now: datetime) -> None:
+        def b_records() -> None:
             a_wrote.wait(5)
-            add_b(rec, now)
+            order.append("b records")
 
         class SignallingBackend(LocalBackend):
+            def __init__(self, name: str, event: threading.Event | None) -> None:
+                super().__init__(path / "objects", fsync=False)
+                self.name, self.event = name, event
+
             def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
                 super().put(key, data)
-                a_wrote.set()
+                order.append(f"{self.name} wrote")
+                if self.event is not None:
+                    self.event.set()
 
         b.index.pin_objects = pin_then_signal  # type: ignore[method-assign]
-        a.index.add_object = add_after_b_looked  # type: ignore[method-assign]
-        b.index.add_object = add_after_a_wrote  # type: ignore[method-assign]
-        a.objects = SignallingBackend(path / "objects", fsync=False)
+        _wrap_index(a, ("add_object", "add_objects"), a_records)
+        _wrap_index(b, ("add_object", "add_objects"), b_records)
+        a.objects = SignallingBackend("a", a_wrote)
+        b.objects = SignallingBackend("b", None)
         errors: list[BaseException] = []
 
         def save_b() -> None:
@@ -518,6 +537,7 @@ def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, inde
             b_looked.set()
             thread.join(30)
         assert not errors, errors
+        assert order == ["b looked", "a records", "a wrote", "b records", "b wrote"], order
         for ref in ("x@1", "y@1"):
-            assert mismatches(a.restore(ref), {"w": new}) == [], ref
+            assert mismatches(a.restore(ref, verify=True), {"w": new}) == [], ref
         assert a.verify().ok

@@ -102,6 +102,7 @@ class WeightStore:
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._local = threading.local()  # per worker thread: pinned staging buffer, CUDA streams
 
     # ----------------------------------------------------------------------------- opening
 
@@ -482,20 +483,49 @@ class WeightStore:
         if into is not None:
             return self._restore_into(snap, _state_dict(into), strict, chains, check, progress)
         dev = torch.device(device)
-        pin = dev.type == "cuda"
         out: dict[str, torch.Tensor] = {}
 
         def load(entry: TensorEntry) -> None:
-            t = empty_tensor(entry.dtype, entry.shape, pin_memory=pin)
-            self._decode_chain(chains[entry.digest], byte_view(t), check)
-            out[entry.name] = t.to(dev, non_blocking=True) if pin else t
+            out[entry.name] = self._load(entry, chains[entry.digest], dev, check)
             if progress:
                 progress(entry.nbytes)
 
         self._run_all(load, sorted(snap.tensors, key=lambda e: -e.nbytes))
-        if pin:
-            torch.cuda.synchronize(dev)
         return {t.name: out[t.name] for t in snap.tensors}
+
+    def _load(
+        self, entry: TensorEntry, chain: Sequence[ObjectRecord], dev: torch.device, check: bool
+    ) -> torch.Tensor:
+        """Decode one tensor onto ``dev``.
+
+        For a GPU the bytes are decoded into this thread's pinned staging buffer and copied on
+        this thread's own CUDA stream, so decoding on many threads overlaps the copies; pinned
+        memory moves ~7x faster than pageable, and a reused buffer avoids a slow pinned
+        allocation per tensor.
+        """
+        if dev.type != "cuda":
+            t = empty_tensor(entry.dtype, entry.shape)
+            self._decode_chain(chain, byte_view(t), check)
+            return t.to(dev) if dev.type != "cpu" else t
+        out = torch.empty(entry.shape, dtype=dtype_info(entry.dtype).torch_dtype, device=dev)
+        if entry.nbytes == 0:
+            return out
+        local = self._local
+        staging: torch.Tensor | None = getattr(local, "staging", None)
+        if staging is None or staging.numel() < entry.nbytes:
+            size = max(entry.nbytes, staging.numel() * 5 // 4 if staging is not None else 0)
+            staging = local.staging = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        streams: dict[torch.device, torch.cuda.Stream] = local.__dict__.setdefault("streams", {})
+        stream = streams.get(dev)
+        if stream is None:
+            stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
+        view = staging[: entry.nbytes]
+        self._decode_chain(chain, byte_view(view), check)
+        stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated there
+        with torch.cuda.stream(stream):
+            out.reshape(-1).view(torch.uint8).copy_(view, non_blocking=True)
+        stream.synchronize()  # the staging buffer is reused by this thread's next tensor
+        return out
 
     def _restore_into(
         self,
@@ -525,15 +555,15 @@ class WeightStore:
                     f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
                     f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
                 )
-        # Decode everything before writing anything, so a corrupt object leaves the model as it
-        # was; tensors that can take the bytes directly are decoded into a staging copy first.
+        # Decode everything (onto each target's device) before writing anything, so a corrupt
+        # object leaves the model as it was.
         staged: dict[str, torch.Tensor] = {}
 
         def load(pair: tuple[TensorEntry, torch.Tensor]) -> None:
-            entry, _ = pair
-            t = empty_tensor(entry.dtype, entry.shape)
-            self._decode_chain(chains[entry.digest], byte_view(t), check)
-            staged[entry.name] = t
+            entry, target_tensor = pair
+            staged[entry.name] = self._load(
+                entry, chains[entry.digest], target_tensor.device, check
+            )
 
         self._run_all(load, pairs)
         with torch.no_grad():
