@@ -66,6 +66,8 @@ def test_round_trip_all_encodings(case: tuple[Layout, np.ndarray, np.ndarray], f
     assert np.array_equal(codec.decode_verified([delta.blob, base_obj.blob], [d, base_d]), raw)
     chain = [best.blob, base_obj.blob] if best.encoding == "delta" else [best.blob]
     assert np.array_equal(codec.decode(chain), raw)
+    fallback = Codec(CodecSettings(frame_size=frame), native=False)  # python-zstandard path
+    assert np.array_equal(fallback.decode(chain), raw)
     assert best.stored_size <= raw_obj.stored_size
     accepted_early = best.encoding == "delta" and best.stored_size <= 0.5 * raw.size
     if not accepted_early:  # a small enough delta is taken without trying plain (documented)
@@ -117,11 +119,11 @@ def test_truncated_objects_raise_corrupt(cut: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 255))
-def test_any_flipped_byte_is_detected(pos_seed: int, xor: int) -> None:
+@given(st.integers(0, 10_000), st.integers(1, 255), st.booleans())
+def test_any_flipped_byte_is_detected(pos_seed: int, xor: int, native: bool) -> None:
     rng = np.random.default_rng(7)
     raw = rng.normal(0, 1, 5000).astype(np.float32).view(np.uint8)
-    codec = Codec(CodecSettings(frame_size=1024))
+    codec = Codec(CodecSettings(frame_size=1024), native=native)
     blob = bytearray(codec.encode_plain(raw, Layout(4, True)).blob)
     pos = pos_seed % len(blob)
     blob[pos] ^= xor
@@ -159,7 +161,7 @@ def test_threaded_decoding_of_large_objects_matches() -> None:
     w = rng.normal(0, 0.05, 5_000_000).astype(np.float32)
     ft = (w + rng.normal(0, 1e-4, w.size)).astype(np.float32)
     base, raw = w.view(np.uint8), ft.view(np.uint8)
-    serial, threaded = Codec(), Codec(threads=2)
+    serial, threaded = Codec(native=False), Codec(threads=2)
     base_obj = serial.encode_plain(base, Layout(4, True))
     delta = serial.encode_delta(raw, base, digest(base.tobytes()), Layout(4, True))
     try:
@@ -172,3 +174,14 @@ def test_threaded_decoding_of_large_objects_matches() -> None:
             assert np.array_equal(out, raw)
     finally:
         threaded.close()
+
+
+def test_the_system_libzstd_is_used_when_present() -> None:
+    from weightstore.codec.native import load_native
+
+    native = load_native()
+    if native is None:
+        pytest.skip("no system libzstd: the python-zstandard path is the one in use")
+    raw = np.arange(100_000, dtype=np.float32).view(np.uint8)
+    blob = Codec(native=False).encode_plain(raw, Layout(4, True)).blob
+    assert np.array_equal(Codec().decode([blob]), raw)

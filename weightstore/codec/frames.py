@@ -15,6 +15,7 @@ import zstandard as zstd
 
 from weightstore.codec.format import RAW_FRAME
 from weightstore.codec.layout import U8
+from weightstore.codec.native import NativeZstd
 from weightstore.errors import CorruptObject
 
 # zstd's fast strategy with a 64-entry hash table and 7-byte minimum matches: exponent planes are
@@ -41,7 +42,8 @@ _PROBE_MIN_FRAMES = 8
 class FrameCodec:
     """Compresses and decompresses frames; one instance may be shared by many threads."""
 
-    def __init__(self, level: int | None = None) -> None:
+    def __init__(self, level: int | None = None, native: NativeZstd | None = None) -> None:
+        self._native = native
         if level is None:
             self._params = zstd.ZstdCompressionParameters(write_content_size=True, **_FAST)
         else:
@@ -109,6 +111,8 @@ class FrameCodec:
         name: str,
         threads: int = 1,
         alloc: Callable[[int, int], U8] | None = None,
+        map_chunks: Callable[[Callable[[int, int], None], list[tuple[int, int]]], None]
+        | None = None,
     ) -> list[U8]:
         """Decode the frames into one array per plane.
 
@@ -144,8 +148,32 @@ class FrameCodec:
                 else:
                     packed.append((src, plane, off, n))
             planes.append(plane)
-        self._decompress(packed, name, threads)
+        if self._native is not None:
+            self._decompress_native(packed, name, threads, map_chunks)
+        else:
+            self._decompress(packed, name, threads)
         return planes
+
+    def _decompress_native(
+        self,
+        packed: list[tuple[memoryview, U8, int, int]],
+        name: str,
+        threads: int,
+        map_chunks: Callable[[Callable[[int, int], None], list[tuple[int, int]]], None] | None,
+    ) -> None:
+        native = self._native
+        assert native is not None
+
+        def run(start: int, stop: int) -> None:
+            for src, plane, off, n in packed[start:stop]:
+                native.decompress_into(src, plane[off : off + n], name)
+
+        total = sum(n for _, _, _, n in packed)
+        if map_chunks is None or threads <= 1 or total < _PARALLEL_FROM:
+            run(0, len(packed))
+            return
+        step = -(-len(packed) // threads)
+        map_chunks(run, [(a, min(a + step, len(packed))) for a in range(0, len(packed), step)])
 
     def _decompress(
         self, packed: list[tuple[memoryview, U8, int, int]], name: str, threads: int

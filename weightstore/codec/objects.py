@@ -18,6 +18,7 @@ from weightstore.codec.digest import digest as digest_of
 from weightstore.codec.format import HEADER_SIZE, Header, frame_plan, pack_header, read_header
 from weightstore.codec.frames import FrameCodec
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
+from weightstore.codec.native import load_native
 from weightstore.codec.scratch import Scratch
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import CodecSettings
@@ -49,11 +50,14 @@ def _shares_scratch(a: U8, b: U8) -> bool:
 class Codec:
     """Pure bytes-to-bytes object codec; thread-safe."""
 
-    def __init__(self, settings: CodecSettings | None = None, threads: int = 1) -> None:
+    def __init__(
+        self, settings: CodecSettings | None = None, threads: int = 1, native: bool = True
+    ) -> None:
+        """``native``: decompress through the system libzstd when there is one."""
         self.settings = settings or CodecSettings()
         if self.settings.frame_size <= 0 or self.settings.frame_size >= 1 << 31:
             raise InvalidInput("frame_size must be between 1 byte and 2 GiB")
-        self._frames = FrameCodec(self.settings.level)
+        self._frames = FrameCodec(self.settings.level, load_native() if native else None)
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -173,8 +177,9 @@ class Codec:
         def alloc(p: int, size: int) -> U8:
             return scratch.get(f"{slot}-plane{p}", size)
 
+        chunks = self._map_chunks if self._threads > 1 else None
         return self._frames.decode_planes(
-            h.raw_len, k, h.frame_plan(), h.frames, payload, name, self._threads, alloc
+            h.raw_len, k, h.frame_plan(), h.frames, payload, name, self._threads, alloc, chunks
         )
 
     def decode_verified(

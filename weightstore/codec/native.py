@@ -1,0 +1,76 @@
+"""Direct calls into the system's libzstd, to decompress frames straight into their place.
+
+python-zstandard returns each decompressed frame as a new bytes object, which then has to be
+copied, with the GIL held for each of the thousands of 64 KiB frames of a large object. Through
+ctypes, ``ZSTD_decompressDCtx`` writes into the destination plane and runs without the GIL, so
+many threads decode at once. Used when libzstd is found; python-zstandard is the fallback.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from typing import Any
+
+import numpy as np
+
+from weightstore.codec.layout import U8
+from weightstore.errors import CorruptObject
+
+
+class NativeZstd:
+    """A thin, thread-safe wrapper over libzstd's one-shot decompression."""
+
+    def __init__(self, lib: Any) -> None:
+        self._lib = lib
+        lib.ZSTD_createDCtx.restype = ctypes.c_void_p
+        lib.ZSTD_decompressDCtx.restype = ctypes.c_size_t
+        lib.ZSTD_decompressDCtx.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+        ]
+        lib.ZSTD_isError.restype = ctypes.c_uint
+        lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+        lib.ZSTD_getErrorName.restype = ctypes.c_char_p
+        lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
+        self._local = threading.local()
+
+    def _dctx(self) -> int:
+        dctx: int | None = getattr(self._local, "dctx", None)
+        if dctx is None:
+            # One context per thread for the thread's life: contexts are not thread-safe, and
+            # creating one per frame would cost more than the frame.
+            dctx = self._local.dctx = self._lib.ZSTD_createDCtx()
+            if not dctx:
+                raise MemoryError("ZSTD_createDCtx failed")
+        return dctx
+
+    def decompress_into(self, src: memoryview, dst: U8, name: str) -> None:
+        """Decompress one frame from ``src`` into all of ``dst`` (exactly its size)."""
+        src_arr = np.frombuffer(src, dtype=np.uint8)
+        got = self._lib.ZSTD_decompressDCtx(
+            self._dctx(), dst.ctypes.data, dst.size, src_arr.ctypes.data, src_arr.size
+        )
+        if self._lib.ZSTD_isError(got):
+            err = self._lib.ZSTD_getErrorName(got).decode()
+            raise CorruptObject(f"{name}: a frame does not decompress: {err}")
+        if got != dst.size:
+            raise CorruptObject(f"{name}: a frame decoded to {got} bytes, expected {dst.size}")
+
+
+def load_native() -> NativeZstd | None:
+    """The system libzstd, or None when there is none (python-zstandard is used then)."""
+    path = ctypes.util.find_library("zstd")
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        if lib.ZSTD_versionNumber() < 10400:  # 1.4: ZSTD_decompressDCtx is stable long before
+            return None
+        return NativeZstd(lib)
+    except (OSError, AttributeError):
+        return None
