@@ -41,26 +41,6 @@ from weightstore.objects import LocalBackend
 FAST = StoreSettings(fsync=False, threads=1)
 PROCESS_TIMEOUT = 120.0
 
-# Known bug (see test_gc_racing_a_commit_postgresql): on PostgreSQL a gc whose DELETE of an
-# object waits for a commit that references the object goes ahead anyway and is stopped only by
-# the foreign key, so the whole gc run fails with StorageError. The gc loop below tolerates
-# exactly that error while this is True; set it to False once fixed.
-GC_FK_RACE_BUG = True
-GC_FK_RACE_REASON = (
-    "Index.delete_object_if_unused (index/repository.py): on PostgreSQL the DELETE waits on the "
-    "row lock of a committing save, then re-checks only the object row (EvalPlanQual): the NOT "
-    "EXISTS on snapshot_tensors still sees the old snapshot and last_used_at (the save's start "
-    "time) is still older than the cutoff, so the delete proceeds, the foreign key rejects it, "
-    "and gc() aborts with StorageError instead of keeping the object"
-)
-GC_ROW_SWAP_REASON = (
-    "WeightStore.save (store.py, flush): a row it recorded can be collected by gc (grace "
-    "shorter than the save) before its blob is written; a rival saver then records the same "
-    "digest with another delta base and writes its blob, and the first saver's late put "
-    "replaces that blob while its commit pins the rival's row: index and blob disagree on the "
-    "base and both snapshots fail to restore (CorruptObject)"
-)
-
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[WarmPool]:
@@ -154,10 +134,6 @@ LOOP_SAVES = 16
 VERSIONS = 8  # step i saves version i % 8, so versions come back after their snapshot went
 
 
-def _is_fk_race(exc: StorageError) -> bool:
-    return GC_FK_RACE_BUG and "violates foreign key constraint" in str(exc)
-
-
 @pytest.mark.parametrize("grace", [1.0, 0.0])
 def test_gc_while_saving_loses_nothing(
     pool: WarmPool, tmp_path: Path, index_url: str, grace: float
@@ -166,7 +142,7 @@ def test_gc_while_saving_loses_nothing(
     odd versions is unreferenced when it is saved again) and run gc, over and over."""
     path = tmp_path / "store"
     deleted: set[str] = set()
-    removed = tolerated = rounds = 0
+    removed = rounds = 0
     with _open(path, index_url) as store:
         worker = pool.take()
         try:
@@ -187,12 +163,7 @@ def test_gc_while_saving_loses_nothing(
                     if snap.step is not None and snap.step % 2 and snap.id not in deleted:
                         store.delete(snap.id)
                         deleted.add(snap.id)
-                try:
-                    removed += store.gc(grace_seconds=grace).objects_removed
-                except StorageError as e:
-                    if not _is_fk_race(e):
-                        raise
-                    tolerated += 1
+                removed += store.gc(grace_seconds=grace).objects_removed
                 rounds += 1
                 time.sleep(0.1)  # let some saves through between gc runs
             outcomes = _finish(worker)
@@ -227,7 +198,7 @@ def test_gc_while_saving_loses_nothing(
         check()
         print(
             f"grace={grace}: {rounds} gc rounds removed {removed} objects; "
-            f"{len(failed)} of {LOOP_SAVES} saves failed; {tolerated} gc runs hit the FK race",
+            f"{len(failed)} of {LOOP_SAVES} saves failed",
             sorted({o.error[:90] for o in failed}),
         )
 
@@ -430,7 +401,6 @@ def test_gc_racing_a_commit_sqlite(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(GC_FK_RACE_BUG, strict=True, reason=GC_FK_RACE_REASON)
 def test_gc_racing_a_commit_postgresql(tmp_path: Path, postgres_url: str) -> None:
     """gc's DELETE of the object is made to wait on the row lock the commit transaction holds
     (seen in pg_stat_activity), then the commit goes through."""
@@ -558,7 +528,6 @@ def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, inde
         assert a.verify().ok
 
 
-@pytest.mark.xfail(strict=True, reason=GC_ROW_SWAP_REASON)
 def test_gc_between_recording_and_writing_an_object_with_a_rival_saver(
     tmp_path: Path, index_url: str
 ) -> None:

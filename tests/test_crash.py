@@ -45,31 +45,12 @@ STEPS = 6
 SQLITE_SEEDS = list(range(12))
 POSTGRES_SEEDS = [100, 101, 102]
 
-# Known bug (see test_kill_at_a_fixed_moment_of_an_object_write_leaves_verify_clean): a save
-# interrupted after an object's index row is written but before its blob is leaves a row
-# without a blob, which verify() reports as "missing from the object store" although no
-# snapshot needs it. The random kill tests tolerate exactly that (and nothing else) while this
-# is True; set it to False once the library is fixed, and they become strict again.
-DANGLING_ROW_BUG = True
-DANGLING_ROW_REASON = (
-    "save writes an object's index row before its blob (store.py _ensure_object); a save that "
-    "dies in between (kill, full disk) leaves a row without a blob, and verify() reports it as "
-    "'missing from the object store' although no snapshot references it"
-)
-
-
 # ------------------------------------------------------------------------------ helpers
 
 
-def check_verify(result: VerifyResult, *, allow_dangling: bool) -> None:
-    """``result`` is clean, or (while the known bug stands) only names objects that are missing
-    from the object store and that no snapshot needs."""
-    problems = result.problems
-    if allow_dangling:
-        problems = tuple(
-            p for p in problems if p.snapshots or "missing from the object store" not in p.problem
-        )
-    assert not problems, f"verify found problems: {problems}"
+def check_verify(result: VerifyResult) -> None:
+    """``result`` is clean."""
+    assert not result.problems, f"verify found problems: {result.problems}"
 
 
 def check_restores(store: WeightStore, expected: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -104,7 +85,7 @@ def check_after_kill(
 ) -> None:
     """Everything the module docstring promises about a store whose writer was killed."""
     with WeightStore.open(path, index_url=index_url) as store:
-        check_verify(store.verify(), allow_dangling=DANGLING_ROW_BUG)
+        check_verify(store.verify())
         expected = {sid: state(seed, step) for step, sid in committed}
         for step, sid in committed:
             assert store.resolve(f"{TASK}@{step}") == sid
@@ -134,7 +115,7 @@ def check_after_kill(
         check_restores(store, {snap.id: expected[snap.id], f"{TASK}:latest": expected[snap.id]})
 
         store.gc(grace_seconds=0)
-        check_verify(store.verify(), allow_dangling=False)
+        check_verify(store.verify())
         check_restores(store, expected)
         assert {s.id for s in store.log()} == set(expected)
 
@@ -248,7 +229,6 @@ def test_kill_at_a_fixed_moment_of_an_object_write_recovers(
         assert store.verify().ok
 
 
-@pytest.mark.xfail(DANGLING_ROW_BUG, strict=True, reason=DANGLING_ROW_REASON)
 def test_kill_at_a_fixed_moment_of_an_object_write_leaves_verify_clean(
     killed_store: tuple[Path, list[tuple[int, str]]], tmp_path: Path
 ) -> None:
@@ -258,13 +238,6 @@ def test_kill_at_a_fixed_moment_of_an_object_write_leaves_verify_clean(
         assert result.ok, result.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WeightStore._index_url (store.py) rewrites weightstore.json in place with "
-    "Path.write_text (truncate, then write; no temp file, rename or fsync): a writer killed "
-    "in between leaves a torn file, and every later open fails with InvalidInput "
-    "'... is not valid JSON' even when it passes the index URL itself",
-)
 def test_kill_while_writing_the_config_leaves_an_openable_store(
     server: ForkServer, tmp_path: Path
 ) -> None:
@@ -336,7 +309,7 @@ def test_full_disk_mid_save_leaves_no_snapshot(tmp_path: Path, index_url: str) -
             store.resolve(f"{TASK}@2")
         with pytest.raises(RefNotFound):
             store.resolve(f"{TASK}:latest")
-        check_verify(store.verify(), allow_dangling=DANGLING_ROW_BUG)
+        check_verify(store.verify())
         expected = {f"{TASK}@{s}": state(5, s) for s in range(2)}
         check_restores(store, expected)
         # Once there is space again the same save works.
@@ -348,7 +321,6 @@ def test_full_disk_mid_save_leaves_no_snapshot(tmp_path: Path, index_url: str) -
         check_restores(store, expected)
 
 
-@pytest.mark.xfail(DANGLING_ROW_BUG, strict=True, reason=DANGLING_ROW_REASON)
 def test_full_disk_mid_save_leaves_verify_clean(tmp_path: Path, index_url: str) -> None:
     path = tmp_path / "store"
     with _store_with_two_steps(path, index_url) as store:

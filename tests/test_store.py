@@ -407,3 +407,17 @@ def test_cuda_tensors_round_trip(store: WeightStore) -> None:
     model = {k: torch.zeros_like(v).contiguous() for k, v in sd.items()}
     store.restore("gpu", into=model)
     assert same_dict(model, sd)
+
+
+def test_gc_removes_temp_files_of_dead_writers(store: WeightStore) -> None:
+    store.save("t", {"w": torch.ones(10)})
+    root = Path(store.objects.describe().removeprefix("local:"))
+    old, fresh = root / "ab" / ".tmp-1-dead", root / "ab" / ".tmp-2-writing"
+    old.parent.mkdir(exist_ok=True)
+    old.write_bytes(b"half an object")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = __import__("time").time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    store.gc(grace_seconds=0)
+    assert not old.exists() and fresh.exists()
+    assert store.verify().ok

@@ -68,6 +68,24 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _same_chain(a: ObjectRecord, b: ObjectRecord) -> bool:
+    """Whether two records of one object need the same blob: same kind, same delta base."""
+    return (a.encoding == "delta", a.base) == (b.encoding == "delta", b.base)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` so that a crash leaves the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with tmp.open("w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     if isinstance(weights, torch.nn.Module):
         return weights.state_dict(keep_vars=False)
@@ -139,7 +157,7 @@ class WeightStore:
         if index_url is None:
             return str(saved.get("index_url") or f"sqlite:///{(root / INDEX_FILE).resolve()}")
         if saved.get("index_url") != index_url:
-            config.write_text(json.dumps({**saved, "index_url": index_url}, indent=2) + "\n")
+            _write_atomically(config, json.dumps({**saved, "index_url": index_url}, indent=2))
         return index_url
 
     @classmethod
@@ -315,13 +333,28 @@ class WeightStore:
                 return
             self.index.add_objects([rec for _, rec, _ in items], created)
             rows = self.index.get_objects([rec.digest for _, rec, _ in items])
+            wrote: dict[str, tuple[TensorEntry, ObjectRecord]] = {}
             for entry, rec, encoded in items:
                 row = rows.get(rec.digest, rec)
-                if (row.encoding == "delta", row.base) != (rec.encoding == "delta", rec.base):
+                if not _same_chain(row, rec):
                     encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
                 self.objects.put(rec.digest, encoded.blob)
+                wrote[rec.digest] = (entry, row)
                 if progress:
                     progress(entry.nbytes)
+            # A gc with a grace shorter than this save may have dropped a row between our
+            # check and our put, and a concurrent saver recorded the object anew with another
+            # base: check again, so that the blob ends up following the row.
+            for _ in range(3):
+                rows = self.index.get_objects(list(wrote))
+                wrote = {
+                    d: (entry, current)
+                    for d, (entry, old) in wrote.items()
+                    if (current := rows.get(d)) is not None and not _same_chain(current, old)
+                }
+                for d, (entry, current) in wrote.items():
+                    raw = tensor_bytes(state[entry.name])
+                    self.objects.put(d, self._encode_like(current, raw, entry).blob)
 
         def store_one(entry: TensorEntry) -> None:
             nonlocal batch_bytes
@@ -663,6 +696,9 @@ class WeightStore:
                 ):
                     removed += 1
                     freed += info.size
+            if not dry_run:
+                # Temp files of writers that died; an hour spares any put still running.
+                self.objects.cleanup_temp(max(grace, 3600.0))
             return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
 
     def _blob_deleter(self, key: str) -> Callable[[], None]:
@@ -672,12 +708,15 @@ class WeightStore:
         return delete
 
     def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
-        """Re-read objects (those of ``ref``'s snapshot, or all), check headers, decode and
-        re-derive each digest; name the snapshots a missing or corrupt object breaks."""
+        """Re-read objects (those of ``ref``'s snapshot, or all that snapshots reach), check
+        headers, decode and re-derive each digest; name the snapshots a missing or corrupt
+        object breaks."""
         if ref is not None:
             digests = {t.digest for t in self.show(ref).tensors}
         else:
-            digests = {rec.digest for rec, _ in self.index.all_objects()}
+            # Objects no snapshot reaches are garbage (a save interrupted between recording
+            # and writing one leaves such a row): gc's business, not damage.
+            digests = self.index.reachable_digests()
         problems: dict[str, str] = {}
         checked = nbytes = 0
         try:

@@ -97,18 +97,19 @@ def kill_on_file_fsync(n: int) -> None:
 
 
 def tear_config_writes() -> None:
-    """Make writing ``weightstore.json`` stop halfway and SIGKILL the process: what a kill (or,
-    without an fsync, a power cut) in the middle of ``Path.write_text`` leaves on disk."""
-    write_text = Path.write_text
+    """SIGKILL the process while ``weightstore.json`` is being replaced: half of the new text
+    is in the file being written and the rename has not happened."""
+    replace = os.replace
 
-    def torn(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
-        if self.name == "weightstore.json":
-            with open(self, "w") as f:
-                f.write(data[: len(data) // 2])
+    def torn(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(dst).name == "weightstore.json":
+            text = Path(src).read_text()
+            with open(src, "w") as f:
+                f.write(text[: len(text) // 2])
             os.kill(os.getpid(), signal.SIGKILL)
-        return write_text(self, data, *args, **kwargs)
+        replace(src, dst, *args, **kwargs)
 
-    Path.write_text = torn  # type: ignore[method-assign]
+    os.replace = torn
 
 
 def run(config: dict[str, Any]) -> None:

@@ -287,7 +287,9 @@ class Index:
                 if parent_id is not None and conn.scalar(_snapshot_exists(parent_id)) is None:
                     raise RefNotFound(f"parent snapshot {parent_id[:12]} is not in the index")
                 digests = {t.digest for t in tensors}
-                missing = digests - _pin(conn, digests, created_at)
+                # Pin at the commit's own time, not the save's start: a gc whose cutoff lies
+                # between the two must see these objects as just used.
+                missing = digests - _pin(conn, digests, datetime.now(timezone.utc))
                 if missing:
                     shown = ", ".join(sorted(missing)[:3])
                     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -521,10 +523,16 @@ class Index:
             ~exists().where(TensorRow.digest == digest),
             ~exists().where(child.c.base_digest == digest),
         )
-        with self._write() as conn:
-            if not conn.execute(stmt).rowcount:
-                return False
-            before_commit()
+        try:
+            with self._write(raw_integrity_errors=True) as conn:
+                if not conn.execute(stmt).rowcount:
+                    return False
+                before_commit()
+        except IntegrityError:
+            # PostgreSQL re-checks only the locked row after waiting for a saver's commit, not
+            # the NOT EXISTS on its old snapshot; the foreign key then refuses the delete. The
+            # object just became referenced: keep it.
+            return False
         return True
 
     def delete_orphan_blob(self, digest: str, before_commit: Callable[[], None]) -> bool:

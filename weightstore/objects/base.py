@@ -161,6 +161,11 @@ class ObjectBackend(abc.ABC):
     def describe(self) -> str:
         """Return where the objects live, for messages: ``"local:/path"``, ``"memory"``."""
 
+    def cleanup_temp(self, older_than_seconds: float = 3600) -> int:
+        """Remove leftovers of puts that died (temp files, unfinished uploads) last touched over
+        ``older_than_seconds`` ago; return how many. The default has none to remove."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - a deliberate no-op default, not a forgotten abstract
         """Release resources the backend holds; the default holds none and does nothing."""
 
