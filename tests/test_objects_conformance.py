@@ -72,6 +72,17 @@ def test_round_trip(
     assert _listing(backend) == {KEY: len(payload)}
 
 
+def test_put_many_stores_each_object(backend: ObjectBackend) -> None:
+    items = [(f"k{i}", bytes([i]) * (i * 1000)) for i in range(20)]
+    backend.put_many(items)
+    backend.put_many(items[:3])  # re-putting is allowed
+    assert _listing(backend) == {k: len(v) for k, v in items}
+    assert all(backend.get(k) == v for k, v in items)
+    with pytest.raises(InvalidInput):
+        backend.put_many([("ok", b"x"), ("../bad", b"y")])
+    assert not backend.exists("ok")  # nothing of a rejected batch is written
+
+
 def test_get_view_of_a_missing_key(backend: ObjectBackend) -> None:
     with pytest.raises(ObjectNotFound):
         backend.get_view(KEY)

@@ -334,14 +334,16 @@ class WeightStore:
             self.index.add_objects([rec for _, rec, _ in items], created)
             rows = self.index.get_objects([rec.digest for _, rec, _ in items])
             wrote: dict[str, tuple[TensorEntry, ObjectRecord]] = {}
+            blobs: list[tuple[str, bytes]] = []
             for entry, rec, encoded in items:
                 row = rows.get(rec.digest, rec)
                 if not _same_chain(row, rec):
                     encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
-                self.objects.put(rec.digest, encoded.blob)
+                blobs.append((rec.digest, encoded.blob))
                 wrote[rec.digest] = (entry, row)
-                if progress:
-                    progress(entry.nbytes)
+            self.objects.put_many(blobs)
+            if progress:
+                progress(sum(entry.nbytes for entry, _, _ in items))
             # A gc with a grace shorter than this save may have dropped a row between our
             # check and our put, and a concurrent saver recorded the object anew with another
             # base: check again, so that the blob ends up following the row.

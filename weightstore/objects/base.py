@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -110,6 +110,13 @@ class ObjectBackend(abc.ABC):
         re-put identical bytes) and refreshes its ``modified`` time. The bytes are copied:
         changing ``data`` afterwards does not change the stored object.
         """
+
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        """:meth:`put` for several objects; backends may batch the durability work. When it
+        returns every object is durable; if it raises, each object is there whole or absent.
+        A bad key anywhere in ``items`` is rejected before anything is written."""
+        for key, data in [(validate_key(key), data) for key, data in items]:
+            self.put(key, data)
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
