@@ -189,9 +189,9 @@ KILL_POINTS = {
     # The 30th object put starts: in step 1, after that object's index row was committed and
     # before any of its bytes were written.
     "before_put": {"kill_on_put": 30},
-    # The 25th fsync of an object file: in step 1, with that object's bytes all in its temp
-    # file, which is not yet durable nor renamed to the object's name.
-    "in_put": {"kill_on_file_fsync": 25},
+    # The 3rd durability barrier of object files (step 0's batch takes two: data, renames):
+    # in step 1, with its objects' bytes all in temp files, not yet durable nor renamed.
+    "in_put": {"kill_on_file_fsync": 3},
 }
 
 
@@ -215,12 +215,15 @@ def _copy(store: Path, tmp_path: Path) -> Path:
 
 
 def test_kill_at_a_fixed_moment_of_an_object_write_recovers(
-    killed_store: tuple[Path, list[tuple[int, str]]], tmp_path: Path
+    killed_store: tuple[Path, list[tuple[int, str]]], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     template, committed = killed_store
+    kill_point = request.node.callspec.params["killed_store"]
     path = _copy(template, tmp_path)
     objects = LocalBackend(path / "objects")
     temp_files = list((path / "objects").glob("*/.tmp-*"))
+    if "kill_on_file_fsync" in KILL_POINTS[kill_point]:
+        assert temp_files, "the kill was meant to land with objects in temp files"
     listed = {info.key for info in objects.iterate()}
     assert not any(f.name in listed for f in temp_files)  # leftovers are never objects
     check_after_kill(path, None, 3, committed)

@@ -13,13 +13,14 @@ class CodecSettings:
     ``frame_size``: uncompressed bytes per independent zstd frame; 64 KiB keeps GPU batched
     decoding fast (see docs/design.md). ``level``: zstd level, or ``None`` for the tuned fast
     parameters. ``max_chain_depth``: longest delta chain a new object may end; past it the
-    object is re-based (stored plain). ``delta_accept_ratio``: a delta at most this fraction of
-    the raw size is kept without also trying a plain encoding.
+    object deltas against the root of its base's chain instead (docs/design.md has the
+    measurements behind the default). ``delta_accept_ratio``: a delta at most this fraction
+    of the raw size is kept without also trying a plain encoding.
     """
 
     frame_size: int = 64 * 1024
     level: int | None = None
-    max_chain_depth: int = 8
+    max_chain_depth: int = 4
     delta_accept_ratio: float = 0.5
 
 

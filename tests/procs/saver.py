@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from procs.workload import state
 from weightstore import WeightStore
 from weightstore.errors import StorageError
 from weightstore.objects import LocalBackend
+from weightstore.objects import local as local_backend
 
 
 def say(line: str) -> None:
@@ -75,11 +77,18 @@ class KillingBackend(LocalBackend):
             os.kill(os.getpid(), signal.SIGKILL)
         super().put(key, data)
 
+    def put_many(self, items: Sequence[tuple[str, bytes | bytearray | memoryview]]) -> None:
+        if self.puts + len(items) >= self.kill_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.puts += len(items)
+        super().put_many(items)
+
 
 def kill_on_file_fsync(n: int) -> None:
-    """SIGKILL the process when it fsyncs a regular file for the ``n``-th time: an object
-    backend's data is then written but not yet durable (and, written atomically, not yet
-    visible under its final name). Directory fsyncs do not count."""
+    """SIGKILL the process when it makes a regular file durable for the ``n``-th time (an
+    fsync, or the local backend's batched syncfs): an object backend's data is then written but
+    not yet durable (and, written atomically, not yet visible under its final name). Directory
+    fsyncs do not count."""
     real_fsync = os.fsync
     lock = threading.Lock()
     count = 0
@@ -93,7 +102,18 @@ def kill_on_file_fsync(n: int) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
         real_fsync(fd)
 
+    def barrier(path: Path) -> None:
+        nonlocal count
+        with lock:
+            count += 1
+            if count >= n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        real_syncfs(path)
+
     os.fsync = fsync
+    real_syncfs = local_backend._syncfs
+    if real_syncfs is not None:
+        local_backend._syncfs = barrier
 
 
 def tear_config_writes() -> None:
