@@ -8,7 +8,7 @@ store.restore("task-a@100", into=model)
 
 from weightstore.errors import WeightstoreError
 from weightstore.settings import CodecSettings, StoreSettings
-from weightstore.store import WeightStore, open_store
+from weightstore.store import WeightStore
 from weightstore.types import Diff, GcResult, Snapshot, StoreStats, TensorEntry, VerifyResult
 
 __all__ = [
@@ -22,5 +22,4 @@ __all__ = [
     "VerifyResult",
     "WeightStore",
     "WeightstoreError",
-    "open_store",
 ]

@@ -11,10 +11,8 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,6 @@ from weightstore.errors import (
     InvalidInput,
     ObjectNotFound,
     RefNotFound,
-    WeightstoreError,
 )
 from weightstore.files import read_weights, write_safetensors
 from weightstore.index import Index, IndexSettings
@@ -94,15 +91,6 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     raise InvalidInput(
         f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
     )
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One distinct object a save must make sure is stored."""
-
-    entry: TensorEntry
-    tensor: torch.Tensor
-    raw: U8
 
 
 class WeightStore:
@@ -806,14 +794,4 @@ class WeightStore:
         )
 
 
-@contextmanager
-def open_store(path: str | os.PathLike[str], **kwargs: Any) -> Iterator[WeightStore]:
-    """``with open_store(path) as store:`` — opens and always closes."""
-    store = WeightStore.open(path, **kwargs)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-__all__ = ["WeightStore", "WeightstoreError", "open_store"]
+__all__ = ["WeightStore"]

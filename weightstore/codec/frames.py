@@ -124,7 +124,7 @@ class FrameCodec:
         plane_len = raw_len // n_planes if n_planes else 0
         per_plane = len(plan) // n_planes if n_planes else 0
         planes: list[U8] = []
-        packed: list[tuple[memoryview, U8, int, int]] = []  # (frame, plane, offset, length)
+        packed: list[tuple[int, int, U8, int, int]] = []  # (at, size, plane, offset, length)
         pos = 0
         for p in range(n_planes):
             rows = range(p * per_plane, (p + 1) * per_plane)
@@ -146,29 +146,38 @@ class FrameCodec:
                         raise CorruptObject(f"{name}: stored frame of {size} bytes, expected {n}")
                     plane[off : off + n] = np.frombuffer(src, dtype=np.uint8)
                 else:
-                    packed.append((src, plane, off, n))
+                    packed.append((pos - size, size, plane, off, n))
             planes.append(plane)
+        if pos > len(payload):
+            raise CorruptObject(f"{name}: frames run past the end of the object")
         if self._native is not None:
-            self._decompress_native(packed, name, threads, map_chunks)
+            self._decompress_native(packed, payload, name, threads, map_chunks)
         else:
-            self._decompress(packed, name, threads)
+            self._decompress(packed, payload, name, threads)
         return planes
 
     def _decompress_native(
         self,
-        packed: list[tuple[memoryview, U8, int, int]],
+        packed: list[tuple[int, int, U8, int, int]],
+        payload: memoryview,
         name: str,
         threads: int,
         map_chunks: Callable[[Callable[[int, int], None], list[tuple[int, int]]], None] | None,
     ) -> None:
         native = self._native
         assert native is not None
+        src_base = np.frombuffer(payload, dtype=np.uint8).ctypes.data if len(payload) else 0
+        # Addresses are worked out once per plane: the per-frame loop then holds the GIL for
+        # little more than one ctypes call, which releases it while zstd runs.
+        addr = {id(plane): plane.ctypes.data for _, _, plane, _, _ in packed}
+        jobs = [
+            (addr[id(plane)] + off, n, src_base + at, size) for at, size, plane, off, n in packed
+        ]
 
         def run(start: int, stop: int) -> None:
-            for src, plane, off, n in packed[start:stop]:
-                native.decompress_into(src, plane[off : off + n], name)
+            native.decompress_many(jobs[start:stop], name)
 
-        total = sum(n for _, _, _, n in packed)
+        total = sum(n for _, _, _, _, n in packed)
         if map_chunks is None or threads <= 1 or total < _PARALLEL_FROM:
             run(0, len(packed))
             return
@@ -176,16 +185,23 @@ class FrameCodec:
         map_chunks(run, [(a, min(a + step, len(packed))) for a in range(0, len(packed), step)])
 
     def _decompress(
-        self, packed: list[tuple[memoryview, U8, int, int]], name: str, threads: int
+        self,
+        packed: list[tuple[int, int, U8, int, int]],
+        payload: memoryview,
+        name: str,
+        threads: int,
     ) -> None:
         if not packed:
             return
-        total = sum(n for _, _, _, n in packed)
+        total = sum(n for _, _, _, _, n in packed)
+        frames: list[bytes | bytearray | memoryview] = [
+            payload[at : at + size] for at, size, _, _, _ in packed
+        ]
         try:
             if threads > 1 and total >= _PARALLEL_FROM:
-                sizes = struct.pack(f"<{len(packed)}Q", *(n for _, _, _, n in packed))
+                sizes = struct.pack(f"<{len(packed)}Q", *(n for _, _, _, _, n in packed))
                 out = self._dctx().multi_decompress_to_buffer(
-                    [src for src, _, _, _ in packed], decompressed_sizes=sizes, threads=threads
+                    frames, decompressed_sizes=sizes, threads=threads
                 )
                 results: list[bytes | memoryview] = [
                     memoryview(out[i])  # type: ignore[arg-type]
@@ -194,13 +210,13 @@ class FrameCodec:
             else:
                 dctx = self._dctx()
                 results = []
-                for src, _, off, n in packed:
+                for src, (_, _, _, off, n) in zip(frames, packed, strict=True):
                     if zstd.frame_content_size(src) != n:
                         raise CorruptObject(f"{name}: frame at {off} does not hold {n} bytes")
                     results.append(dctx.decompress(src))
         except zstd.ZstdError as e:
             raise CorruptObject(f"{name}: a frame does not decompress: {e}") from e
-        for (_, plane, off, n), data in zip(packed, results, strict=True):
+        for (_, _, plane, off, n), data in zip(packed, results, strict=True):
             if len(data) != n:
                 raise CorruptObject(f"{name}: frame at {off} decoded to {len(data)} bytes")
             plane[off : off + n] = np.frombuffer(data, dtype=np.uint8)

@@ -13,9 +13,6 @@ import ctypes.util
 import threading
 from typing import Any
 
-import numpy as np
-
-from weightstore.codec.layout import U8
 from weightstore.errors import CorruptObject
 
 
@@ -49,17 +46,17 @@ class NativeZstd:
                 raise MemoryError("ZSTD_createDCtx failed")
         return dctx
 
-    def decompress_into(self, src: memoryview, dst: U8, name: str) -> None:
-        """Decompress one frame from ``src`` into all of ``dst`` (exactly its size)."""
-        src_arr = np.frombuffer(src, dtype=np.uint8)
-        got = self._lib.ZSTD_decompressDCtx(
-            self._dctx(), dst.ctypes.data, dst.size, src_arr.ctypes.data, src_arr.size
-        )
-        if self._lib.ZSTD_isError(got):
-            err = self._lib.ZSTD_getErrorName(got).decode()
-            raise CorruptObject(f"{name}: a frame does not decompress: {err}")
-        if got != dst.size:
-            raise CorruptObject(f"{name}: a frame decoded to {got} bytes, expected {dst.size}")
+    def decompress_many(self, jobs: list[tuple[int, int, int, int]], name: str) -> None:
+        """Decompress frames given as (destination address, its exact length, source address,
+        source length); the caller keeps both buffers alive and in bounds."""
+        lib, dctx = self._lib, self._dctx()
+        for dst, n, src, size in jobs:
+            got = lib.ZSTD_decompressDCtx(dctx, dst, n, src, size)
+            if got != n:
+                if lib.ZSTD_isError(got):
+                    err = lib.ZSTD_getErrorName(got).decode()
+                    raise CorruptObject(f"{name}: a frame does not decompress: {err}")
+                raise CorruptObject(f"{name}: a frame decoded to {got} bytes, expected {n}")
 
 
 def load_native() -> NativeZstd | None:
