@@ -1,0 +1,97 @@
+"""Reading objects back: resolve delta chains through the index and decode tensors onto a
+device (CPU memory, or a GPU through per-thread pinned staging buffers and streams)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from weightstore.codec import Codec
+from weightstore.codec.layout import U8
+from weightstore.errors import CorruptObject, ObjectNotFound
+from weightstore.index import Index
+from weightstore.objects import ObjectBackend
+from weightstore.tensors import byte_view, dtype_info, empty_tensor
+from weightstore.types import ObjectRecord, TensorEntry
+
+_MAX_CHAIN = 10_000  # only stops a corrupt, looping chain
+
+
+class ObjectReader:
+    """Decodes stored objects; safe to use from many threads."""
+
+    def __init__(self, index: Index, objects: ObjectBackend, codec: Codec) -> None:
+        self.index = index
+        self.objects = objects
+        self.codec = codec
+        self._local = threading.local()  # per thread: pinned staging buffer, CUDA streams
+
+    def chains(self, digests: Iterable[str]) -> dict[str, list[ObjectRecord]]:
+        """Every digest's delta chain (itself first, root last), fetched level by level: one
+        query per level, not one per object."""
+        wanted = list(digests)
+        records: dict[str, ObjectRecord] = {}
+        todo = set(wanted)
+        while todo:
+            found = self.index.get_objects(todo)
+            missing = todo - found.keys()
+            if missing:
+                raise ObjectNotFound(f"object {sorted(missing)[0]} is not in the index")
+            records.update(found)
+            todo = {r.base for r in found.values() if r.base and r.base not in records}
+        chains = {}
+        for d in wanted:
+            chain = [records[d]]
+            while chain[-1].base:
+                chain.append(records[chain[-1].base])
+                if len(chain) > _MAX_CHAIN:
+                    raise CorruptObject(f"object {d}: delta chain loops")
+            chains[d] = chain
+        return chains
+
+    def decode(
+        self, chain: Sequence[ObjectRecord], out: U8 | None = None, verify: bool = False
+    ) -> U8:
+        """The raw bytes of ``chain[0]`` (into ``out`` when given); ``verify`` re-derives the
+        digest."""
+        blobs = [self.objects.get_view(r.digest) for r in chain]
+        names = [r.digest for r in chain]
+        if verify:
+            return self.codec.decode_verified(blobs, names, out)
+        return self.codec.decode(blobs, names, out)
+
+    def tensor(
+        self, entry: TensorEntry, chain: Sequence[ObjectRecord], dev: torch.device, verify: bool
+    ) -> torch.Tensor:
+        """Decode one tensor onto ``dev``.
+
+        For a GPU the bytes are decoded into this thread's pinned staging buffer and copied on
+        this thread's own CUDA stream, so decoding on many threads overlaps the copies; pinned
+        memory moves ~7x faster than pageable, and a reused buffer avoids a slow pinned
+        allocation per tensor.
+        """
+        if dev.type != "cuda":
+            t = empty_tensor(entry.dtype, entry.shape)
+            self.decode(chain, byte_view(t), verify)
+            return t.to(dev) if dev.type != "cpu" else t
+        out = torch.empty(entry.shape, dtype=dtype_info(entry.dtype).torch_dtype, device=dev)
+        if entry.nbytes == 0:
+            return out
+        local = self._local
+        staging: torch.Tensor | None = getattr(local, "staging", None)
+        if staging is None or staging.numel() < entry.nbytes:
+            size = max(entry.nbytes, staging.numel() * 5 // 4 if staging is not None else 0)
+            staging = local.staging = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        streams: dict[torch.device, torch.cuda.Stream] = local.__dict__.setdefault("streams", {})
+        stream = streams.get(dev)
+        if stream is None:
+            stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
+        view = staging[: entry.nbytes]
+        self.decode(chain, byte_view(view), verify)
+        stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated there
+        with torch.cuda.stream(stream):
+            out.reshape(-1).view(torch.uint8).copy_(view, non_blocking=True)
+        stream.synchronize()  # the staging buffer is reused by this thread's next tensor
+        return out
