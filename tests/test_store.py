@@ -100,6 +100,15 @@ def test_every_dtype_round_trips_bit_exactly(store: WeightStore) -> None:
     assert store.verify().ok
 
 
+def test_restore_into_non_contiguous_targets(store: WeightStore) -> None:
+    sd = {"w": torch.randn(8, 5), "b": torch.randn(5)}
+    store.save("nc", sd)
+    target = {"w": torch.zeros(5, 8).t(), "b": torch.zeros(10)[::2]}
+    assert not target["w"].is_contiguous() and not target["b"].is_contiguous()
+    store.restore("nc", into=target)
+    assert same(target["w"], sd["w"]) and same(target["b"], sd["b"])
+
+
 def test_restore_into_a_module_copies_in_place_and_keeps_ties(store: WeightStore) -> None:
     model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50, bias=False))
     model[1].weight = model[0].weight  # tied weights share storage
@@ -306,12 +315,15 @@ def test_a_flipped_byte_on_disk_is_found_and_named(store: WeightStore) -> None:
     with pytest.raises(CorruptObject):
         store.restore("t@1")
     model = {k: torch.zeros_like(v) for k, v in sd.items()}
-    with pytest.raises(CorruptObject):
+    with pytest.raises(CorruptObject, match="partly overwritten"):
         store.restore("t@1", into=model)
-    assert all(not v.any() for v in model.values())  # nothing was written into the target
     path.unlink()
     missing = store.verify("t@1")
     assert missing.problems[0].problem.startswith("missing")
+    model = {k: torch.zeros_like(v) for k, v in sd.items()}
+    with pytest.raises(LookupError, match="nothing was restored"):
+        store.restore("t@1", into=model)
+    assert all(not v.any() for v in model.values())  # a missing object is found before writing
 
 
 def test_diff(store: WeightStore) -> None:
@@ -407,6 +419,10 @@ def test_cuda_tensors_round_trip(store: WeightStore) -> None:
     model = {k: torch.zeros_like(v).contiguous() for k, v in sd.items()}
     store.restore("gpu", into=model)
     assert same_dict(model, sd)
+    store.save("gpu-nc", {"w": sd["f32"]})
+    target = {"w": torch.zeros(33, 64, device="cuda").t()}  # non-contiguous, on the GPU
+    store.restore("gpu-nc", into=target)
+    assert same(target["w"], sd["f32"])
 
 
 def test_gc_removes_temp_files_of_dead_writers(store: WeightStore) -> None:

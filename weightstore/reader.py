@@ -63,22 +63,35 @@ class ObjectReader:
         return self.codec.decode(blobs, names, out)
 
     def tensor(
-        self, entry: TensorEntry, chain: Sequence[ObjectRecord], dev: torch.device, verify: bool
+        self,
+        entry: TensorEntry,
+        chain: Sequence[ObjectRecord],
+        dev: torch.device,
+        verify: bool,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Decode one tensor onto ``dev``.
+        """Decode one tensor onto ``dev``, into ``into`` (a tensor of the entry's dtype and
+        shape on ``dev``) when given, else into a new tensor.
 
-        For a GPU the bytes are decoded into this thread's pinned staging buffer and copied on
-        this thread's own CUDA stream, so decoding on many threads overlaps the copies; pinned
-        memory moves ~7x faster than pageable, and a reused buffer avoids a slow pinned
-        allocation per tensor.
+        A contiguous CPU target takes the bytes directly. For a GPU the bytes are decoded into
+        this thread's pinned staging buffer and copied on this thread's own CUDA stream, so
+        decoding on many threads overlaps the copies; pinned memory moves ~7x faster than
+        pageable, and a reused buffer avoids a slow pinned allocation per tensor.
         """
         if dev.type != "cuda":
+            if into is not None and into.device.type == "cpu" and into.is_contiguous():
+                self.decode(chain, byte_view(into), verify)
+                return into
             t = empty_tensor(entry.dtype, entry.shape)
             self.decode(chain, byte_view(t), verify)
+            if into is not None:
+                return into.copy_(t)
             return t.to(dev) if dev.type != "cpu" else t
-        out = torch.empty(entry.shape, dtype=dtype_info(entry.dtype).torch_dtype, device=dev)
+        out = into
+        if out is None or not out.is_contiguous():
+            out = torch.empty(entry.shape, dtype=dtype_info(entry.dtype).torch_dtype, device=dev)
         if entry.nbytes == 0:
-            return out
+            return out if into is None else into
         local = self._local
         staging: torch.Tensor | None = getattr(local, "staging", None)
         if staging is None or staging.numel() < entry.nbytes:
@@ -90,8 +103,10 @@ class ObjectReader:
             stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
         view = staging[: entry.nbytes]
         self.decode(chain, byte_view(view), verify)
-        stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated there
+        stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated or used there
         with torch.cuda.stream(stream):
             out.reshape(-1).view(torch.uint8).copy_(view, non_blocking=True)
+            if into is not None and out is not into:
+                into.copy_(out)
         stream.synchronize()  # the staging buffer is reused by this thread's next tensor
-        return out
+        return out if into is None else into

@@ -515,22 +515,30 @@ class WeightStore:
                     f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
                     f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
                 )
-        # Decode everything (onto each target's device) before writing anything, so a corrupt
-        # object leaves the model as it was.
-        staged: dict[str, torch.Tensor] = {}
-
-        def load(pair: tuple[TensorEntry, torch.Tensor]) -> None:
-            entry, target_tensor = pair
-            staged[entry.name] = self.reader.tensor(
-                entry, chains[entry.digest], target_tensor.device, check
+        # Every blob must be there before anything is written; then each tensor is decoded
+        # straight into the target's memory (or through one tensor-sized staging buffer), so
+        # memory stays bounded by the largest tensor, not by a second copy of the model.
+        needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
+        absent = sorted(d for d in needed if not self.objects.exists(d))
+        if absent:
+            raise ObjectNotFound(
+                f"object {absent[0]} of snapshot {snap.short_id} is missing from "
+                f"{self.objects.describe()}: run `weightstore verify`; nothing was restored"
             )
 
-        self._run_all(load, pairs)
-        with torch.no_grad():
-            for entry, t in pairs:
-                t.copy_(staged.pop(entry.name), non_blocking=True)
-                if progress:
-                    progress(entry.nbytes)
+        def load(pair: tuple[TensorEntry, torch.Tensor]) -> None:
+            entry, t = pair
+            with torch.no_grad():
+                self.reader.tensor(entry, chains[entry.digest], t.device, check, into=t)
+            if progress:
+                progress(entry.nbytes)
+
+        try:
+            self._run_all(load, pairs)
+        except (CorruptObject, ObjectNotFound) as e:
+            raise type(e)(
+                f"{e}; the target was partly overwritten: restore it from a good snapshot"
+            ) from e
         return {entry.name: t for entry, t in pairs}
 
     def read_tensor_bytes(self, entry: TensorEntry, verify: bool = False) -> U8:
