@@ -64,12 +64,16 @@ def test_round_trip_all_encodings(case: tuple[Layout, np.ndarray, np.ndarray], f
     for enc in (plain, raw_obj):
         assert np.array_equal(codec.decode([enc.blob], [d]), raw)
     assert np.array_equal(codec.decode_verified([delta.blob, base_obj.blob], [d, base_d]), raw)
-    chain = [best.blob, base_obj.blob] if best.encoding == "delta" else [best.blob]
+    if layout.rotate:
+        sub = codec.encode_sub(raw, base, base_d, layout)
+        assert np.array_equal(codec.decode_verified([sub.blob, base_obj.blob], [d, base_d]), raw)
+        delta = min(delta, sub, key=lambda e: e.stored_size)
+    chain = [best.blob, base_obj.blob] if best.encoding in ("delta", "sub") else [best.blob]
     assert np.array_equal(codec.decode(chain), raw)
     fallback = Codec(CodecSettings(frame_size=frame), native=False)  # python-zstandard path
     assert np.array_equal(fallback.decode(chain), raw)
     assert best.stored_size <= raw_obj.stored_size
-    accepted_early = best.encoding == "delta" and best.stored_size <= 0.5 * raw.size
+    accepted_early = best.encoding in ("delta", "sub") and best.stored_size <= 0.5 * raw.size
     if not accepted_early:  # a small enough delta is taken without trying plain (documented)
         assert best.stored_size <= min(plain.stored_size, delta.stored_size)
     assert read_header(best.blob).raw_len == raw.size
@@ -185,3 +189,41 @@ def test_the_system_libzstd_is_used_when_present() -> None:
     raw = np.arange(100_000, dtype=np.float32).view(np.uint8)
     blob = Codec(native=False).encode_plain(raw, Layout(4, True)).blob
     assert np.array_equal(Codec().decode([blob]), raw)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["delta", "sub"]), min_size=1, max_size=5), st.integers(0, 99))
+def test_mixed_delta_chains_decode(kinds: list[str], seed: int) -> None:
+    """Chains mixing XOR and arithmetic deltas resolve level by level, bit-exactly."""
+    rng = np.random.default_rng(seed)
+    layout = Layout(4, True)
+    w = rng.normal(0, 0.05, 3000).astype(np.float32)
+    w[:4] = [np.nan, -0.0, np.inf, -np.inf]
+    codec = Codec(CodecSettings(frame_size=1000))
+    versions = [w.view(np.uint8).copy()]
+    blobs = [codec.encode_plain(versions[0], layout).blob]
+    for kind in kinds:
+        prev = versions[-1]
+        nxt = (prev.view(np.float32) * (1 + rng.normal(0, 1e-3, 3000))).astype(np.float32)
+        raw = nxt.view(np.uint8).copy()
+        enc = codec.encode_delta if kind == "delta" else codec.encode_sub
+        blobs.append(enc(raw, prev, digest(prev.tobytes()), layout).blob)
+        versions.append(raw)
+    names = [digest(v.tobytes()) for v in versions]
+    out = np.empty_like(versions[-1])
+    decoded = codec.decode_verified(blobs[::-1], names[::-1], out)
+    assert decoded.tobytes() == versions[-1].tobytes()
+
+
+def test_arithmetic_deltas_beat_xor_on_small_float_updates() -> None:
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.05, 200_000).astype(np.float32)
+    ft = (w + rng.normal(0, 2e-5, w.size)).astype(np.float32)
+    base, raw = w.view(np.uint8), ft.view(np.uint8)
+    codec, d = Codec(), digest(base.tobytes())
+    xor = codec.encode_delta(raw, base, d, Layout(4, True))
+    sub = codec.encode_sub(raw, base, d, Layout(4, True))
+    assert sub.stored_size < xor.stored_size
+    assert codec.encode(raw, Layout(4, True), (d, base)).encoding == "sub"
+    with pytest.raises(InvalidInput):
+        codec.encode_sub(raw, base, d, Layout(4))  # integers: XOR only

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from weightstore.codec import Codec, Encoded, digest
+from weightstore.codec.format import DELTAS
 from weightstore.codec.layout import U8
 from weightstore.errors import (
     Conflict,
@@ -68,7 +69,9 @@ def _now() -> datetime:
 
 def _same_chain(a: ObjectRecord, b: ObjectRecord) -> bool:
     """Whether two records of one object need the same blob: same kind, same delta base."""
-    return (a.encoding == "delta", a.base) == (b.encoding == "delta", b.base)
+    return (a.encoding, a.base) == (b.encoding, b.base) or (
+        a.encoding not in DELTAS and b.encoding not in DELTAS
+    )
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -256,7 +259,8 @@ class WeightStore:
 
         Each tensor is stored once per distinct content; a tensor that also exists under the
         same name, dtype and size in the parent snapshot (the task's latest, or ``parent``) is
-        stored as an XOR delta against it when that is smaller.
+        stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
+        smaller.
         """
         check_name(task)
         tag_list = [check_name(t, "tag") for t in dict.fromkeys(tags)]
@@ -427,8 +431,10 @@ class WeightStore:
 
     def _encode_like(self, rec: ObjectRecord, raw: U8, entry: TensorEntry) -> Encoded:
         layout = dtype_info(entry.dtype).layout
-        if rec.encoding == "delta" and rec.base:
+        if rec.encoding in DELTAS and rec.base:
             base_raw = self.reader.decode(self.reader.chains([rec.base])[rec.base])
+            if rec.encoding == "sub":
+                return self.codec.encode_sub(raw, base_raw, rec.base, layout)
             return self.codec.encode_delta(raw, base_raw, rec.base, layout)
         if rec.encoding == "plain":
             return self.codec.encode_plain(raw, layout)
@@ -449,7 +455,7 @@ class WeightStore:
         encoded = self.codec.encode(
             raw, dtype_info(entry.dtype).layout, (chain[0].digest, base_raw)
         )
-        depth = chain[0].chain_depth + 1 if encoded.encoding == "delta" else 0
+        depth = chain[0].chain_depth + 1 if encoded.encoding in DELTAS else 0
         return encoded, depth
 
     # ----------------------------------------------------------------------------- restoring

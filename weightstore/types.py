@@ -45,7 +45,7 @@ class ObjectRecord:
     digest: str
     raw_size: int
     stored_size: int
-    encoding: str  # "raw" | "plain" | "delta"
+    encoding: str  # "raw" | "plain" | "delta" (XOR) | "sub" (arithmetic, floats)
     base: str | None
     chain_depth: int
 

@@ -38,7 +38,7 @@ def compute_stats(
                 attributed.add(link)
                 stored += rec.stored_size
                 saved = rec.raw_size - rec.stored_size
-                row[4 if rec.encoding == "delta" else 5] += saved
+                row[4 if rec.encoding in ("delta", "sub") else 5] += saved
                 link = rec.base
         row[2] += stored
         timeline.append(

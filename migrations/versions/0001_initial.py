@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("created_at", _utc(), nullable=False),
         sa.Column("last_used_at", _utc(), nullable=False),
         sa.CheckConstraint(
-            "encoding IN ('raw', 'plain', 'delta')", name=op.f("ck_objects_encoding")
+            "encoding IN ('raw', 'plain', 'delta', 'sub')", name=op.f("ck_objects_encoding")
         ),
         sa.ForeignKeyConstraint(
             ["base_digest"], ["objects.digest"], name=op.f("fk_objects_base_digest_objects")

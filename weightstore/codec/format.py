@@ -4,13 +4,13 @@ Layout (little-endian), then ``n_frames`` u32 frame lengths, then the frames bac
 
     magic      4s   b"WSOB"
     version    u8   1
-    encoding   u8   0 raw, 1 plain, 2 delta
+    encoding   u8   0 raw, 1 plain, 2 delta (XOR), 3 sub (arithmetic delta of floats)
     elem_size  u8   byte-grouping element size (1, 2, 4, 8)
     flags      u8   bit 0: floats rotated (sign moved below the exponent)
     raw_len    u64  length of the object's raw bytes
     frame_size u32  uncompressed bytes per frame (the last frame of each plane may be shorter)
     n_frames   u32
-    base       32s  raw digest of the delta base (zeros unless encoding is delta)
+    base       32s  raw digest of the delta base (zeros unless a delta encoding)
     crc32      u32  CRC-32 of everything above (with this field zero) and of the frame table
 
 A frame length with the top bit set marks a frame stored uncompressed (zstd would not shrink it).
@@ -28,7 +28,8 @@ from weightstore.errors import CorruptObject
 
 MAGIC = b"WSOB"
 VERSION = 1
-ENCODINGS = ("raw", "plain", "delta")
+ENCODINGS = ("raw", "plain", "delta", "sub")
+DELTAS = ("delta", "sub")
 RAW_FRAME = 0x8000_0000
 _HEAD = struct.Struct("<4sBBBBQII32sI")
 HEADER_SIZE = _HEAD.size
@@ -119,7 +120,7 @@ def read_header(blob: bytes | memoryview, name: str = "object") -> Header:
         layout,
         raw_len,
         frame_size,
-        base_raw.hex() if encoding == "delta" else None,
+        base_raw.hex() if encoding in DELTAS else None,
         frames,
         end,
     )

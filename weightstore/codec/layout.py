@@ -20,7 +20,7 @@ from weightstore.errors import InvalidInput
 
 U8 = npt.NDArray[np.uint8]
 
-_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+_UINT: dict[int, type[np.unsignedinteger]] = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 _ARITH = (2, 4)  # element sizes un/grouped with shifts; 8-byte elements measured faster strided
 
 

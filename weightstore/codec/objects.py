@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from weightstore.codec.arith import add_delta, sub_delta
 from weightstore.codec.digest import digest as digest_of
-from weightstore.codec.format import HEADER_SIZE, Header, frame_plan, pack_header, read_header
+from weightstore.codec.format import (
+    DELTAS,
+    HEADER_SIZE,
+    Header,
+    frame_plan,
+    pack_header,
+    read_header,
+)
 from weightstore.codec.frames import FrameCodec
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
 from weightstore.codec.native import load_native
@@ -99,6 +107,18 @@ class Codec:
         planes = group(xor, layout, self._scratch.get("planes", raw.size))
         return self._encode_planes(planes, raw.size, layout, "delta", base_digest)
 
+    def encode_sub(self, raw: U8, base_raw: U8, base_digest: str, layout: Layout) -> Encoded:
+        """Arithmetic delta of floats (``layout.rotate``): ULP differences, zigzag-coded,
+        grouped without rotation."""
+        if not layout.rotate:
+            raise InvalidInput("arithmetic deltas are for floating-point layouts")
+        if base_raw.size != raw.size:
+            raise InvalidInput(f"delta base has {base_raw.size} bytes, object has {raw.size}")
+        plain = Layout(layout.elem_size)
+        diff = sub_delta(raw, base_raw, layout.elem_size)
+        planes = group(diff, plain, self._scratch.get("planes", raw.size))
+        return self._encode_planes(planes, raw.size, plain, "sub", base_digest)
+
     def encode(self, raw: U8, layout: Layout, base: tuple[str, U8] | None = None) -> Encoded:
         """Smallest of raw, plain and (given a base) delta.
 
@@ -108,7 +128,10 @@ class Codec:
         candidates: list[Encoded] = []
         if raw.size:
             if base is not None:
-                delta = self.encode_delta(raw, base[1], base[0], layout)
+                deltas = [self.encode_delta(raw, base[1], base[0], layout)]
+                if layout.rotate:
+                    deltas.append(self.encode_sub(raw, base[1], base[0], layout))
+                delta = min(deltas, key=lambda e: e.stored_size)
                 if delta.stored_size <= self.settings.delta_accept_ratio * raw.size:
                     return delta
                 candidates.append(delta)
@@ -136,12 +159,14 @@ class Codec:
         headers = [read_header(blob, labels[i]) for i, blob in enumerate(chain)]
         for i, h in enumerate(headers):
             last = i == len(headers) - 1
-            if (h.encoding == "delta") == last:
+            if (h.encoding in DELTAS) == last:
                 raise CorruptObject(f"{labels[i]}: delta chain is broken at this link")
             if i and h.raw_len != headers[0].raw_len:
                 raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
             if not last and names and h.base != names[i + 1]:
                 raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
+        if any(h.encoding == "sub" for h in headers):
+            return self._decode_in_order(chain, headers, labels, out)
         layout = headers[0].layout
         planes = self._planes(headers[-1], chain[-1], labels[-1], layout)
         for i in range(len(chain) - 2, -1, -1):
@@ -156,6 +181,37 @@ class Codec:
                     planes[j] = np.bitwise_xor(planes[j], d, out=acc)
         chunks = self._map_chunks if self._threads > 1 else None
         return ungroup(planes, layout, out, chunks)
+
+    def _decode_in_order(
+        self,
+        chain: Sequence[bytes | memoryview],
+        headers: list[Header],
+        labels: list[str],
+        out: U8 | None,
+    ) -> U8:
+        """Resolve a chain with arithmetic deltas: each level is applied to the fully decoded
+        level below it (XOR levels could stay grouped, arithmetic ones cannot)."""
+        chunks = self._map_chunks if self._threads > 1 else None
+        root = headers[-1]
+        raw_len = root.raw_len
+        acc = self._scratch.get("chain-acc", raw_len)
+        ungroup(self._planes(root, chain[-1], labels[-1], root.layout), root.layout, acc, chunks)
+        level = self._scratch.get("chain-level", raw_len)
+        for i in range(len(chain) - 2, -1, -1):
+            h = headers[i]
+            k = h.layout.elem_size
+            if h.encoding == "sub" and (h.layout.rotate or k == 1):
+                raise CorruptObject(f"{labels[i]}: invalid layout for an arithmetic delta")
+            planes = self._planes(h, chain[i], labels[i], h.layout, f"delta{i % 2}")
+            ungroup(planes, h.layout, level, chunks)
+            if h.encoding == "sub":
+                add_delta(level, acc, k, acc)
+            else:
+                np.bitwise_xor(acc, level, out=acc)
+        if out is None:
+            return acc.copy()
+        out[:] = acc
+        return out
 
     def _planes(
         self, h: Header, blob: bytes | memoryview, name: str, layout: Layout, slot: str = "root"

@@ -32,7 +32,7 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-ENCODINGS = ("raw", "plain", "delta")
+ENCODINGS = ("raw", "plain", "delta", "sub")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
