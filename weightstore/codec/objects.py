@@ -115,7 +115,7 @@ class Codec:
         if base_raw.size != raw.size:
             raise InvalidInput(f"delta base has {base_raw.size} bytes, object has {raw.size}")
         plain = Layout(layout.elem_size)
-        diff = sub_delta(raw, base_raw, layout.elem_size)
+        diff = sub_delta(raw, base_raw, layout.elem_size, self._scratch.get("xor", raw.size))
         planes = group(diff, plain, self._scratch.get("planes", raw.size))
         return self._encode_planes(planes, raw.size, plain, "sub", base_digest)
 
