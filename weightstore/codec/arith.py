@@ -15,7 +15,6 @@ import numpy as np
 
 from weightstore.codec.layout import _UINT, U8
 
-
 # Elements per block: temporaries stay in cache and are never fresh (page-faulting) memory.
 _BLOCK = 1 << 16
 
