@@ -21,7 +21,8 @@ _BLOCK = 1 << 16
 
 def _flip_mask(x: np.ndarray, signed: np.dtype, top: np.ndarray) -> np.ndarray:
     """All ones where ``x``'s top bit is set, else just the top bit."""
-    return (x.view(signed) >> (8 * x.itemsize - 1)).view(x.dtype) | top
+    mask: np.ndarray = (x.view(signed) >> (8 * x.itemsize - 1)).view(x.dtype) | top
+    return mask
 
 
 def sub_delta(raw: U8, base: U8, elem_size: int, out: U8 | None = None) -> U8:
