@@ -8,8 +8,11 @@ fi
 . .venv/bin/activate
 stamp=".venv/.weightstore-$(echo "$WS_EXTRAS" | tr ',' '-')-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  python -m pip install -q --upgrade pip
-  python -m pip install -q torch==2.13.0
-  python -m pip install -q -e ".[$WS_EXTRAS]"
+  echo "installing weightstore[$WS_EXTRAS] into .venv (log: .venv/install.log)" >&2
+  {
+    python -m pip install -q --upgrade pip &&
+      python -m pip install -q torch==2.13.0 &&
+      python -m pip install -q -e ".[$WS_EXTRAS]"
+  } >.venv/install.log 2>&1 || { cat .venv/install.log >&2; exit 1; }
   touch "$stamp"
 fi
