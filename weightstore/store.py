@@ -11,13 +11,15 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy import Engine
 
 from weightstore.codec import Codec, Encoded, digest
 from weightstore.codec.format import DELTAS
@@ -27,11 +29,12 @@ from weightstore.errors import (
     CorruptObject,
     IncompatibleTensor,
     InvalidInput,
+    NotFound,
     ObjectNotFound,
     RefNotFound,
 )
 from weightstore.files import read_weights, write_safetensors
-from weightstore.index import Index, IndexSettings
+from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
@@ -144,7 +147,7 @@ class WeightStore:
                 raise InvalidInput(f"{config} is not valid JSON: {e}") from e
         if not root.is_dir():
             if not create:
-                raise RefNotFound(f"no store at {root}: run `weightstore init {root}` first")
+                raise NotFound(f"no store at {root}: run `weightstore init {root}` first")
             root.mkdir(parents=True)
         if index_url is None:
             return str(saved.get("index_url") or f"sqlite:///{(root / INDEX_FILE).resolve()}")
@@ -157,30 +160,28 @@ class WeightStore:
         cls, path: str | os.PathLike[str], *, index_url: str | None = None
     ) -> tuple[str | None, str]:
         """Migrate the store's index to the newest schema; return (old, new) revisions."""
-        from weightstore.index import engine as index_engine
-        from weightstore.index import schema
-
-        url = cls._index_url(Path(path), index_url, create=False)
-        engine = index_engine.make_engine(IndexSettings(url=url))
-        try:
+        with cls._schema_engine(path, index_url) as engine:
             old = schema.current_revision(engine)
             schema.upgrade(engine)
             return old, schema.HEAD
-        finally:
-            engine.dispose()
 
     @classmethod
     def schema_revision(
         cls, path: str | os.PathLike[str], *, index_url: str | None = None
     ) -> tuple[str | None, str]:
         """The index's schema revision and the one this weightstore needs."""
-        from weightstore.index import engine as index_engine
-        from weightstore.index import schema
-
-        url = cls._index_url(Path(path), index_url, create=False)
-        engine = index_engine.make_engine(IndexSettings(url=url))
-        try:
+        with cls._schema_engine(path, index_url) as engine:
             return schema.current_revision(engine), schema.HEAD
+
+    @classmethod
+    @contextmanager
+    def _schema_engine(
+        cls, path: str | os.PathLike[str], index_url: str | None
+    ) -> Iterator[Engine]:
+        """An engine on the store's index that does not check its schema, for migrations."""
+        engine = make_engine(IndexSettings(url=cls._index_url(Path(path), index_url, False)))
+        try:
+            yield engine
         finally:
             engine.dispose()
 
@@ -214,11 +215,7 @@ class WeightStore:
 
     def log(self, task: str | None = None) -> list[Snapshot]:
         """Snapshots newest first, of one task or of all."""
-        if task is not None:
-            check_name(task)
-            if task not in self.index.tasks():
-                raise RefNotFound(f"no task {task!r}; tasks: {', '.join(self.tasks()) or 'none'}")
-        return self.index.list_snapshots(task)
+        return self.index.list_snapshots(None if task is None else check_name(task))
 
     def diff(self, ref_a: str, ref_b: str) -> Diff:
         a, b = self.show(ref_a), self.show(ref_b)
