@@ -60,8 +60,7 @@ CONFIG_FILE = "weightstore.json"
 INDEX_FILE = "index.sqlite"
 OBJECTS_DIR = "objects"
 GC_LOCK = "gc"
-# New objects are recorded in the index and written in batches of this many bytes or objects:
-# one transaction per batch instead of one per tensor, with memory bounded by the batch.
+# New objects are recorded and written in batches of this many (encoded) bytes or objects.
 _BATCH_BYTES = 32 << 20
 _BATCH_OBJECTS = 64
 
@@ -98,6 +97,35 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     raise InvalidInput(
         f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
     )
+
+
+class _Batch:
+    """Encoded objects waiting to be written, handed out once they fill a batch: one index
+    transaction and one durability barrier per batch, memory bounded by the batch."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[TensorEntry, ObjectRecord, Encoded]] = []
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(
+        self, entry: TensorEntry, rec: ObjectRecord, encoded: Encoded
+    ) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
+        """Add one object; return a full batch to write (else an empty list)."""
+        with self._lock:
+            self._items.append((entry, rec, encoded))
+            self._bytes += encoded.stored_size
+            if self._bytes < _BATCH_BYTES and len(self._items) < _BATCH_OBJECTS:
+                return []
+            return self._take()
+
+    def drain(self) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
+        items, self._items, self._bytes = self._items, [], 0
+        return items
 
 
 class WeightStore:
@@ -311,62 +339,18 @@ class WeightStore:
         if progress:
             progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
 
-        batch: list[tuple[TensorEntry, ObjectRecord, Encoded]] = []
-        batch_bytes = 0
-        lock = threading.Lock()
-
-        def flush(items: list[tuple[TensorEntry, ObjectRecord, Encoded]]) -> None:
-            # Write order: index rows first (they pin the objects against a concurrent gc),
-            # then the durable blobs. A row a concurrent saver recorded first, with another
-            # base, wins: the blob follows it, since readers go by the row.
-            if not items:
-                return
-            self.index.add_objects([rec for _, rec, _ in items], created)
-            rows = self.index.get_objects([rec.digest for _, rec, _ in items])
-            wrote: dict[str, tuple[TensorEntry, ObjectRecord]] = {}
-            blobs: list[tuple[str, bytes]] = []
-            for entry, rec, encoded in items:
-                row = rows.get(rec.digest, rec)
-                if not _same_chain(row, rec):
-                    encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
-                blobs.append((rec.digest, encoded.blob))
-                wrote[rec.digest] = (entry, row)
-            self.objects.put_many(blobs)
-            if progress:
-                progress(sum(entry.nbytes for entry, _, _ in items))
-            # A gc with a grace shorter than this save may have dropped a row between our
-            # check and our put, and a concurrent saver recorded the object anew with another
-            # base: check again, so that the blob ends up following the row.
-            for _ in range(3):
-                rows = self.index.get_objects(list(wrote))
-                wrote = {
-                    d: (entry, current)
-                    for d, (entry, old) in wrote.items()
-                    if (current := rows.get(d)) is not None and not _same_chain(current, old)
-                }
-                for d, (entry, current) in wrote.items():
-                    raw = tensor_bytes(state[entry.name])
-                    self.objects.put(d, self._encode_like(current, raw, entry).blob)
+        batch = _Batch()
 
         def store_one(entry: TensorEntry) -> None:
-            nonlocal batch_bytes
             base = bases.get(entry.digest)
             raw = tensor_bytes(state[entry.name])
             rec, encoded = self._encode_object(
                 entry, raw, base if base and base.digest in pinned else None
             )
-            with lock:
-                batch.append((entry, rec, encoded))
-                batch_bytes += encoded.stored_size
-                ready = batch_bytes >= _BATCH_BYTES or len(batch) >= _BATCH_OBJECTS
-                items = batch[:] if ready else []
-                if ready:
-                    batch.clear()
-                    batch_bytes = 0
-            flush(items)
+            self._write_objects(batch.add(entry, rec, encoded), state, created, progress)
 
         self._run_all(store_one, todo)
-        flush(batch)
+        self._write_objects(batch.drain(), state, created, progress)
         snapshot_id = digest(
             json.dumps(
                 [
@@ -406,6 +390,48 @@ class WeightStore:
             return self.show(parent)
         latest = self.index.latest_snapshot_id(task)
         return self.index.get_snapshot(latest) if latest else None
+
+    def _write_objects(
+        self,
+        items: list[tuple[TensorEntry, ObjectRecord, Encoded]],
+        state: Mapping[str, torch.Tensor],
+        now: datetime,
+        progress: Progress | None,
+    ) -> None:
+        """Record a batch of new objects in the index, then write their blobs durably.
+
+        Index rows go first: they pin the objects against a concurrent gc. A row that a
+        concurrent saver recorded first, with another base, wins: the blob follows it, since
+        readers go by the row.
+        """
+        if not items:
+            return
+        self.index.add_objects([rec for _, rec, _ in items], now)
+        rows = self.index.get_objects([rec.digest for _, rec, _ in items])
+        wrote: dict[str, tuple[TensorEntry, ObjectRecord]] = {}
+        blobs: list[tuple[str, bytes]] = []
+        for entry, rec, encoded in items:
+            row = rows.get(rec.digest, rec)
+            if not _same_chain(row, rec):
+                encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
+            blobs.append((rec.digest, encoded.blob))
+            wrote[rec.digest] = (entry, row)
+        self.objects.put_many(blobs)
+        if progress:
+            progress(sum(entry.nbytes for entry, _, _ in items))
+        # A gc with a grace shorter than this save may have dropped a row between our check
+        # and our put, and a concurrent saver recorded the object anew with another base:
+        # check again, so that the blob ends up following the row.
+        for _ in range(3):
+            rows = self.index.get_objects(list(wrote))
+            wrote = {
+                d: (entry, current)
+                for d, (entry, old) in wrote.items()
+                if (current := rows.get(d)) is not None and not _same_chain(current, old)
+            }
+            for d, (entry, current) in wrote.items():
+                raw = tensor_bytes(state[entry.name])
+                self.objects.put(d, self._encode_like(current, raw, entry).blob)
 
     def _encode_object(
         self, entry: TensorEntry, raw: U8, base: TensorEntry | None
