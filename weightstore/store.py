@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from weightstore.errors import (
 )
 from weightstore.files import read_weights, write_safetensors
 from weightstore.index import Index, IndexSettings, make_engine, schema
+from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
@@ -48,7 +49,6 @@ from weightstore.types import (
     StoreStats,
     TensorChange,
     TensorEntry,
-    VerifyProblem,
     VerifyResult,
 )
 from weightstore.usage import compute_stats
@@ -59,7 +59,6 @@ Progress = Callable[[int], None]  # called with a byte count as work completes
 CONFIG_FILE = "weightstore.json"
 INDEX_FILE = "index.sqlite"
 OBJECTS_DIR = "objects"
-GC_LOCK = "gc"
 # New objects are recorded and written in batches of this many (encoded) bytes or objects.
 _BATCH_BYTES = 32 << 20
 _BATCH_OBJECTS = 64
@@ -629,47 +628,7 @@ class WeightStore:
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         if grace < 0:
             raise InvalidInput("grace_seconds must be >= 0")
-        with self.index.lock(GC_LOCK, self._holder, stale_after=timedelta(hours=6)):
-            cutoff = _now() - timedelta(seconds=grace)
-            reachable = self.index.reachable_digests()
-            rows = self.index.all_objects()
-            known = {rec.digest for rec, _ in rows}
-            removed = freed = spared = 0
-            # Children before bases: a base's row can only go once no object names it as base.
-            doomed = [(rec, used) for rec, used in rows if rec.digest not in reachable]
-            doomed.sort(key=lambda ru: -ru[0].chain_depth)
-            for rec, used in doomed:
-                if used >= cutoff:
-                    spared += 1
-                    continue
-                if dry_run or self.index.delete_object_if_unused(
-                    rec.digest, cutoff, self._blob_deleter(rec.digest)
-                ):
-                    removed += 1
-                    freed += rec.stored_size
-                if progress:
-                    progress(1)
-            cutoff_ts = cutoff.timestamp()
-            for info in self.objects.iterate():
-                if info.key in known:
-                    continue
-                if info.modified >= cutoff_ts:
-                    spared += 1
-                elif dry_run or self.index.delete_orphan_blob(
-                    info.key, self._blob_deleter(info.key)
-                ):
-                    removed += 1
-                    freed += info.size
-            if not dry_run:
-                # Temp files of writers that died; an hour spares any put still running.
-                self.objects.cleanup_temp(max(grace, 3600.0))
-            return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
-
-    def _blob_deleter(self, key: str) -> Callable[[], None]:
-        def delete() -> None:
-            self.objects.delete(key)
-
-        return delete
+        return collect_garbage(self.index, self.objects, self._holder, grace, dry_run, progress)
 
     def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
         """Re-read objects (those of ``ref``'s snapshot, or all that snapshots reach), check
@@ -681,43 +640,8 @@ class WeightStore:
             # Objects no snapshot reaches are garbage (a save interrupted between recording
             # and writing one leaves such a row): gc's business, not damage.
             digests = self.index.reachable_digests()
-        problems: dict[str, str] = {}
-        checked = nbytes = 0
-        try:
-            chains = self.reader.chains(digests)
-        except ObjectNotFound:
-            chains = {}
-            for d in digests:
-                try:
-                    chains.update(self.reader.chains([d]))
-                except ObjectNotFound as e:
-                    problems[d] = str(e)
-
-        def check(d: str) -> None:
-            nonlocal checked, nbytes
-            chain = chains[d]
-            try:
-                self.reader.decode(chain, verify=True)
-            except ObjectNotFound:
-                for r in chain:
-                    if not self.objects.exists(r.digest):
-                        problems[r.digest] = "missing from the object store"
-            except CorruptObject as e:
-                problems[d] = str(e)
-            checked += 1
-            nbytes += chain[0].raw_size
-            if progress:
-                progress(chain[0].raw_size)
-
-        self._run_all(check, sorted(chains))
-        affected = self.index.snapshots_for_digests(problems)
-        return VerifyResult(
-            checked,
-            nbytes,
-            tuple(
-                VerifyProblem(d, msg, tuple(affected.get(d, ())))
-                for d, msg in sorted(problems.items())
-            ),
+        return verify_objects(
+            self.index, self.objects, self.reader, digests, self._run_all, progress
         )
 
     def stats(self) -> StoreStats:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,23 @@ def make_engine(settings: IndexSettings) -> Engine:
     )
 
 
+def _set_wal(cursor: Any, busy_timeout_ms: int) -> None:
+    """Switch the file to WAL. Two connections opening a new file at once can both try; SQLite
+    then answers "database is locked" at once, without its busy handler: retry until the
+    busy timeout."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -63,7 +82,7 @@ def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             # WAL with synchronous=NORMAL never loses or corrupts a committed transaction when a
             # process crashes (only an OS crash or power cut may drop the last commits), and it
             # lets readers proceed while one writer writes.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cursor, busy_timeout_ms)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -1,0 +1,123 @@
+"""Keeping a store healthy: garbage collection and verification.
+
+gc removes objects no snapshot reaches (directly or as a delta base) and that were not used
+within a grace period, each inside an index transaction (see docs/design.md, "Write order and
+gc"), under a lock row that excludes other gc runs. verify re-derives digests and names the
+snapshots that a missing or corrupt object breaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+
+from weightstore.errors import CorruptObject, ObjectNotFound
+from weightstore.index import Index
+from weightstore.objects import ObjectBackend
+from weightstore.reader import ObjectReader
+from weightstore.types import GcResult, VerifyProblem, VerifyResult
+
+Progress = Callable[[int], None]
+RunAll = Callable[[Callable[[str], None], Iterable[str]], None]
+
+GC_LOCK = "gc"
+_STALE_GC_LOCK = timedelta(hours=6)
+_TEMP_GRACE_SECONDS = 3600.0  # spares any put still running
+
+
+def collect_garbage(
+    index: Index,
+    objects: ObjectBackend,
+    holder: str,
+    grace_seconds: float,
+    dry_run: bool,
+    progress: Progress | None = None,
+) -> GcResult:
+    """Remove unreachable objects unused for ``grace_seconds`` (or count them, ``dry_run``)."""
+    with index.lock(GC_LOCK, holder, stale_after=_STALE_GC_LOCK):
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_seconds)
+        reachable = index.reachable_digests()
+        rows = index.all_objects()
+        known = {rec.digest for rec, _ in rows}
+        removed = freed = spared = 0
+        # Children before bases: a base's row can only go once no object names it as base.
+        doomed = [(rec, used) for rec, used in rows if rec.digest not in reachable]
+        doomed.sort(key=lambda ru: -ru[0].chain_depth)
+        for rec, used in doomed:
+            if used >= cutoff:
+                spared += 1
+                continue
+            if dry_run or index.delete_object_if_unused(
+                rec.digest, cutoff, _deleter(objects, rec.digest)
+            ):
+                removed += 1
+                freed += rec.stored_size
+            if progress:
+                progress(1)
+        cutoff_ts = cutoff.timestamp()
+        for info in objects.iterate():
+            if info.key in known:
+                continue
+            if info.modified >= cutoff_ts:
+                spared += 1
+            elif dry_run or index.delete_orphan_blob(info.key, _deleter(objects, info.key)):
+                removed += 1
+                freed += info.size
+        if not dry_run:
+            objects.cleanup_temp(max(grace_seconds, _TEMP_GRACE_SECONDS))
+        return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
+
+
+def _deleter(objects: ObjectBackend, key: str) -> Callable[[], None]:
+    def delete() -> None:
+        objects.delete(key)
+
+    return delete
+
+
+def verify_objects(
+    index: Index,
+    objects: ObjectBackend,
+    reader: ObjectReader,
+    digests: set[str],
+    run_all: RunAll,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Decode every object of ``digests`` with its chain and re-derive its digest."""
+    problems: dict[str, str] = {}
+    checked = nbytes = 0
+    try:
+        chains = reader.chains(digests)
+    except ObjectNotFound:
+        chains = {}
+        for d in digests:
+            try:
+                chains.update(reader.chains([d]))
+            except ObjectNotFound as e:
+                problems[d] = str(e)
+
+    def check(d: str) -> None:
+        nonlocal checked, nbytes
+        chain = chains[d]
+        try:
+            reader.decode(chain, verify=True)
+        except ObjectNotFound:
+            for r in chain:
+                if not objects.exists(r.digest):
+                    problems[r.digest] = "missing from the object store"
+        except CorruptObject as e:
+            problems[d] = str(e)
+        checked += 1
+        nbytes += chain[0].raw_size
+        if progress:
+            progress(chain[0].raw_size)
+
+    run_all(check, sorted(chains))
+    affected = index.snapshots_for_digests(problems)
+    return VerifyResult(
+        checked,
+        nbytes,
+        tuple(
+            VerifyProblem(d, msg, tuple(affected.get(d, ()))) for d, msg in sorted(problems.items())
+        ),
+    )
