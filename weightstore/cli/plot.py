@@ -65,24 +65,16 @@ def plot_storage(usages: Sequence[SnapshotUsage], out: Path, title: str | None =
         ax.plot(xs, scaled(stored), color=colour, linestyle="-", marker=".", label=f"{task} stored")
     if None in series and len(tasks) != 1:
         xs, logical, stored = series[None]
-        ax.plot(
-            xs,
-            scaled(logical),
-            color="black",
-            linestyle="--",
-            linewidth=2,
-            zorder=1,
-            label="total logical",
-        )
-        ax.plot(
-            xs,
-            scaled(stored),
-            color="black",
-            linestyle="-",
-            linewidth=2,
-            zorder=1,
-            label="total stored",
-        )
+        for values, style, what in ((logical, "--", "logical"), (stored, "-", "stored")):
+            ax.plot(
+                xs,
+                scaled(values),
+                color="black",
+                linestyle=style,
+                linewidth=2,
+                zorder=1,
+                label=f"total {what}",
+            )
     ax.set_title(title or "weightstore: logical vs stored bytes (cumulative)")
     ax.set_xlabel("snapshot (commit order)")
     ax.set_ylabel(f"cumulative size ({unit})")
