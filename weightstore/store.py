@@ -137,12 +137,21 @@ class WeightStore:
         settings: StoreSettings | None = None,
     ) -> None:
         self.index = index
-        self.objects = objects
+        self._objects = objects
         self.settings = settings or StoreSettings()
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.reader = ObjectReader(index, objects, self.codec)
+
+    @property
+    def objects(self) -> ObjectBackend:
+        """The object backend (replacing it also replaces the reader's)."""
+        return self._objects
+
+    @objects.setter
+    def objects(self, backend: ObjectBackend) -> None:
+        self._objects = self.reader.objects = backend
 
     # ----------------------------------------------------------------------------- opening
 
