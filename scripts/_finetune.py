@@ -70,10 +70,12 @@ class Profile:
     eval_examples: int
 
 
-FULL = Profile("full", ft_steps=200, ckpt_every=15, head_examples=1024, head_steps=300,
-               eval_examples=256)
-QUICK = Profile("quick", ft_steps=20, ckpt_every=2, head_examples=128, head_steps=50,
-                eval_examples=64)
+FULL = Profile(
+    "full", ft_steps=200, ckpt_every=15, head_examples=1024, head_steps=300, eval_examples=256
+)
+QUICK = Profile(
+    "quick", ft_steps=20, ckpt_every=2, head_examples=128, head_steps=50, eval_examples=64
+)
 
 
 def log(msg: str) -> None:
@@ -160,8 +162,9 @@ def _pooled(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return hidden.mean(dim=1)  # every position is real: mean pooling == masked mean pooling
 
 
-def _snapshot(model: torch.nn.Module, head: torch.nn.Linear, base: dict[str, torch.Tensor]
-              ) -> dict[str, torch.Tensor]:
+def _snapshot(
+    model: torch.nn.Module, head: torch.nn.Linear, base: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The backbone's state dict in the base file's layout, plus the head."""
     sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     for k, v in base.items():  # buffers the module does not persist (position_ids)
@@ -178,14 +181,19 @@ def _accuracy(model: torch.nn.Module, head: torch.nn.Linear, task: KeywordTask, 
     ids, labels = task.batch(rng, n)
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([head(_pooled(model, ids[i:i + 64])) for i in range(0, n, 64)])
+        logits = torch.cat([head(_pooled(model, ids[i : i + 64])) for i in range(0, n, 64)])
     return float((logits.argmax(-1) == labels).float().mean())
 
 
-def full_finetune(base: dict[str, torch.Tensor], task: KeywordTask, steps: int, seed: int,
-                  every: int | None = None,
-                  on_checkpoint: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
-                  eval_examples: int = 256) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def full_finetune(
+    base: dict[str, torch.Tensor],
+    task: KeywordTask,
+    steps: int,
+    seed: int,
+    every: int | None = None,
+    on_checkpoint: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    eval_examples: int = 256,
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Fine-tune every parameter; returns the final state dict and a few figures."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -215,19 +223,27 @@ def full_finetune(base: dict[str, torch.Tensor], task: KeywordTask, steps: int, 
         last_loss = loss.item()
         first_loss = last_loss if step == 1 else first_loss
         if step % 25 == 0 or step == steps:
-            log(f"  seed {seed} step {step}/{steps} loss {last_loss:.3f} "
-                f"({time.perf_counter() - t0:.0f}s)")
+            log(
+                f"  seed {seed} step {step}/{steps} loss {last_loss:.3f} "
+                f"({time.perf_counter() - t0:.0f}s)"
+            )
         if every and on_checkpoint and step % every == 0:
             on_checkpoint(step, _snapshot(model, head, base))
     acc = _accuracy(model, head, task, eval_examples)
-    figures = {"steps": steps, "first_loss": first_loss, "last_loss": last_loss,
-               "eval_accuracy": acc, "embedding_rows_seen": len(seen),
-               "seconds": time.perf_counter() - t0}
+    figures = {
+        "steps": steps,
+        "first_loss": first_loss,
+        "last_loss": last_loss,
+        "eval_accuracy": acc,
+        "embedding_rows_seen": len(seen),
+        "seconds": time.perf_counter() - t0,
+    }
     return _snapshot(model, head, base), figures
 
 
-def frozen_backbone_head(base: dict[str, torch.Tensor], task: KeywordTask, profile: Profile,
-                         seed: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def frozen_backbone_head(
+    base: dict[str, torch.Tensor], task: KeywordTask, profile: Profile, seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Train only a new linear head on the frozen base's pooled embeddings."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -235,7 +251,7 @@ def frozen_backbone_head(base: dict[str, torch.Tensor], task: KeywordTask, profi
     model = _load_backbone().eval()
     ids, labels = task.batch(rng, profile.head_examples)
     with torch.no_grad():
-        feats = torch.cat([_pooled(model, ids[i:i + 128]) for i in range(0, len(ids), 128)])
+        feats = torch.cat([_pooled(model, ids[i : i + 128]) for i in range(0, len(ids), 128)])
     head = torch.nn.Linear(HIDDEN, NUM_CLASSES)
     opt = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=WEIGHT_DECAY)
     loss = torch.zeros(())
@@ -249,8 +265,12 @@ def frozen_backbone_head(base: dict[str, torch.Tensor], task: KeywordTask, profi
     sd = {k: v.clone() for k, v in base.items()}  # backbone bit-identical to the base
     sd["classifier.weight"] = head.weight.detach().clone().contiguous()
     sd["classifier.bias"] = head.bias.detach().clone().contiguous()
-    return sd, {"steps": profile.head_steps, "last_loss": loss.item(), "eval_accuracy": acc,
-                "seconds": time.perf_counter() - t0}
+    return sd, {
+        "steps": profile.head_steps,
+        "last_loss": loss.item(),
+        "eval_accuracy": acc,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # --------------------------------------------------------------------------- cache
@@ -265,9 +285,17 @@ def _sha256(path: Path) -> str:
 
 
 def _config(profile: Profile) -> dict[str, object]:
-    return {"version": CACHE_VERSION, "profile": asdict(profile), "lr": LR, "head_lr": HEAD_LR,
-            "weight_decay": WEIGHT_DECAY, "batch": BATCH, "seq_len": CONTENT_TOKENS + 2,
-            "num_classes": NUM_CLASSES, "base_sha256": _sha256(model_dir() / "model.safetensors")}
+    return {
+        "version": CACHE_VERSION,
+        "profile": asdict(profile),
+        "lr": LR,
+        "head_lr": HEAD_LR,
+        "weight_decay": WEIGHT_DECAY,
+        "batch": BATCH,
+        "seq_len": CONTENT_TOKENS + 2,
+        "num_classes": NUM_CLASSES,
+        "base_sha256": _sha256(model_dir() / "model.safetensors"),
+    }
 
 
 def ensure_workloads(cache: Path, quick: bool = False) -> dict[str, object]:
@@ -292,8 +320,9 @@ def ensure_workloads(cache: Path, quick: bool = False) -> dict[str, object]:
     figures: dict[str, object] = {}
 
     log(f"(b) full fine-tune, {profile.ft_steps} steps")
-    ft, figures["ft"] = full_finetune(base, task, profile.ft_steps, seed=1,
-                                      eval_examples=profile.eval_examples)
+    ft, figures["ft"] = full_finetune(
+        base, task, profile.ft_steps, seed=1, eval_examples=profile.eval_examples
+    )
     save_file(ft, str(out / "ft.safetensors"))
 
     ckpt_steps = profile.ckpt_every * NUM_CHECKPOINTS
@@ -303,32 +332,43 @@ def ensure_workloads(cache: Path, quick: bool = False) -> dict[str, object]:
     def on_ckpt(step: int, sd: dict[str, torch.Tensor]) -> None:
         save_file(sd, str(out / f"{next(names)}.safetensors"), metadata={"step": str(step)})
 
-    _, figures["checkpoints"] = full_finetune(base, task, ckpt_steps, seed=2,
-                                              every=profile.ckpt_every, on_checkpoint=on_ckpt,
-                                              eval_examples=profile.eval_examples)
+    _, figures["checkpoints"] = full_finetune(
+        base,
+        task,
+        ckpt_steps,
+        seed=2,
+        every=profile.ckpt_every,
+        on_checkpoint=on_ckpt,
+        eval_examples=profile.eval_examples,
+    )
 
     log(f"(d) frozen backbone + new head, {profile.head_steps} head steps")
     frozen, figures["frozen_head"] = frozen_backbone_head(base, task, profile, seed=3)
     save_file(frozen, str(out / "frozen_head.safetensors"))
 
-    manifest = {"config": config, "figures": figures,
-                "checkpoint_steps": [profile.ckpt_every * i for i in range(1, NUM_CHECKPOINTS + 1)],
-                "sha256": {n: _sha256(out / f"{n}.safetensors") for n in all_names()},
-                "seconds": time.perf_counter() - t0}
+    manifest = {
+        "config": config,
+        "figures": figures,
+        "checkpoint_steps": [profile.ckpt_every * i for i in range(1, NUM_CHECKPOINTS + 1)],
+        "sha256": {n: _sha256(out / f"{n}.safetensors") for n in all_names()},
+        "seconds": time.perf_counter() - t0,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=2))
     log(f"workloads ready in {manifest['seconds']:.0f}s: {out}")
     return manifest
 
 
-def load_workload(cache: Path, quick: bool, name: str, dtype: torch.dtype = torch.float32
-                  ) -> dict[str, torch.Tensor]:
+def load_workload(
+    cache: Path, quick: bool, name: str, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """One cached state dict, floating tensors cast to ``dtype`` (integer buffers kept)."""
     sd = load_file(str(profile_dir(cache, quick) / f"{name}.safetensors"))
     return {k: (v.to(dtype).contiguous() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
-def iter_checkpoints(cache: Path, quick: bool, dtype: torch.dtype = torch.float32
-                     ) -> Iterator[dict[str, torch.Tensor]]:
+def iter_checkpoints(
+    cache: Path, quick: bool, dtype: torch.dtype = torch.float32
+) -> Iterator[dict[str, torch.Tensor]]:
     for name in checkpoint_names():
         yield load_workload(cache, quick, name, dtype)
 

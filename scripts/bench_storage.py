@@ -119,24 +119,38 @@ class Data:
 
     def snapshots(self) -> dict[str, list[SD]]:
         """What each workload adds on top of the stored base (for (a): the base itself)."""
-        return {WORKLOADS[0]: [self.base], WORKLOADS[1]: [self.ft], WORKLOADS[2]: self.ckpts,
-                WORKLOADS[3]: [self.frozen]}
+        return {
+            WORKLOADS[0]: [self.base],
+            WORKLOADS[1]: [self.ft],
+            WORKLOADS[2]: self.ckpts,
+            WORKLOADS[3]: [self.frozen],
+        }
 
     def parents(self) -> dict[str, list[SD | None]]:
         """The tensors each snapshot deltas against: the base, or the previous checkpoint."""
-        return {WORKLOADS[0]: [None], WORKLOADS[1]: [self.base],
-                WORKLOADS[2]: [self.base, *self.ckpts[:-1]], WORKLOADS[3]: [self.base]}
+        return {
+            WORKLOADS[0]: [None],
+            WORKLOADS[1]: [self.base],
+            WORKLOADS[2]: [self.base, *self.ckpts[:-1]],
+            WORKLOADS[3]: [self.base],
+        }
 
 
 def load_data(cache: Path, quick: bool, manifest: dict[str, Any]) -> dict[str, Data]:
     out = {}
     for label, dtype in DTYPES.items():
+
         def get(name: str, dtype: torch.dtype = dtype) -> SD:
             return _finetune.load_workload(cache, quick, name, dtype)
 
-        out[label] = Data(label, get("base"), get("ft"),
-                          [get(n) for n in _finetune.checkpoint_names()], get("frozen_head"),
-                          list(manifest["checkpoint_steps"]))
+        out[label] = Data(
+            label,
+            get("base"),
+            get("ft"),
+            [get(n) for n in _finetune.checkpoint_names()],
+            get("frozen_head"),
+            list(manifest["checkpoint_steps"]),
+        )
     return out
 
 
@@ -168,7 +182,9 @@ class ZipNNCodec:
         key = (ZIPNN_DTYPE[dtype], delta)
         if key not in self._codecs:
             self._codecs[key] = self._ZipNN(
-                input_format="byte", bytearray_dtype=key[0], threads=self._threads,
+                input_format="byte",
+                bytearray_dtype=key[0],
+                threads=self._threads,
                 delta_compressed_type="byte" if delta else 0,
             )
         return self._codecs[key]
@@ -187,31 +203,42 @@ class ZipNNCodec:
             data = bytearray(tensor_bytes(t))
             if t.dtype in ZIPNN_DTYPE:
                 codec = self._codec(t.dtype, ref is not None)
-                blob = (codec.compress(data) if ref is None
-                        else codec.compress(data, delta_second_data=ref))
+                blob = (
+                    codec.compress(data)
+                    if ref is None
+                    else codec.compress(data, delta_second_data=ref)
+                )
             else:
                 if ref is not None:
-                    data = bytearray(np.bitwise_xor(np.frombuffer(data, np.uint8),
-                                                    np.frombuffer(ref, np.uint8)).tobytes())
+                    data = bytearray(
+                        np.bitwise_xor(
+                            np.frombuffer(data, np.uint8), np.frombuffer(ref, np.uint8)
+                        ).tobytes()
+                    )
                 blob = self._zc.compress(bytes(data))
             out[name] = bytes(blob)
         return out
 
-    def decompress(self, blobs: dict[str, bytes], like: SD, parent: SD | None = None
-                   ) -> dict[str, bytes]:
+    def decompress(
+        self, blobs: dict[str, bytes], like: SD, parent: SD | None = None
+    ) -> dict[str, bytes]:
         out = {}
         for name, blob in blobs.items():
             t = like[name]
             ref = self._ref_of(name, t, parent)
             if t.dtype in ZIPNN_DTYPE:
                 codec = self._codec(t.dtype, ref is not None)
-                data = (codec.decompress(blob) if ref is None
-                        else codec.decompress(blob, delta_second_data=ref))
+                data = (
+                    codec.decompress(blob)
+                    if ref is None
+                    else codec.decompress(blob, delta_second_data=ref)
+                )
             else:
                 data = self._zd.decompress(blob)
                 if ref is not None:
-                    data = np.bitwise_xor(np.frombuffer(data, np.uint8),
-                                          np.frombuffer(ref, np.uint8)).tobytes()
+                    data = np.bitwise_xor(
+                        np.frombuffer(data, np.uint8), np.frombuffer(ref, np.uint8)
+                    ).tobytes()
             out[name] = bytes(data)
         return out
 
@@ -262,8 +289,11 @@ class Store:
         from weightstore import WeightStore
         from weightstore.settings import CodecSettings, StoreSettings
 
-        settings = (StoreSettings() if max_chain_depth is None
-                    else StoreSettings(codec=CodecSettings(max_chain_depth=max_chain_depth)))
+        settings = (
+            StoreSettings()
+            if max_chain_depth is None
+            else StoreSettings(codec=CodecSettings(max_chain_depth=max_chain_depth))
+        )
         self.path = path
         self.objects = path / "objects"
         self.store = WeightStore.open(path, settings=settings)
@@ -284,11 +314,16 @@ class Store:
     def stats_summary(self) -> dict[str, Any]:
         try:
             s = self.store.stats()
-            return {"objects": s.objects, "objects_by_encoding": dict(s.objects_by_encoding),
-                    "total_logical_bytes": s.total.logical_bytes,
-                    "total_stored_bytes": s.total.stored_bytes,
-                    "tasks": {str(r.task): {"logical_bytes": r.logical_bytes,
-                                            "stored_bytes": r.stored_bytes} for r in s.tasks}}
+            return {
+                "objects": s.objects,
+                "objects_by_encoding": dict(s.objects_by_encoding),
+                "total_logical_bytes": s.total.logical_bytes,
+                "total_stored_bytes": s.total.stored_bytes,
+                "tasks": {
+                    str(r.task): {"logical_bytes": r.logical_bytes, "stored_bytes": r.stored_bytes}
+                    for r in s.tasks
+                },
+            }
         except Exception as exc:  # stats is informative only
             return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -350,17 +385,25 @@ def measure_baselines(data: Data, zipnn: ZipNNCodec, res: Results) -> None:
                 plain = zipnn.compress(sd, None)
                 zn_plain += sum(map(len, plain.values()))
         row = res.ratios.setdefault(workload, {}).setdefault(data.dtype, {})
-        row.update({
-            "raw_bytes": raw, "snapshots": len(snaps),
-            "safetensors_bytes": st, "safetensors": st / raw,
-            "zstd3_bytes": zs, "zstd3": zs / raw,
-            "zipnn_bytes": zn, "zipnn": zn / raw,
-            "zipnn_delta": parents[0] is not None,
-        })
+        row.update(
+            {
+                "raw_bytes": raw,
+                "snapshots": len(snaps),
+                "safetensors_bytes": st,
+                "safetensors": st / raw,
+                "zstd3_bytes": zs,
+                "zstd3": zs / raw,
+                "zipnn_bytes": zn,
+                "zipnn": zn / raw,
+                "zipnn_delta": parents[0] is not None,
+            }
+        )
         if parents[0] is not None:
             row.update({"zipnn_plain_bytes": zn_plain, "zipnn_plain": zn_plain / raw})
-        log(f"  {data.dtype} {workload}: safetensors {st / raw:.4f} zstd-3 {zs / raw:.4f} "
-            f"ZipNN {zn / raw:.4f}")
+        log(
+            f"  {data.dtype} {workload}: safetensors {st / raw:.4f} zstd-3 {zs / raw:.4f} "
+            f"ZipNN {zn / raw:.4f}"
+        )
 
 
 def measure_baseline_speed(data: Data, zipnn: ZipNNCodec, tmp: Path, res: Results) -> None:
@@ -371,22 +414,34 @@ def measure_baseline_speed(data: Data, zipnn: ZipNNCodec, tmp: Path, res: Result
     path = tmp / f"base-{data.dtype}.safetensors"
     enc, _ = best_of(lambda: safetensors.torch.save_file(sd, str(path)))
     dec, _ = best_of(lambda: safetensors_load_clone(path))
-    speed["safetensors"] = {"encode_MBps": raw / enc / MB, "decode_MBps": raw / dec / MB,
-                            "encode_s": enc, "decode_s": dec}
+    speed["safetensors"] = {
+        "encode_MBps": raw / enc / MB,
+        "decode_MBps": raw / dec / MB,
+        "encode_s": enc,
+        "decode_s": dec,
+    }
 
     file = safetensors_bytes(sd)
     zc, zd = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
     enc, blob = best_of(lambda: zc.compress(file))
     dec, back = best_of(lambda: zd.decompress(blob))
     assert back == file, "zstd round trip is not bit-exact"
-    speed["zstd-3"] = {"encode_MBps": raw / enc / MB, "decode_MBps": raw / dec / MB,
-                       "encode_s": enc, "decode_s": dec}
+    speed["zstd-3"] = {
+        "encode_MBps": raw / enc / MB,
+        "decode_MBps": raw / dec / MB,
+        "encode_s": enc,
+        "decode_s": dec,
+    }
 
     enc, blobs = best_of(lambda: zipnn.compress(sd))
     dec, _ = best_of(lambda: zipnn.decompress(blobs, sd))
     zipnn.roundtrip_check(blobs, sd, None)
-    speed["ZipNN"] = {"encode_MBps": raw / enc / MB, "decode_MBps": raw / dec / MB,
-                      "encode_s": enc, "decode_s": dec}
+    speed["ZipNN"] = {
+        "encode_MBps": raw / enc / MB,
+        "decode_MBps": raw / dec / MB,
+        "encode_s": enc,
+        "decode_s": dec,
+    }
 
 
 def safetensors_load_clone(path: Path) -> SD:
@@ -420,15 +475,23 @@ def measure_weightstore(data: Data, tmp: Path, res: Results) -> None:
                 ratios[WORKLOADS[0]]["weightstore_stats"] = store.stats_summary()
     ratios[WORKLOADS[0]].update({"weightstore_bytes": growth, "weightstore": growth / raw_base})
     res.speed.setdefault(dt, {})["weightstore"] = {
-        "encode_MBps": raw_base / best_save / MB, "decode_MBps": raw_base / best_restore / MB,
-        "encode_s": best_save, "decode_s": best_restore}
-    log(f"  {dt} one model: weightstore {growth / raw_base:.4f}, "
+        "encode_MBps": raw_base / best_save / MB,
+        "decode_MBps": raw_base / best_restore / MB,
+        "encode_s": best_save,
+        "decode_s": best_restore,
+    }
+    log(
+        f"  {dt} one model: weightstore {growth / raw_base:.4f}, "
         f"save {raw_base / best_save / MB:.0f} MB/s, "
-        f"restore {raw_base / best_restore / MB:.0f} MB/s")
+        f"restore {raw_base / best_restore / MB:.0f} MB/s"
+    )
 
     base_st = safetensors_restore_time(data.base, tmp / f"base-{dt}.safetensors")
     res.restore.setdefault(dt, {})["one model"] = {
-        "weightstore_s": best_restore, "safetensors_s": base_st, "ratio": best_restore / base_st}
+        "weightstore_s": best_restore,
+        "safetensors_s": base_st,
+        "ratio": best_restore / base_st,
+    }
 
     # (b) fine-tuned copy, (d) frozen backbone + new head: each after the base, own store.
     pairs = ((WORKLOADS[1], "ft", data.ft), (WORKLOADS[3], "frozen", data.frozen))
@@ -437,9 +500,13 @@ def measure_weightstore(data: Data, tmp: Path, res: Results) -> None:
             store.save("base", data.base)
             saved = store.save(task, sd, parent="base")
             restore_checked(store, saved.id, sd, f"{dt} {task}")
-            ratios[workload].update({"weightstore_bytes": saved.growth,
-                                     "weightstore": saved.growth / raw_bytes(sd),
-                                     "weightstore_stats": store.stats_summary()})
+            ratios[workload].update(
+                {
+                    "weightstore_bytes": saved.growth,
+                    "weightstore": saved.growth / raw_bytes(sd),
+                    "weightstore_stats": store.stats_summary(),
+                }
+            )
         log(f"  {dt} {workload}: weightstore {ratios[workload]['weightstore']:.6f}")
 
     # (c) 10 checkpoints, default settings, then the chain-depth sweep.
@@ -460,18 +527,31 @@ def measure_weightstore(data: Data, tmp: Path, res: Results) -> None:
             last = restore_checked(store, ids[-1], data.ckpts[-1], f"{dt} last checkpoint")
             stats = store.stats_summary()
         raw = sum(raw_bytes(sd) for sd in data.ckpts)
-        entry = {"stored_bytes": total, "raw_bytes": raw, "ratio": total / raw,
-                 "restore_last_s": last, "safetensors_restore_s": last_st,
-                 "restore_ratio": last / last_st, "per_save_bytes": [s.growth for s in saves],
-                 "per_save_s": [s.seconds for s in saves], "stats": stats}
+        entry = {
+            "stored_bytes": total,
+            "raw_bytes": raw,
+            "ratio": total / raw,
+            "restore_last_s": last,
+            "safetensors_restore_s": last_st,
+            "restore_ratio": last / last_st,
+            "per_save_bytes": [s.growth for s in saves],
+            "per_save_s": [s.seconds for s in saves],
+            "stats": stats,
+        }
         chain[str(default_depth if depth is None else depth)] = entry
         if depth is None:
-            ratios[WORKLOADS[2]].update({"weightstore_bytes": total, "weightstore": total / raw,
-                                         "weightstore_stats": stats})
+            ratios[WORKLOADS[2]].update(
+                {"weightstore_bytes": total, "weightstore": total / raw, "weightstore_stats": stats}
+            )
             res.restore[dt]["last of 10 checkpoints"] = {
-                "weightstore_s": last, "safetensors_s": last_st, "ratio": last / last_st}
-        log(f"  {dt} 10 checkpoints, max_chain_depth {label}: {total / raw:.4f}, "
-            f"restore last {last:.3f}s (safetensors {last_st:.3f}s)")
+                "weightstore_s": last,
+                "safetensors_s": last_st,
+                "ratio": last / last_st,
+            }
+        log(
+            f"  {dt} 10 checkpoints, max_chain_depth {label}: {total / raw:.4f}, "
+            f"restore last {last:.3f}s (safetensors {last_st:.3f}s)"
+        )
 
 
 def _default_chain_depth() -> int:
@@ -495,8 +575,10 @@ def fmt_target(x: float) -> str:
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
@@ -515,11 +597,20 @@ def ratio_table(res: Results) -> str:
             target = TARGETS[(workload, dt)]
             verdict = "" if ws is None else (" pass" if ws <= target else " MISS")
             st = f"{fmt_ratio(r['safetensors'])} ({r['safetensors_bytes'] / MB:.1f} MB)"
-            rows.append([workload, dt, st, fmt_ratio(r["zstd3"]), zipnn,
-                         "stub" if ws is None else fmt_ratio(ws),
-                         f"<= {fmt_target(target)}{verdict}"])
-    return md_table(["workload", "dtype", "safetensors", "zstd-3", "ZipNN", "weightstore",
-                     "target"], rows)
+            rows.append(
+                [
+                    workload,
+                    dt,
+                    st,
+                    fmt_ratio(r["zstd3"]),
+                    zipnn,
+                    "stub" if ws is None else fmt_ratio(ws),
+                    f"<= {fmt_target(target)}{verdict}",
+                ]
+            )
+    return md_table(
+        ["workload", "dtype", "safetensors", "zstd-3", "ZipNN", "weightstore", "target"], rows
+    )
 
 
 def speed_table(res: Results) -> str:
@@ -536,10 +627,18 @@ def restore_table(res: Results) -> str:
     rows = []
     for dt, what in res.restore.items():
         for name, r in what.items():
-            rows.append([name, dt, f"{r['weightstore_s'] * 1e3:.0f}",
-                         f"{r['safetensors_s'] * 1e3:.0f}", f"{r['ratio']:.2f}x"])
-    return md_table(["restore", "dtype", "weightstore ms", "safetensors load+clone ms",
-                     "ours/baseline"], rows)
+            rows.append(
+                [
+                    name,
+                    dt,
+                    f"{r['weightstore_s'] * 1e3:.0f}",
+                    f"{r['safetensors_s'] * 1e3:.0f}",
+                    f"{r['ratio']:.2f}x",
+                ]
+            )
+    return md_table(
+        ["restore", "dtype", "weightstore ms", "safetensors load+clone ms", "ours/baseline"], rows
+    )
 
 
 def chain_table(res: Results) -> str:
@@ -547,17 +646,34 @@ def chain_table(res: Results) -> str:
     for dt, depths in res.chain.items():
         for depth in sorted(depths, key=int):
             c = depths[depth]
-            rows.append([depth, dt, fmt_ratio(c["ratio"]), f"{c['restore_last_s'] * 1e3:.0f}",
-                         f"{c['restore_ratio']:.2f}x"])
-    return md_table(["max_chain_depth", "dtype", "stored ratio", "restore last ms",
-                     "vs safetensors load+clone"], rows)
+            rows.append(
+                [
+                    depth,
+                    dt,
+                    fmt_ratio(c["ratio"]),
+                    f"{c['restore_last_s'] * 1e3:.0f}",
+                    f"{c['restore_ratio']:.2f}x",
+                ]
+            )
+    return md_table(
+        [
+            "max_chain_depth",
+            "dtype",
+            "stored ratio",
+            "restore last ms",
+            "vs safetensors load+clone",
+        ],
+        rows,
+    )
 
 
 def report(res: Results, manifest: dict[str, Any]) -> str:
     threads = torch.get_num_threads()
     parts = [
-        "## Stored bytes / raw tensor bytes (all-MiniLM-L6-v2, 22.7 M parameters)", "",
-        ratio_table(res), "",
+        "## Stored bytes / raw tensor bytes (all-MiniLM-L6-v2, 22.7 M parameters)",
+        "",
+        ratio_table(res),
+        "",
         "safetensors: a file per snapshot. zstd-3: that file, zstd level 3, independently. "
         "ZipNN: per tensor (bytes mode, the tensor's dtype; the int64 position_ids, which ZipNN "
         "rejects, via zstd-3); for (b)-(d) on the XOR delta against the base / previous "
@@ -571,13 +687,19 @@ def report(res: Results, manifest: dict[str, Any]) -> str:
             f"{ft['ft']['eval_accuracy']:.2f}); checkpoints every "
             f"{manifest['checkpoint_steps'][0]} steps to {manifest['checkpoint_steps'][-1]} "
             f"(eval acc {ft['checkpoints']['eval_accuracy']:.2f}); frozen backbone head "
-            f"(eval acc {ft['frozen_head']['eval_accuracy']:.2f}); AdamW lr 2e-5, wd 0.01.")
+            f"(eval acc {ft['frozen_head']['eval_accuracy']:.2f}); AdamW lr 2e-5, wd 0.01."
+        )
     if res.weightstore_error:
         parts += ["", f"weightstore: stubbed ({res.weightstore_error})"]
-    parts += ["", f"## Speed (MB/s of raw tensor bytes, (a) one model, best of {REPEATS})", "",
-              speed_table(res), "",
-              f"{platform.machine()}, {os.cpu_count()} cores, torch threads {threads}; zstd-3 "
-              "single-threaded; ZipNN and weightstore with their default thread counts."]
+    parts += [
+        "",
+        f"## Speed (MB/s of raw tensor bytes, (a) one model, best of {REPEATS})",
+        "",
+        speed_table(res),
+        "",
+        f"{platform.machine()}, {os.cpu_count()} cores, torch threads {threads}; zstd-3 "
+        "single-threaded; ZipNN and weightstore with their default thread counts.",
+    ]
     if res.restore:
         parts += ["", "## Restore time vs safetensors.load_file + clone", "", restore_table(res)]
     if res.chain:
@@ -592,11 +714,18 @@ def report(res: Results, manifest: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench-cache"),
-                        help="where the fine-tuned workloads are cached")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/bench-cache"),
+        help="where the fine-tuned workloads are cached",
+    )
     parser.add_argument("--quick", action="store_true", help="few fine-tune steps (smoke run)")
-    parser.add_argument("--skip-weightstore", action="store_true",
-                        help="baselines only, even if weightstore imports")
+    parser.add_argument(
+        "--skip-weightstore",
+        action="store_true",
+        help="baselines only, even if weightstore imports",
+    )
     args = parser.parse_args()
     t_start = time.perf_counter()
 
@@ -604,8 +733,9 @@ def main() -> None:
     log("loading workloads")
     datas = load_data(args.cache, args.quick, manifest)
     res = Results()
-    res.weightstore_error = ("skipped (--skip-weightstore)" if args.skip_weightstore
-                             else weightstore_status())
+    res.weightstore_error = (
+        "skipped (--skip-weightstore)" if args.skip_weightstore else weightstore_status()
+    )
     zipnn = ZipNNCodec()
 
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp_name:
@@ -625,12 +755,23 @@ def main() -> None:
     print(report(res, manifest))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"ratios": res.ratios, "speed": res.speed, "restore": res.restore,
-                   "chain_depth": res.chain, "weightstore_error": res.weightstore_error,
-                   "targets": {f"{w} / {d}": t for (w, d), t in TARGETS.items()},
-                   "finetune": manifest, "seconds": seconds, "quick": args.quick,
-                   "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "python": platform.python_version()}}
+        payload = {
+            "ratios": res.ratios,
+            "speed": res.speed,
+            "restore": res.restore,
+            "chain_depth": res.chain,
+            "weightstore_error": res.weightstore_error,
+            "targets": {f"{w} / {d}": t for (w, d), t in TARGETS.items()},
+            "finetune": manifest,
+            "seconds": seconds,
+            "quick": args.quick,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
         log(f"wrote {args.json}")
 

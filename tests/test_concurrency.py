@@ -229,6 +229,16 @@ class HookedBackend(LocalBackend):
         return found
 
 
+@contextlib.contextmanager
+def _saver_and_collector(path: Path, url: str) -> Iterator[tuple[WeightStore, WeightStore]]:
+    """Two stores open on one store folder and index: one saves, the other runs gc."""
+    with (
+        WeightStore.open(path, index_url=url, settings=FAST) as store,
+        WeightStore.open(path, index_url=url, settings=FAST) as collector,
+    ):
+        yield store, collector
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_gc_between_a_saves_pin_and_its_commit(tmp_path: Path, index_url: str, when: str) -> None:
     """A save re-uses objects nothing references any more; gc (grace 0) removes them right after
@@ -237,10 +247,7 @@ def test_gc_between_a_saves_pin_and_its_commit(tmp_path: Path, index_url: str, w
     find the row gone and fail with StorageError, leaving nothing behind; a retry works."""
     path = tmp_path / "store"
     weights = _model()
-    with (
-        WeightStore.open(path, index_url=index_url, settings=FAST) as store,
-        WeightStore.open(path, index_url=index_url, settings=FAST) as collector,
-    ):
+    with _saver_and_collector(path, index_url) as (store, collector):
         store.save("t", weights, step=0)
         store.delete("t@0")
         results: list[GcResult] = []
@@ -270,10 +277,7 @@ def test_a_pin_after_gc_listed_an_object_wins(tmp_path: Path, index_url: str) ->
     and the save then commits without writing it again."""
     path = tmp_path / "store"
     weights = _model()
-    with (
-        WeightStore.open(path, index_url=index_url, settings=FAST) as store,
-        WeightStore.open(path, index_url=index_url, settings=FAST) as collector,
-    ):
+    with _saver_and_collector(path, index_url) as (store, collector):
         store.save("t", weights, step=0)
         digests = [t.digest for t in store.show("t@0").tensors]
         store.delete("t@0")
@@ -363,10 +367,7 @@ def _gc_racing_a_commit(path: Path, url: str, wait_until_blocked: Callable[[], N
     """A save that re-uses an unreferenced object commits while gc (grace 0) tries to delete
     that object: gc must keep it (the commit references it) and finish without error."""
     weights = {"w": torch.randn(100, 100, generator=torch.Generator().manual_seed(9))}
-    with (
-        WeightStore.open(path, index_url=url, settings=FAST) as store,
-        WeightStore.open(path, index_url=url, settings=FAST) as collector,
-    ):
+    with _saver_and_collector(path, url) as (store, collector):
         store.save("t", weights, step=0)
         store.delete("t@0")
         outcome: list[object] = []

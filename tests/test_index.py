@@ -538,17 +538,6 @@ def chain(index: Index, label: str, depth: int) -> list[str]:
     return digests
 
 
-def test_object_chain(index: Index) -> None:
-    links = chain(index, "c", 20)
-    records = index.object_chain(links[-1])
-    assert [r.digest for r in records] == list(reversed(links))
-    assert [r.chain_depth for r in records] == list(range(20, -1, -1))
-    assert records[-1].base is None
-    assert [r.digest for r in index.object_chain(links[0])] == [links[0]]
-    with pytest.raises(ObjectNotFound, match="not in the index"):
-        index.object_chain(digest("missing"))
-
-
 def test_reachability_through_delta_chains(index: Index) -> None:
     links = chain(index, "c", 20)
     other = add(index, digest("other")).digest

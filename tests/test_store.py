@@ -437,3 +437,19 @@ def test_gc_removes_temp_files_of_dead_writers(store: WeightStore) -> None:
     store.gc(grace_seconds=0)
     assert not old.exists() and fresh.exists()
     assert store.verify().ok
+
+
+def test_reader_resolves_long_delta_chains(tmp_path: Path) -> None:
+    settings = StoreSettings(fsync=False, codec=CodecSettings(max_chain_depth=20))
+    with WeightStore.open(tmp_path / "s", settings=settings) as store:
+        w, history = torch.linspace(-1, 1, 4096), []
+        for step in range(21):
+            w = w + 1e-6 * (step + 1)
+            history.append(w.clone())
+            store.save("run", {"w": w}, step=step)
+        last = store.show("run@20").tensors[0].digest
+        chain = store.reader.chains([last])[last]
+        assert len(chain) == 21 and chain[0].chain_depth == 20
+        assert [r.base for r in chain[:-1]] == [r.digest for r in chain[1:]]
+        assert chain[-1].base is None and chain[-1].encoding not in ("delta", "sub")
+        assert same(store.restore("run@20")["w"], history[-1])

@@ -310,8 +310,10 @@ class WeightStore:
         names = list(state.keys())
         if not names:
             raise InvalidInput("nothing to save: the state dict is empty")
-        if step is not None and self._exists(Ref(f"{task}@{step}", "step", task, step=step)):
-            existing = self.resolve(f"{task}@{step}")
+        existing = None
+        if step is not None:
+            existing = self._find(Ref(f"{task}@{step}", "step", task, step=step))
+        if existing is not None:
             raise Conflict(
                 f"task {task!r} already has a snapshot at step {step} ({existing[:12]}): "
                 "use another step or delete it first"
@@ -386,12 +388,12 @@ class WeightStore:
         )
         return self.index.get_snapshot(snapshot_id)
 
-    def _exists(self, ref: Ref) -> bool:
+    def _find(self, ref: Ref) -> str | None:
+        """The id ``ref`` names, or None."""
         try:
-            self.index.resolve(ref)
+            return self.index.resolve(ref)
         except RefNotFound:
-            return False
-        return True
+            return None
 
     def _parent(self, task: str, parent: str | None) -> Snapshot | None:
         if parent is not None:

@@ -106,7 +106,7 @@ def tensor_bytes(t: torch.Tensor) -> U8:
     return flat.contiguous().view(torch.uint8).numpy()
 
 
-def empty_tensor(dtype: str, shape: Iterable[int], *, pin_memory: bool = False) -> torch.Tensor:
+def empty_tensor(dtype: str, shape: Iterable[int]) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor to decode into.
 
     Large buffers come from numpy, which asks Linux for transparent huge pages: writing fresh
@@ -118,8 +118,8 @@ def empty_tensor(dtype: str, shape: Iterable[int], *, pin_memory: bool = False) 
     numel = 1
     for d in dims:
         numel *= d
-    if pin_memory or numel == 0:
-        return torch.empty(dims, dtype=info.torch_dtype, pin_memory=pin_memory)
+    if numel == 0:
+        return torch.empty(dims, dtype=info.torch_dtype)
     itemsize = torch.empty((), dtype=info.torch_dtype).element_size()
     buf = torch.from_numpy(np.empty(numel * itemsize, dtype=np.uint8))
     return buf.view(info.torch_dtype).reshape(dims)

@@ -1,6 +1,6 @@
 """Pure bytes-to-bytes codec: digests, byte grouping, framed zstd, XOR deltas, object format."""
 
-from weightstore.codec.digest import digest, is_digest
+from weightstore.codec.digest import digest
 from weightstore.codec.format import Header, read_header
 from weightstore.codec.layout import Layout, group, ungroup
 from weightstore.codec.objects import Codec, Encoded
@@ -12,7 +12,6 @@ __all__ = [
     "Layout",
     "digest",
     "group",
-    "is_digest",
     "read_header",
     "ungroup",
 ]

@@ -6,13 +6,7 @@ SHA-NI present) with the same 256-bit collision resistance; see docs/design.md.
 
 from __future__ import annotations
 
-import re
-
 import blake3
-
-DIGEST_HEX_LEN = 64
-_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-
 
 # Above this size BLAKE3's own threads hash one buffer in parallel (it releases the GIL).
 _PARALLEL_FROM = 8 << 20
@@ -22,8 +16,3 @@ def digest(data: bytes | bytearray | memoryview) -> str:
     """Return the hex digest naming an object whose raw bytes are ``data``."""
     threads = blake3.blake3.AUTO if len(data) >= _PARALLEL_FROM else 1
     return blake3.blake3(data, max_threads=threads).hexdigest()
-
-
-def is_digest(text: str) -> bool:
-    """True if ``text`` has the form of an object name."""
-    return bool(_DIGEST_RE.match(text))

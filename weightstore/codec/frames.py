@@ -118,7 +118,7 @@ class FrameCodec:
 
         A plane stored entirely uncompressed comes back as a read-only view into ``payload``
         (no copy: those are 3 of 4 planes of fp32 weights); other planes are new arrays. With
-        ``threads`` > 1, large objects' frames are decompressed by zstd's own threads.
+        ``threads`` > 1, large objects' frames are decompressed on several threads.
         ``alloc(plane, size)`` supplies the decoded planes' buffers (default: new arrays).
         """
         plane_len = raw_len // n_planes if n_planes else 0

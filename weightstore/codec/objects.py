@@ -51,10 +51,6 @@ class Encoded:
         return len(self.blob)
 
 
-def _shares_scratch(a: U8, b: U8) -> bool:
-    return bool(np.shares_memory(a, b))
-
-
 class Codec:
     """Pure bytes-to-bytes object codec; thread-safe."""
 
@@ -181,7 +177,7 @@ class Codec:
                 raise CorruptObject(f"{labels[i]}: layout differs within its delta chain")
             delta = self._planes(headers[i], chain[i], labels[i], layout, f"delta{i % 2}")
             for j, d in enumerate(delta):
-                if planes[j].flags.writeable and not _shares_scratch(planes[j], d):
+                if planes[j].flags.writeable:  # this thread's scratch
                     np.bitwise_xor(planes[j], d, out=planes[j])
                 else:  # a view into a stored blob: XOR into scratch instead
                     acc = self._scratch.get(f"acc{j}", d.size)

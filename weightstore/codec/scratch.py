@@ -29,6 +29,3 @@ class Scratch(threading.local):
             grown = max(size, int(buf.size * 1.25) if buf is not None else 0)
             buf = self._bufs[name] = np.empty(grown, dtype=np.uint8)
         return buf[:size]
-
-    def clear(self) -> None:
-        self._bufs.clear()

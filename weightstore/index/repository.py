@@ -57,8 +57,6 @@ _CHUNK = 500
 # How many names an error message lists before it abbreviates.
 _HINT_LIMIT = 10
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
-# Object chains are short (the codec caps delta depth); this only stops a corrupt cyclic chain.
-_MAX_CHAIN = 10_000
 
 
 @dataclass(frozen=True)
@@ -209,41 +207,6 @@ class Index:
                         for r in unique[start : start + _CHUNK]
                     ],
                 )
-
-    def object_chain(self, digest: str) -> list[ObjectRecord]:
-        """The object, then its delta base, then that one's base... down to a full object.
-
-        Raises :class:`ObjectNotFound` when the object or any link is missing from the index.
-        """
-        deeper = ObjectRow.__table__.alias("deeper")
-        seed = select(*_object_columns(), literal(0).label("level")).where(
-            ObjectRow.digest == digest
-        )
-        chain = seed.cte("chain", recursive=True)
-        chain = chain.union_all(
-            select(
-                deeper.c.digest,
-                deeper.c.raw_size,
-                deeper.c.stored_size,
-                deeper.c.encoding,
-                deeper.c.base_digest,
-                deeper.c.chain_depth,
-                chain.c.level + 1,
-            ).where(deeper.c.digest == chain.c.base_digest, chain.c.level < _MAX_CHAIN)
-        )
-        with self._read() as conn:
-            records = [_record(r) for r in conn.execute(select(chain).order_by(chain.c.level))]
-        if not records:
-            raise ObjectNotFound(f"object {digest} is not in the index")
-        last = records[-1]
-        if last.base is not None:
-            raise ObjectNotFound(
-                f"object {last.base} (delta base of {last.digest}, needed by {digest}) "
-                "is not in the index"
-            )
-        return records
-
-    # -- committing snapshots --------------------------------------------------------------------
 
     def commit_snapshot(
         self,
