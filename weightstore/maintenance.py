@@ -56,7 +56,9 @@ def collect_garbage(
                 progress(1)
         cutoff_ts = cutoff.timestamp()
         for info in objects.iterate():
-            if info.key in known:
+            # A blob a snapshot reaches stays even when its row is gone (a damaged index):
+            # verify reports it, gc must not make it worse.
+            if info.key in known or info.key in reachable:
                 continue
             if info.modified >= cutoff_ts:
                 spared += 1
