@@ -37,9 +37,21 @@ _GPU_HEADROOM_FRACTION = 0.05
 _GPU_HEADROOM_MIN = 256 << 20
 
 
-def _bytes_of(t: torch.Tensor) -> torch.Tensor:
-    """A uint8 view of a contiguous tensor, so a copy moves bits, never converted values."""
-    return t.reshape(-1).view(torch.uint8) if t.is_contiguous() and t.numel() else t
+_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _as_bits(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``src`` and ``dst`` viewed as integers, so a copy moves bits, never converted values
+    (NaN payloads, -0.0); as flat bytes when ``dst`` is contiguous, else element-wise (a
+    non-contiguous target keeps its strides). ``src`` is contiguous and holds ``dst``'s bytes,
+    maybe under another shape or dtype (equal bytes have one digest, hence one cache entry)."""
+    if dst.numel() == 0:
+        return dst, dst
+    flat = src.reshape(-1).view(torch.uint8)
+    if dst.is_contiguous():
+        return flat, dst.reshape(-1).view(torch.uint8)
+    ints = _INTS[dst.element_size()]
+    return flat.view(ints).reshape(dst.shape), dst.view(ints)
 
 
 class TaskLoader:
@@ -218,8 +230,9 @@ class TaskLoader:
                 decoded = self._decode_all(todo, chains)
             except (WeightstoreError, OSError) as e:
                 self._count_failure()
-                raise type(e)(f"{e}; nothing was written: the model still holds "
-                              f"{self._holding()}") from e
+                raise type(e)(
+                    f"{e}; nothing was written: the model still holds {self._holding()}"
+                ) from e
             sources.update({d: (t, "store") for d, t in decoded.items()})
             return self._write(snap, changed, sources, {}, tiers)
         return self._write(snap, changed, sources, chains, tiers)
@@ -244,14 +257,15 @@ class TaskLoader:
                 for s in changed:
                     src = sources.get(s.entry.digest)
                     if src is not None:
-                        pairs.append((_bytes_of(src[0]), _bytes_of(s.tensor)))
+                        pairs.append(_as_bits(src[0], s.tensor))
                         tiers[src[1]] += s.entry.nbytes
                 copy_all(pairs, self._transfer)
                 direct = [s for s in changed if s.entry.digest not in sources]
                 self._run(lambda s: self._decode_into_slot(s, chains[s.entry.digest]), direct)
                 tiers["store"] += sum(s.entry.nbytes for s in direct)
-            self._admit_gpu([s for s in changed if sources.get(s.entry.digest, (0, ""))[1]
-                             != "gpu_cache"])
+            self._admit_gpu(
+                [s for s in changed if sources.get(s.entry.digest, (0, ""))[1] != "gpu_cache"]
+            )
         except (WeightstoreError, OSError, RuntimeError) as e:
             self._count_failure()
             raise SwapFailed(
@@ -268,7 +282,7 @@ class TaskLoader:
             host = host_empty(s.entry.dtype, s.entry.shape)
             self._decode_bytes(chain, byte_view(host))
             self._host.put(s.entry.digest, host)
-            self._transfer.copy(_bytes_of(host), _bytes_of(t))
+            self._transfer.copy(*_as_bits(host, t))
         elif t.device.type == "cpu" and t.is_contiguous():
             self._decode_bytes(chain, byte_view(t))
         elif t.device.type == "cuda" and t.is_contiguous():
@@ -276,7 +290,7 @@ class TaskLoader:
         else:
             host = host_empty(s.entry.dtype, s.entry.shape)
             self._decode_bytes(chain, byte_view(host))
-            t.copy_(host)
+            self._transfer.copy(*_as_bits(host, t))
 
     # ----------------------------------------------------------------------------- tiers
 
@@ -412,9 +426,7 @@ def _check_device(tensors: dict[str, torch.Tensor], device: torch.device) -> Non
     """Every target tensor must live on ``device``: the loader never moves the model."""
     for name, t in tensors.items():
         d = t.device
-        if d.type != device.type or (
-            device.index is not None and (d.index or 0) != device.index
-        ):
+        if d.type != device.type or (device.index is not None and (d.index or 0) != device.index):
             raise InvalidInput(
                 f"target {name!r} is on {d}, not on {device}: move the model there first "
                 "(the loader copies in place and never reallocates)"

@@ -72,7 +72,9 @@ def match(snap: Snapshot, target: Mapping[str, torch.Tensor], strict: bool) -> l
             continue
         have = f"{dtype_info(t.dtype).name}{list(t.shape)}" if _known(t.dtype) else str(t.dtype)
         if tuple(t.shape) != entry.shape or have.split("[")[0] != entry.dtype:
-            problems.append(f"{name!r}: snapshot has {entry.dtype}{list(entry.shape)}, target {have}")
+            problems.append(
+                f"{name!r}: snapshot has {entry.dtype}{list(entry.shape)}, target {have}"
+            )
             continue
         key = memory_key(t)
         tied = slots.get(key)

@@ -71,6 +71,7 @@ class Transfer:
         """``dst.copy_(src)``, on this thread's side stream when a GPU is involved."""
         copy_all([(src, dst)], self)
 
+
 def copy_all(pairs: list[tuple[torch.Tensor, torch.Tensor]], transfer: Transfer) -> None:
     """``dst.copy_(src)`` for every ``(src, dst)`` pair: host copies in turn; copies that touch
     a GPU all queued on this thread's side stream (from pinned memory they run asynchronously
