@@ -1,4 +1,4 @@
-"""What a swap cost (:class:`SwapReport`) and what the loader's tiers hold (:class:`LoaderStats`)."""
+"""What a swap cost (:class:`SwapReport`); what the tiers hold (:class:`LoaderStats`)."""
 
 from __future__ import annotations
 

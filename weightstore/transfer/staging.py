@@ -57,7 +57,7 @@ class Transfer:
             stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
         return stream
 
-    def upload(self, fill: Callable[[U8], None], nbytes: int, out: torch.Tensor) -> None:
+    def upload(self, fill: Callable[[U8], object], nbytes: int, out: torch.Tensor) -> None:
         """Have ``fill`` write ``nbytes`` into this thread's staging buffer, then copy them
         into ``out`` (a contiguous CUDA tensor of that many bytes) on this thread's stream;
         returns once the copy is done, since the buffer is reused by the next call."""
