@@ -6,6 +6,7 @@ Every store is real (SQLite or PostgreSQL index, objects in a local folder); no 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -479,3 +480,29 @@ def test_reader_restores_through_the_transfer_layer(
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda r: store.restore(r), ["base", "head"]))
     assert all(same(results[0][k], v) for k, v in tasks["base"].items())
+
+
+def test_report_swap_cli_json_and_plot(
+    store: WeightStore, tasks: dict[str, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from weightstore.cli.main import app
+
+    root = Path(store.objects.describe().removeprefix("local:")).parent
+    png = tmp_path / "swap.png"
+    argv = ["--store", str(root), "report", "swap", "base", "head", "-n", "2", "--json"]
+    result = CliRunner().invoke(app, [*argv, "--plot", str(png)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    kinds = {r["kind"] for r in out["rows"]}
+    assert {"store cold", "store warm", "host cache", "pair (host cache)"} <= kinds
+    assert {"load_file + clone", "raw copy"} <= kinds and "gpu cache" not in kinds
+    assert "CPU tiers only" in out["note"] and png.stat().st_size > 0
+    pair = next(r for r in out["rows"] if r["kind"].startswith("pair"))
+    assert pair["refs"] == "base -> head" and pair["bytes"] == 16 * 4 * 4 + 4 * 4
+    assert all(r["p50_ms"] <= r["p95_ms"] for r in out["rows"])
+    table = CliRunner().invoke(app, argv[:-1], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "host cache" in table.stdout
+    bad = CliRunner().invoke(app, [*argv[:5], "nope"], env={"COLUMNS": "200"})
+    assert bad.exit_code == 3  # an unknown ref

@@ -35,6 +35,7 @@ Chains = dict[str, list[ObjectRecord]]
 # GPU memory left free when admitting a tensor to the GPU cache: room for activations.
 _GPU_HEADROOM_FRACTION = 0.05
 _GPU_HEADROOM_MIN = 256 << 20
+_SNAPSHOTS_KEPT = 1024  # manifests remembered, so a swap costs one query to resolve its ref
 
 
 _INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -96,6 +97,7 @@ class TaskLoader:
         self._pins: dict[str, list[str]] = {}  # snapshot id -> its digests, once per pin
         self._swaps = self._failed = self._moved = 0
         self._closed = False
+        self._snaps: dict[str, Snapshot] = {}  # by id: snapshots never change, refs may
 
     # ----------------------------------------------------------------------------- public
 
@@ -110,7 +112,7 @@ class TaskLoader:
         self._check_open()
         start = time.perf_counter()
         with self._swap_lock:
-            snap = self.store.show(ref)
+            snap = self._snapshot(ref)
             slots = match(snap, target_tensors(self.model), self.strict)
             changed = [s for s in slots if self._held.get(s.key) != s.entry.digest]
             tiers = self._swap(snap, changed)
@@ -140,14 +142,14 @@ class TaskLoader:
         """Warm the caches with ``ref``'s tensors in the background; the future gives the
         snapshot (or the error that stopped it)."""
         self._check_open()
-        snap = self.store.show(ref)  # a bad ref fails here, in the caller
+        snap = self._snapshot(ref)  # a bad ref fails here, in the caller
         return self._prefetcher.submit(self._warm, snap)
 
     def pin(self, ref: str) -> Snapshot:
         """Keep ``ref``'s tensors in the caches, never evicted, and load them now. Tensors
         that do not fit next to other pinned ones stay in the store."""
         self._check_open()
-        snap = self.store.show(ref)
+        snap = self._snapshot(ref)
         digests = list({t.digest for t in snap.tensors})
         with self._state_lock:
             self._pins.setdefault(snap.id, []).extend(digests)
@@ -158,7 +160,7 @@ class TaskLoader:
 
     def unpin(self, ref: str) -> None:
         """Undo one ``pin(ref)`` (its tensors become evictable again)."""
-        snap = self.store.show(ref)
+        snap = self._snapshot(ref)
         with self._state_lock:
             held = self._pins.pop(snap.id, [])
         self._host.unpin(held)
@@ -392,6 +394,19 @@ class TaskLoader:
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first
+
+    def _snapshot(self, ref: str) -> Snapshot:
+        """The snapshot ``ref`` names now: one query to resolve it, its manifest read once."""
+        sid = self.store.resolve(ref)
+        with self._state_lock:
+            snap = self._snaps.get(sid)
+        if snap is None:
+            snap = self.store.index.get_snapshot(sid)
+            with self._state_lock:
+                if len(self._snaps) >= _SNAPSHOTS_KEPT:
+                    self._snaps.clear()
+                self._snaps[sid] = snap
+        return snap
 
     def _note_staging(self, size: int) -> None:
         with self._state_lock:
