@@ -17,6 +17,7 @@ runs; GB/s is bytes written into the target per second at the p50 (10^9 bytes).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import tempfile
 import time
@@ -192,14 +193,8 @@ def _baselines(
             path = Path(tmp) / f"{snap.id}.safetensors"
             store.export(snap.id, path)
             nbytes = sum(e.nbytes for e in snap.tensors)
-            rows.append(
-                _row(
-                    name,
-                    ref,
-                    nbytes,
-                    [_timed(lambda p=path: load(p), dev) for _ in range(iterations)],
-                )
-            )
+            times = [_timed(functools.partial(load, path), dev) for _ in range(iterations)]
+            rows.append(_row(name, ref, nbytes, times))
             path.unlink()
             rows.append(_row("raw copy", ref, nbytes, _raw_copy(nbytes, dev, iterations)))
     return rows
