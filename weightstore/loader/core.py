@@ -25,7 +25,7 @@ from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
 from weightstore.loader.budget import parse_bytes
 from weightstore.loader.cache import TierCache, nbytes
 from weightstore.loader.report import LoaderStats, SwapReport
-from weightstore.loader.target import Slot, Weights, match, target_tensors
+from weightstore.loader.target import MemoryKey, Slot, Weights, match, target_tensors
 from weightstore.store import WeightStore
 from weightstore.tensors import byte_view
 from weightstore.transfer import Transfer, copy_all, host_empty
@@ -92,7 +92,7 @@ class TaskLoader:
         self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
         self._swap_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._held: dict[object, str] = {}  # target memory -> digest of the bytes it holds
+        self._held: dict[MemoryKey, str] = {}  # target memory -> digest of the bytes it holds
         self._active: Snapshot | None = None
         self._pins: dict[str, list[str]] = {}  # snapshot id -> its digests, once per pin
         self._swaps = self._failed = self._moved = 0
