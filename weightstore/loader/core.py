@@ -87,8 +87,8 @@ class TaskLoader:
         self._staging_peak = 0
         self._verify = store.settings.verify_reads
         self._transfer = Transfer()
-        workers = threads or store.settings.worker_count()
-        self._decoders = ThreadPoolExecutor(workers, "weightstore-loader")
+        self._workers = threads or store.settings.worker_count()
+        self._decoders = ThreadPoolExecutor(self._workers, "weightstore-loader")
         self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
         self._swap_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -261,7 +261,7 @@ class TaskLoader:
                     if src is not None:
                         pairs.append(_as_bits(src[0], s.tensor))
                         tiers[src[1]] += s.entry.nbytes
-                copy_all(pairs, self._transfer)
+                copy_all(pairs, self._transfer, self._decoders, self._workers)
                 direct = [s for s in changed if s.entry.digest not in sources]
                 self._run(lambda s: self._decode_into_slot(s, chains[s.entry.digest]), direct)
                 tiers["store"] += sum(s.entry.nbytes for s in direct)
