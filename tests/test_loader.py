@@ -496,3 +496,6 @@ def test_report_swap_cli_json_and_plot(
     assert table.exit_code == 0 and "host cache" in table.stdout
     bad = CliRunner().invoke(app, [*argv[:5], "nope"], env={"COLUMNS": "200"})
     assert bad.exit_code == 3  # an unknown ref
+    if not torch.cuda.is_available():
+        no_gpu = CliRunner().invoke(app, [*argv, "--device", "cuda"], env={"COLUMNS": "200"})
+        assert no_gpu.exit_code == 2 and "CUDA is not available" in no_gpu.output

@@ -268,7 +268,7 @@ class TaskLoader:
             self._admit_gpu(
                 [s for s in changed if sources.get(s.entry.digest, (0, ""))[1] != "gpu_cache"]
             )
-        except (WeightstoreError, OSError, RuntimeError) as e:
+        except Exception as e:  # whatever stopped it, the model now holds a mix
             self._count_failure()
             raise SwapFailed(
                 f"swap to {snap.task} ({snap.short_id}) failed after writing began: {e}; the "
