@@ -49,11 +49,16 @@ def log(msg: str) -> None:
 
 
 def minilm(cache: Path, quick: bool, dtype: torch.dtype) -> dict[str, SD]:
+    """``base``: the shipped backbone with the fine-tune's classifier (the shipped file has
+    none), so that ``base`` and ``head`` are two tasks on one frozen backbone."""
     _finetune.ensure_workloads(cache, quick)
+    base = _finetune.load_workload(cache, quick, "base", dtype)
+    ft = _finetune.load_workload(cache, quick, "ft", dtype)
+    base.update({k: v.clone() for k, v in ft.items() if k.startswith("classifier.")})
     return {
-        "base": _finetune.load_workload(cache, quick, "base", dtype),
+        "base": base,
         "head": _finetune.load_workload(cache, quick, "frozen_head", dtype),
-        "ft": _finetune.load_workload(cache, quick, "ft", dtype),
+        "ft": ft,
     }
 
 
