@@ -49,6 +49,7 @@ class SwapTiming:
     iterations: int
     p50_ms: float
     p95_ms: float
+    min_ms: float  # the best run: what the code can do when the machine lets it
 
     @property
     def gb_per_s(self) -> float:
@@ -66,7 +67,9 @@ def percentile(times: list[float], q: float) -> float:
 
 def _row(kind: str, refs: str, nbytes: int, times: list[float]) -> SwapTiming:
     ms = [t * 1e3 for t in times]
-    return SwapTiming(kind, refs, nbytes, len(ms), percentile(ms, 0.5), percentile(ms, 0.95))
+    return SwapTiming(
+        kind, refs, nbytes, len(ms), percentile(ms, 0.5), percentile(ms, 0.95), min(ms)
+    )
 
 
 def _sync(device: torch.device) -> None:
