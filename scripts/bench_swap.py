@@ -88,7 +88,9 @@ def figures(result: dict[str, Any], sds: dict[str, SD]) -> dict[str, Any]:
         "host_cache_full_swap_ms": host["p50_ms"],
         "host_cache_gb_per_s": host["gb_per_s"],
         "host_cache_vs_raw_copy": host["gb_per_s"] / raw["gb_per_s"],
+        "host_cache_vs_raw_copy_best": raw["min_ms"] / host["min_ms"],
         "frozen_backbone_swap_ms": frozen["p50_ms"],
+        "frozen_backbone_swap_best_ms": frozen["min_ms"],
         "frozen_backbone_bytes": frozen["bytes"],
         "frozen_backbone_budget_ms": 2.0 + frozen["bytes"] / bandwidth * 1e3,
         "fine_tune_swap_ms": full["p50_ms"],
@@ -126,8 +128,9 @@ def run_one(
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
+    print("\np50 of --iterations runs; GB/s of bytes written into the model\n")
     print(
-        "\n| model | dtype | MB | raw copy GB/s | host-cache swap GB/s (x raw) | frozen-backbone "
+        "| model | dtype | MB | raw copy GB/s | host-cache swap GB/s (x raw) | frozen-backbone "
         "swap ms (target) | fine-tune swap ms | store warm ms (x load_file) | load_file ms |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
@@ -136,7 +139,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(
             f"| {r['model']} | {r['dtype']} | {f['model_bytes'] / 1e6:.1f} | "
             f"{f['raw_copy_gb_per_s']:.1f} | {f['host_cache_gb_per_s']:.1f} "
-            f"({f['host_cache_vs_raw_copy']:.2f}x) | {f['frozen_backbone_swap_ms']:.2f} "
+            f"({f['host_cache_vs_raw_copy']:.2f}x; best runs "
+            f"{f['host_cache_vs_raw_copy_best']:.2f}x) | {f['frozen_backbone_swap_ms']:.2f} "
             f"(< {f['frozen_backbone_budget_ms']:.2f}) | {f['fine_tune_swap_ms']:.1f} | "
             f"{f['store_warm_ms']:.1f} ({f['store_warm_vs_load_file']:.2f}x) | "
             f"{f['load_file_ms']:.1f} |"
