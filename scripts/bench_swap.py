@@ -171,7 +171,8 @@ def main() -> None:
             )
         if args.synthetic_mb > 0:
             sds = synthetic(args.synthetic_mb, dtype)
-            label = f"synthetic {args.synthetic_mb} MB"
+            size = sum(v.numel() * v.element_size() for v in sds["base"].values())
+            label = f"synthetic {size / 1e6:.0f} MB"  # whole layers: at least one
             results.append(run_one(label, dtype_name, sds, args.device, args.iterations))
     print_table(results)
     if args.json:
