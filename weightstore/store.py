@@ -444,12 +444,17 @@ class WeightStore:
         self.index.delete_snapshot(snap.id)
         return snap
 
-    def prune(self, task: str, *, keep_last: int, keep_tagged: bool = True) -> list[Snapshot]:
+    def prune(
+        self, task: str, *, keep_last: int, keep_tagged: bool = True, dry_run: bool = False
+    ) -> list[Snapshot]:
         """Delete all but the newest ``keep_last`` snapshots of ``task`` (tagged ones are kept
-        unless ``keep_tagged`` is False); return the deleted snapshots."""
+        unless ``keep_tagged`` is False); return the deleted snapshots (with ``dry_run``, those
+        it would delete, deleting nothing)."""
         if keep_last < 0:
             raise InvalidInput("keep_last must be >= 0")
         doomed = [s for s in self.log(task)[keep_last:] if not (keep_tagged and s.tags)]
+        if dry_run:
+            return doomed
         for s in doomed:
             self.index.delete_snapshot(s.id)
         return doomed

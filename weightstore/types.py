@@ -32,10 +32,55 @@ class Snapshot:
     tags: tuple[str, ...]
     logical_bytes: int
     tensors: tuple[TensorEntry, ...] = field(repr=False)
+    # Stored bytes of the objects this snapshot was the first to need (directly or as delta
+    # bases), as the storage report attributes them: what it cost the store when it was saved.
+    added_bytes: int = 0
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """A snapshot as listings show it: everything but the tensor list (its length instead), so
+    that listing many snapshots reads no tensor rows."""
+
+    id: str
+    task: str
+    step: int | None
+    parent: str | None
+    created_at: datetime
+    message: str
+    metadata: dict[str, Any]
+    tags: tuple[str, ...]
+    logical_bytes: int
+    tensor_count: int
+    added_bytes: int
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One task: how many snapshots it has and its newest (None when it has none)."""
+
+    task: str
+    snapshots: int
+    latest: SnapshotSummary | None
+
+
+@dataclass(frozen=True)
+class DeletionEffect:
+    """What deleting a snapshot would let gc free: objects only it needs, and those it alone
+    references that other snapshots' deltas still need as bases (they stay)."""
+
+    frees_objects: int
+    frees_bytes: int
+    kept_as_bases: int
+    kept_as_bases_bytes: int
 
 
 @dataclass(frozen=True)

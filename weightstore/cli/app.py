@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from weightstore.catalog import Catalog
 from weightstore.errors import InvalidInput, WeightstoreError
-from weightstore.store import WeightStore
+
+if TYPE_CHECKING:  # imported when a command opens the store: it brings torch and the codec
+    from weightstore.store import WeightStore
 
 EXIT_INTERRUPTED = 130
 
@@ -65,21 +68,36 @@ class State:
     path: str  # as given: a folder, or a URL that open() refuses by name
     index_url: str | None
     _store: WeightStore | None = field(default=None, repr=False)
+    _catalog: Catalog | None = field(default=None, repr=False)
 
     def store(self, *, create: bool = False, read_only: bool = False) -> WeightStore:
         """The store at ``path``; without ``create`` a missing store is an error, so a typo
         in ``--store`` does not leave an empty store behind. ``read_only``: for commands that
         only read, which then work on read-only media and write nothing."""
         if self._store is None:
+            from weightstore.store import WeightStore
+
             self._store = WeightStore.open(
                 self.path, index_url=self.index_url, create=create, read_only=read_only
             )
         return self._store
 
+    def catalog(self) -> Catalog:
+        """A read-only view of the store's index for listing commands: opens in a fraction of
+        a second, without torch (see :mod:`weightstore.catalog`)."""
+        if self._catalog is None:
+            self._catalog = Catalog.open(self.path, index_url=self.index_url)
+        return self._catalog
+
     def close(self) -> None:
         store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        catalog, self._catalog = self._catalog, None
+        try:
+            if store is not None:
+                store.close()
+        finally:
+            if catalog is not None:
+                catalog.close()
 
 
 def state(ctx: typer.Context) -> State:

@@ -25,6 +25,7 @@ from weightstore.cli.app import (
 )
 from weightstore.cli.progress import ByteProgress, estimate_bytes
 from weightstore.cli.render import (
+    deletion_text,
     diff_json,
     diff_summary,
     diff_table,
@@ -39,14 +40,14 @@ from weightstore.cli.render import (
     snapshot_table,
     stats_json,
     storage_table,
-    task_summaries,
+    summary_of,
+    tasks_json,
     tasks_table,
     tensor_table,
     verify_json,
     verify_table,
 )
 from weightstore.errors import CorruptObject
-from weightstore.store import WeightStore
 
 REFS_HELP = (
     "A REF names a snapshot: TASK (its latest), TASK@STEP, TASK:TAG, or a unique prefix of a "
@@ -195,7 +196,6 @@ def save(
     """
     metadata = parse_meta(meta or [])
     store = state(ctx).store()
-    before = store.stats().total.stored_bytes
     with ByteProgress(f"saving {task}", estimate_bytes(file)) as bar:
         snap = store.import_file(
             task,
@@ -207,9 +207,8 @@ def save(
             message=message,
             progress=bar,
         )
-    added = store.stats().total.stored_bytes - before
     if json_out:
-        _emit_json({**snapshot_json(snap), "added_bytes": added})
+        _emit_json(snapshot_json(snap))
         return
     stdout().print(
         result_table(
@@ -220,7 +219,7 @@ def save(
                 ("tags", ", ".join(snap.tags) or "-"),
                 ("tensors", str(len(snap.tensors))),
                 ("size", human_bytes(snap.logical_bytes)),
-                ("added to storage", human_bytes(added)),
+                ("added to storage", human_bytes(snap.added_bytes)),
             ]
         )
     )
@@ -297,11 +296,10 @@ def rm(ctx: typer.Context, ref: RefArg, yes: YesFlag = False) -> None:
     store = state(ctx).store()
     snap = store.show(ref)
     tags = f", tags {', '.join(snap.tags)}" if snap.tags else ""
+    effect = store.index.deletion_effect(snap.id)
     confirm(f"Delete snapshot {snap.short_id} ({ref_text(snap)}{tags})?", yes=yes)
     store.delete(snap.id)
-    stdout().print(
-        f"deleted {snap.short_id} ({ref_text(snap)}); run `weightstore gc` to free its objects"
-    )
+    stdout().print(f"deleted {snap.short_id} ({ref_text(snap)}); {deletion_text(effect)}")
 
 
 @app.command()
@@ -322,24 +320,32 @@ def prune(
     Example: weightstore prune sentiment --keep-last 5 --yes
     """
     store = state(ctx).store()
-    count = len(store.log(task))
-    if count > keep_last:
-        kept = "" if include_tagged else " and every tagged one"
+    plan = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged, dry_run=True)
+    if plan:
+        count = len(state(ctx).catalog().log(task))
+        tagged = "" if include_tagged else " and the tagged ones"
         confirm(
-            f"Delete up to {count - keep_last} of the {count} snapshots of {task}, keeping "
-            f"the newest {keep_last}{kept}?",
+            f"Delete {len(plan)} of the {count} snapshots of {task} "
+            f"({', '.join(s.short_id for s in plan[:5])}{', ...' if len(plan) > 5 else ''}), "
+            f"keeping the newest {keep_last}{tagged}?",
             yes=yes,
         )
-    deleted = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged)
+        deleted = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged)
+    else:
+        deleted = []
     if json_out:
         _emit_json({"deleted": [snapshot_json(s) for s in deleted]})
         return
+    out = stdout()
     if deleted:
-        stdout().print(log_table(deleted, title="deleted"))
-    stdout().print(
-        f"deleted {len(deleted)} snapshot(s) of {task}"
-        + ("; run `weightstore gc` to free their objects" if deleted else "")
-    )
+        out.print(log_table([summary_of(s) for s in deleted], width=out.width, title="deleted"))
+        out.print(
+            f"deleted {len(deleted)} snapshot(s) of {task}; run `weightstore gc` to free "
+            "the objects no other snapshot needs"
+        )
+    else:
+        kept = "" if include_tagged else " (tagged snapshots are kept: --include-tagged)"
+        out.print(f"nothing to delete: {task} keeps its newest {keep_last} snapshot(s){kept}")
 
 
 @app.command()
@@ -393,14 +399,15 @@ def log(
 
     Example: weightstore log sentiment -n 20
     """
-    snaps = state(ctx).store(read_only=True).log(task)[:max_count]
+    snaps = state(ctx).catalog().log(task, limit=max_count)
     if json_out:
         _emit_json([snapshot_json(s) for s in snaps])
         return
+    out = stdout()
     if not snaps:
-        stdout().print("no snapshots")
+        out.print("no snapshots")
         return
-    stdout().print(log_table(snaps))
+    out.print(log_table(snaps, width=out.width))
 
 
 @app.command()
@@ -409,7 +416,7 @@ def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
 
     Example: weightstore show sentiment:best
     """
-    snap = state(ctx).store(read_only=True).show(ref)
+    snap = state(ctx).catalog().show(ref)
     if json_out:
         _emit_json(snapshot_json(snap, tensors=True))
         return
@@ -497,15 +504,15 @@ def tasks(ctx: typer.Context, json_out: JsonFlag = False) -> None:
 
     Example: weightstore tasks --json
     """
-    store = state(ctx).store(read_only=True)
-    rows = task_summaries(store.tasks(), store.log())
+    rows = state(ctx).catalog().tasks()
     if json_out:
-        _emit_json(rows)
+        _emit_json(tasks_json(rows))
         return
+    out = stdout()
     if not rows:
-        stdout().print("no tasks")
+        out.print("no tasks")
         return
-    stdout().print(tasks_table(rows))
+    out.print(tasks_table(rows, width=out.width))
 
 
 @report_app.command("storage")
@@ -531,7 +538,8 @@ def report_storage(
     if json_out:
         _emit_json(stats_json(stats))
     else:
-        stdout().print(storage_table(stats))
+        out = stdout()
+        out.print(storage_table(stats, width=out.width))
     if plot is not None:
         from weightstore.cli.plot import plot_storage
 
@@ -574,6 +582,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     Example: weightstore --store runs/store db upgrade
     """
+    from weightstore.store import WeightStore
+
     st = state(ctx)
     old, new = WeightStore.upgrade_schema(st.path, index_url=st.index_url)
     if old == new:
@@ -588,6 +598,8 @@ def db_current(ctx: typer.Context) -> None:
 
     Example: weightstore --store runs/store db current
     """
+    from weightstore.store import WeightStore
+
     st = state(ctx)
     current, head = WeightStore.schema_revision(st.path, index_url=st.index_url)
     note = "up to date" if current == head else "run `weightstore db upgrade`"

@@ -14,15 +14,27 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from weightstore.cli.columns import Column, fitted_table
 from weightstore.types import (
+    DeletionEffect,
     Diff,
     GcResult,
     Snapshot,
+    SnapshotSummary,
     StoreStats,
+    TaskSummary,
     TensorEntry,
     UsageRow,
     VerifyResult,
 )
+
+# What the encoding names in reports mean (objects are chosen per tensor, smallest wins).
+ENCODINGS = {
+    "plain": "bytes grouped by significance, zstd-compressed",
+    "delta": "XOR against a base object, grouped, compressed",
+    "sub": "float difference (in ULPs) against a base object, grouped, compressed",
+    "raw": "kept as is: compression did not pay",
+}
 
 SHORT = 12
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -61,7 +73,7 @@ def shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def ref_text(snap: Snapshot) -> str:
+def ref_text(snap: Snapshot | SnapshotSummary) -> str:
     """``task@step`` when the snapshot has a step, else ``task``."""
     return snap.task if snap.step is None else f"{snap.task}@{snap.step}"
 
@@ -83,7 +95,25 @@ def tensor_json(t: TensorEntry) -> dict[str, Any]:
     }
 
 
-def snapshot_json(s: Snapshot, *, tensors: bool = False) -> dict[str, Any]:
+def summary_of(s: Snapshot) -> SnapshotSummary:
+    """The listing form of a full snapshot."""
+    return SnapshotSummary(
+        id=s.id,
+        task=s.task,
+        step=s.step,
+        parent=s.parent,
+        created_at=s.created_at,
+        message=s.message,
+        metadata=s.metadata,
+        tags=s.tags,
+        logical_bytes=s.logical_bytes,
+        tensor_count=len(s.tensors),
+        added_bytes=s.added_bytes,
+    )
+
+
+def snapshot_json(s: Snapshot | SnapshotSummary, *, tensors: bool = False) -> dict[str, Any]:
+    count = s.tensor_count if isinstance(s, SnapshotSummary) else len(s.tensors)
     out: dict[str, Any] = {
         "id": s.id,
         "short_id": s.short_id,
@@ -94,10 +124,11 @@ def snapshot_json(s: Snapshot, *, tensors: bool = False) -> dict[str, Any]:
         "message": s.message,
         "metadata": s.metadata,
         "tags": list(s.tags),
-        "tensor_count": len(s.tensors),
+        "tensor_count": count,
         "logical_bytes": s.logical_bytes,
+        "added_bytes": s.added_bytes,
     }
-    if tensors:
+    if tensors and isinstance(s, Snapshot):
         out["tensors"] = [tensor_json(t) for t in s.tensors]
     return out
 
@@ -188,18 +219,34 @@ def stats_json(s: StoreStats) -> dict[str, Any]:
     }
 
 
-def task_summaries(tasks: Iterable[str], snapshots: Iterable[Snapshot]) -> list[dict[str, Any]]:
-    """Per task: snapshot count and its latest snapshot (``snapshots`` newest first, as
-    ``store.log()`` returns them); tasks without snapshots are listed with a count of 0."""
-    rows: dict[str, dict[str, Any]] = {
-        t: {"task": t, "snapshots": 0, "latest": None} for t in tasks
-    }
-    for s in snapshots:
-        row = rows.setdefault(s.task, {"task": s.task, "snapshots": 0, "latest": None})
-        row["snapshots"] += 1
-        if row["latest"] is None:
-            row["latest"] = snapshot_json(s)
-    return [rows[t] for t in sorted(rows)]
+def tasks_json(tasks: Iterable[TaskSummary]) -> list[dict[str, Any]]:
+    """Per task: snapshot count and its latest snapshot (None for a task without any)."""
+    return [
+        {
+            "task": t.task,
+            "snapshots": t.snapshots,
+            "latest": None if t.latest is None else snapshot_json(t.latest),
+        }
+        for t in tasks
+    ]
+
+
+def deletion_text(effect: DeletionEffect) -> str:
+    """What gc can free after a delete, and why it may be nothing."""
+    if effect.frees_objects:
+        text = (
+            f"`weightstore gc` can then free {effect.frees_objects} object(s), "
+            f"{human_bytes(effect.frees_bytes)}"
+        )
+    else:
+        text = "this frees no storage: every object it uses is needed by another snapshot"
+    if effect.kept_as_bases:
+        text += (
+            f"; {effect.kept_as_bases} object(s) only it referenced "
+            f"({human_bytes(effect.kept_as_bases_bytes)}) stay, as later snapshots are stored "
+            "as deltas against them"
+        )
+    return text
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -212,28 +259,28 @@ def _kv_table() -> Table:
     return table
 
 
-def log_table(snaps: Sequence[Snapshot], title: str | None = None) -> Table:
-    table = Table(title=title, show_lines=False)
-    table.add_column("id", style="yellow", no_wrap=True)
-    table.add_column("task", style="cyan")
-    table.add_column("step", justify="right")
-    table.add_column("tags", style="green")
-    table.add_column("created", no_wrap=True)
-    table.add_column("tensors", justify="right")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("message", overflow="ellipsis", no_wrap=True, max_width=40)
-    for s in snaps:
-        table.add_row(
-            s.short_id,
-            s.task,
-            "" if s.step is None else str(s.step),
-            ", ".join(s.tags),
-            local_time(s.created_at),
-            str(len(s.tensors)),
-            human_bytes(s.logical_bytes),
-            Text(truncate(s.message, 40)),
-        )
-    return table
+def log_table(
+    snaps: Sequence[SnapshotSummary], *, width: int = 160, title: str | None = None
+) -> Table:
+    """Snapshots as rows; at ``width`` columns the id, task, step and tags always show, then
+    as many of added, created, size, tensors and message as fit."""
+    cols = [
+        Column("id", [s.short_id for s in snaps], style="yellow"),
+        Column("task", [Text(s.task) for s in snaps], style="cyan"),
+        Column("step", ["" if s.step is None else str(s.step) for s in snaps], justify="right"),
+        Column("tags", [Text(", ".join(s.tags)) for s in snaps], style="green"),
+        Column("created", [local_time(s.created_at) for s in snaps], priority=2),
+        Column("tensors", [str(s.tensor_count) for s in snaps], priority=4, justify="right"),
+        Column("size", [human_bytes(s.logical_bytes) for s in snaps], priority=3, justify="right"),
+        Column(
+            "added", [human_bytes(s.added_bytes) for s in snaps], priority=1, justify="right"
+        ),
+        Column(
+            "message", [Text(truncate(s.message, 40)) for s in snaps], priority=5, shrink_to=12
+        ),
+    ]
+    caption = "added: bytes the snapshot added to the store; size: its full (logical) size"
+    return fitted_table(cols, width, title=title, caption=caption if snaps else None)
 
 
 def snapshot_table(s: Snapshot) -> Table:
@@ -246,6 +293,10 @@ def snapshot_table(s: Snapshot) -> Table:
     table.add_row("created", local_time(s.created_at, seconds=True))
     table.add_row("tensors", str(len(s.tensors)))
     table.add_row("size", f"{human_bytes(s.logical_bytes)} ({s.logical_bytes} bytes)")
+    table.add_row(
+        "added",
+        f"{human_bytes(s.added_bytes)}: stored bytes of the objects it was the first to use",
+    )
     if s.message:
         table.add_row("message", Text(s.message))
     return table
@@ -344,64 +395,73 @@ def verify_table(r: VerifyResult) -> Table:
     return table
 
 
-def tasks_table(rows: Sequence[dict[str, Any]]) -> Table:
-    table = Table()
-    table.add_column("task", style="cyan")
-    table.add_column("snapshots", justify="right")
-    table.add_column("latest", style="yellow", no_wrap=True)
-    table.add_column("latest step", justify="right")
-    table.add_column("latest tags", style="green")
-    table.add_column("latest created", no_wrap=True)
-    for row in rows:
-        latest = row["latest"]
-        if latest is None:
-            table.add_row(row["task"], "0", "-", "-", "-", "-")
-            continue
-        table.add_row(
-            row["task"],
-            str(row["snapshots"]),
-            latest["short_id"],
-            "-" if latest["step"] is None else str(latest["step"]),
-            ", ".join(latest["tags"]) or "-",
-            local_time(datetime.fromisoformat(latest["created_at"])),
-        )
-    return table
+def tasks_table(tasks: Sequence[TaskSummary], *, width: int = 160) -> Table:
+    latest = [t.latest for t in tasks]
+    cols = [
+        Column("task", [Text(t.task) for t in tasks], style="cyan"),
+        Column("snapshots", [str(t.snapshots) for t in tasks], justify="right"),
+        Column("latest", [s.short_id if s else "-" for s in latest], priority=1, style="yellow"),
+        Column(
+            "latest step",
+            ["-" if s is None or s.step is None else str(s.step) for s in latest],
+            priority=2,
+            justify="right",
+        ),
+        Column(
+            "latest tags",
+            [Text(", ".join(s.tags) or "-") if s else "-" for s in latest],
+            priority=3,
+            style="green",
+        ),
+        Column(
+            "latest created", [local_time(s.created_at) if s else "-" for s in latest], priority=4
+        ),
+    ]
+    return fitted_table(cols, width)
 
 
-def storage_table(s: StoreStats) -> Table:
-    objects = ", ".join(f"{n} {enc}" for enc, n in sorted(s.objects_by_encoding.items()))
-    table = Table(
-        title="storage",
-        caption=f"{s.objects} objects" + (f" ({objects})" if objects else ""),
-        title_justify="left",
-    )
-    table.add_column("task", style="cyan")
-    for name in (
-        "snapshots",
-        "logical",
-        "stored",
-        "ratio",
-        "dedup saved",
-        "delta saved",
-        "compression saved",
-    ):
-        table.add_column(name, justify="right", no_wrap=True)
+def storage_table(s: StoreStats, *, width: int = 160) -> Table:
+    """Per task and in total. Savings show as 0 where an encoding cost a few bytes more than
+    the raw tensor (frame headers on incompressible data); the caption names that overhead
+    and what each encoding means."""
     rows: list[UsageRow] = [*s.tasks, s.total]
-    for row in rows:
-        is_total = row.task is None
-        table.add_row(
-            "total" if is_total else row.task,
-            str(row.snapshots),
-            human_bytes(row.logical_bytes),
-            human_bytes(row.stored_bytes),
-            f"{ratio(row):.4f}",
-            human_bytes(row.saved_by_dedup),
-            human_bytes(row.saved_by_delta),
-            human_bytes(row.saved_by_compression),
-            style="bold" if is_total else None,
-            end_section=row is s.tasks[-1] if s.tasks else False,
-        )
-    return table
+    overhead = -min(0, s.total.saved_by_compression)
+
+    def saved(values: list[int]) -> list[str | Text]:
+        return [human_bytes(max(0, v)) for v in values]
+
+    cols = [
+        Column("task", [Text("total" if r.task is None else r.task) for r in rows], style="cyan"),
+        Column("logical", [human_bytes(r.logical_bytes) for r in rows], justify="right"),
+        Column("stored", [human_bytes(r.stored_bytes) for r in rows], justify="right"),
+        Column("ratio", [f"{ratio(r):.4f}" for r in rows], priority=1, justify="right"),
+        Column("snapshots", [str(r.snapshots) for r in rows], priority=2, justify="right"),
+        Column(
+            "delta saved", saved([r.saved_by_delta for r in rows]), priority=3, justify="right"
+        ),
+        Column(
+            "dedup saved", saved([r.saved_by_dedup for r in rows]), priority=4, justify="right"
+        ),
+        Column(
+            "compression saved",
+            saved([r.saved_by_compression for r in rows]),
+            priority=5,
+            justify="right",
+        ),
+    ]
+    objects = ", ".join(f"{n} {enc}" for enc, n in sorted(s.objects_by_encoding.items()))
+    lines = [f"{s.objects} objects" + (f" ({objects})" if objects else "")]
+    lines += [f"{e}: {ENCODINGS[e]}" for e in sorted(s.objects_by_encoding) if e in ENCODINGS]
+    if overhead:
+        lines.append(f"{human_bytes(overhead)} of frame headers where compression did not pay")
+    return fitted_table(
+        cols,
+        width,
+        title="storage",
+        caption="\n".join(lines),
+        row_styles=[None] * len(s.tasks) + ["bold"],
+        end_sections=[i == len(s.tasks) - 1 for i in range(len(rows))],
+    )
 
 
 def result_table(pairs: Iterable[tuple[str, str]]) -> Table:

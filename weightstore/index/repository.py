@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ from weightstore.errors import (
     StorageError,
 )
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
+from weightstore.index.listing import ListingQueries
 from weightstore.index.meta import MetaQueries
 from weightstore.index.models import (
     LockRow,
@@ -76,7 +78,7 @@ class SnapshotUsageRow:
     tensors: tuple[tuple[str, int], ...]
 
 
-class Index(MetaQueries):
+class Index(MetaQueries, ListingQueries):
     """Metadata of tasks, snapshots, objects, tags and locks in a SQL database.
 
     Every public method runs in its own transaction. Datetimes going in must be tz-aware; all
@@ -355,7 +357,15 @@ class Index(MetaQueries):
             found = _load_snapshots(conn, SnapshotRow.id == snapshot_id)
         if not found:
             raise RefNotFound(f"no snapshot {snapshot_id[:12]} in the index")
-        return found[0]
+        added = self.added_bytes([snapshot_id])[snapshot_id]
+        return dataclasses.replace(found[0], added_bytes=added)
+
+    def _require_task(self, conn: Connection, task: str) -> int:
+        """The id of ``task``; RefNotFound naming the tasks there are when it does not exist."""
+        task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
+        if task_id is None:
+            raise RefNotFound(f"no task {task!r}; {_tasks_hint(conn)}")
+        return task_id
 
     def list_snapshots(self, task: str | None = None) -> list[Snapshot]:
         """All snapshots, or those of ``task``, newest first (RefNotFound for an unknown task)."""

@@ -6,18 +6,20 @@ import importlib.resources
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from weightstore.errors import SchemaOutdated, StorageError
 from weightstore.index.engine import READ_ONLY_OPTION
 from weightstore.index.models import WEIGHTSTORE_TABLES
+
+# Alembic is imported where a migration or a mismatch needs it, not at start-up: opening an
+# index that is already at HEAD (every command of the CLI) does without it.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 HEAD = "0002"
 """The schema revision this version of weightstore reads and writes."""
@@ -43,6 +45,8 @@ def alembic_config(
     connection: Connection | None = None, *, script_location: str | None = None
 ) -> Config:
     """An Alembic ``Config`` built in code (no alembic.ini); ``connection`` is used by env.py."""
+    from alembic.config import Config
+
     config = Config()
     # Config options go through ConfigParser interpolation, where "%" is special.
     config.set_main_option(
@@ -60,12 +64,14 @@ def current_revision(engine: Engine) -> str | None:
         engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
         conn.begin(),
     ):
-        return MigrationContext.configure(conn).get_current_revision()
+        return _revision(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head", *, script_location: str | None = None) -> None:
     """Migrate the database to ``revision`` in one transaction (DDL is transactional on both
     SQLite and PostgreSQL, so a failed migration leaves the schema as it was)."""
+    from alembic import command
+
     with _db_errors(engine), engine.begin() as conn:
         _lock_schema(conn)
         command.upgrade(alembic_config(conn, script_location=script_location), revision)
@@ -78,6 +84,16 @@ def ensure_schema(engine: Engine, *, create: bool, script_location: str | None =
     raises :class:`SchemaOutdated` saying which side needs upgrading. ``script_location`` is for
     tests that exercise an alternative migration history.
     """
+    if script_location is None:
+        with (
+            _db_errors(engine),
+            engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
+            conn.begin(),
+        ):
+            if _revision(conn) == HEAD:
+                return  # the common case, decided without loading the migration scripts
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(script_location=script_location))
     head = script.get_current_head()
     assert head is not None, "the migrations folder has no revisions"
@@ -98,6 +114,8 @@ def _ensure(
             # Another process may have created the schema since we looked.
             has_tables, revision = _state(conn)
             if not has_tables and revision is None:
+                from alembic import command
+
                 command.upgrade(alembic_config(conn, script_location=script_location), head)
                 return
         if revision == head:
@@ -116,8 +134,18 @@ def _db_errors(engine: Engine) -> Iterator[None]:
 
 def _state(conn: Connection) -> tuple[bool, str | None]:
     tables = set(inspect(conn).get_table_names())
-    revision = MigrationContext.configure(conn).get_current_revision()
-    return bool(tables & WEIGHTSTORE_TABLES), revision
+    return bool(tables & WEIGHTSTORE_TABLES), _revision(conn)
+
+
+def _revision(conn: Connection) -> str | None:
+    """The revision in ``alembic_version``, read as Alembic's MigrationContext reads it."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = list(conn.scalars(text("SELECT version_num FROM alembic_version")))
+    if len(rows) > 1:
+        # Several heads: a branched history, which weightstore never writes.
+        return ",".join(sorted(rows))
+    return rows[0] if rows else None
 
 
 def _lock_schema(conn: Connection) -> None:
@@ -141,6 +169,8 @@ def _raise_mismatch(
             f"or was changed by hand: restore it from a backup, or, if you are sure it matches "
             f"revision {head}, record that with `alembic stamp {head}`"
         )
+    from alembic.util import CommandError
+
     try:
         known = script.get_revision(revision) is not None
     except CommandError:

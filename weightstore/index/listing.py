@@ -1,0 +1,223 @@
+"""Index queries for listings: snapshot summaries without tensor rows, tasks, costs.
+
+Listing commands (``log -n N``, ``tasks``) read only the rows they show: the page of snapshot
+rows, a count of their tensors, their tags and what they added to the store; never every
+tensor row of every snapshot. Their cost is flat in the number of snapshots in the index.
+
+What a snapshot *added* is the stored size of the objects it references that no snapshot
+committed before it references (each object counted once per snapshot). It is what saving it
+cost the store; after an earlier snapshot is deleted, its objects count for the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, or_, select
+
+from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
+from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
+
+_CHUNK = 500
+
+
+class ListingQueries:
+    """Mixed into :class:`~weightstore.index.Index`, which provides transactions and task
+    lookups (with their "did you mean" hints)."""
+
+    def _read(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def _require_task(self, conn: Connection, task: str) -> int:
+        raise NotImplementedError
+
+    def snapshots_for_digests(self, digests: Collection[str]) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def list_summaries(
+        self, task: str | None = None, *, limit: int | None = None
+    ) -> list[SnapshotSummary]:
+        """Snapshots newest first, of ``task`` or of all, at most ``limit`` of them, without
+        their tensors (RefNotFound for an unknown task)."""
+        with self._read() as conn:
+            condition = (
+                None if task is None else SnapshotRow.task_id == self._require_task(conn, task)
+            )
+            return _summaries(conn, condition, limit)
+
+    def summaries_by_id(self, ids: Sequence[str]) -> dict[str, SnapshotSummary]:
+        """The summaries of those ``ids`` that exist."""
+        out: dict[str, SnapshotSummary] = {}
+        with self._read() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                out.update((s.id, s) for s in _summaries(conn, SnapshotRow.id.in_(chunk), None))
+        return out
+
+    def task_summaries(self) -> list[TaskSummary]:
+        """Every task, sorted by name, with its snapshot count and newest snapshot."""
+        count = (
+            select(func.count())
+            .select_from(SnapshotRow)
+            .where(SnapshotRow.task_id == TaskRow.id)
+            .scalar_subquery()
+        )
+        latest = (
+            select(SnapshotRow.id)
+            .where(SnapshotRow.task_id == TaskRow.id)
+            .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        with self._read() as conn:
+            rows = conn.execute(
+                select(TaskRow.name, count.label("n"), latest.label("latest")).order_by(
+                    TaskRow.name
+                )
+            ).all()
+        found = self.summaries_by_id([r.latest for r in rows if r.latest is not None])
+        return [
+            TaskSummary(r.name, r.n, found.get(r.latest) if r.latest is not None else None)
+            for r in rows
+        ]
+
+    def added_bytes(self, snapshot_ids: Collection[str]) -> dict[str, int]:
+        """Per snapshot, the stored bytes of the objects it was the first to reference."""
+        out = dict.fromkeys(snapshot_ids, 0)
+        with self._read() as conn:
+            for start in range(0, len(out), _CHUNK):
+                out.update(_added(conn, list(out)[start : start + _CHUNK]))
+        return out
+
+    def deletion_effect(self, snapshot_id: str) -> DeletionEffect:
+        """What gc could free once the snapshot is deleted, and what its deltas' dependents
+        keep (the store itself is not changed)."""
+        with self._read() as conn:
+            direct = set(
+                conn.scalars(select(TensorRow.digest).where(TensorRow.snapshot_id == snapshot_id))
+            )
+            records = _closure(conn, direct)
+        needed_by = self.snapshots_for_digests(list(records))
+        freed = [d for d in records if set(needed_by[d]) <= {snapshot_id}]
+        with self._read() as conn:
+            shared = set(
+                conn.scalars(
+                    select(TensorRow.digest)
+                    .where(TensorRow.digest.in_(direct), TensorRow.snapshot_id != snapshot_id)
+                    .distinct()
+                )
+            )
+        as_bases = [d for d in direct - shared if d not in freed]
+        return DeletionEffect(
+            frees_objects=len(freed),
+            frees_bytes=sum(records[d] for d in freed),
+            kept_as_bases=len(as_bases),
+            kept_as_bases_bytes=sum(records[d] for d in as_bases),
+        )
+
+
+def _summaries(
+    conn: Connection, condition: ColumnElement[bool] | None, limit: int | None
+) -> list[SnapshotSummary]:
+    query = (
+        select(
+            SnapshotRow.id,
+            TaskRow.name.label("task"),
+            SnapshotRow.step,
+            SnapshotRow.parent_id,
+            SnapshotRow.created_at,
+            SnapshotRow.message,
+            SnapshotRow.meta.label("meta"),
+            SnapshotRow.logical_bytes,
+        )
+        .join(TaskRow, TaskRow.id == SnapshotRow.task_id)
+        .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
+    )
+    if condition is not None:
+        query = query.where(condition)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    counts: dict[str, int] = dict(
+        conn.execute(
+            select(TensorRow.snapshot_id, func.count())
+            .where(TensorRow.snapshot_id.in_(ids))
+            .group_by(TensorRow.snapshot_id)
+        ).all()
+    )
+    tags: dict[str, list[str]] = {}
+    for tag in conn.execute(
+        select(TagRow.snapshot_id, TagRow.name)
+        .where(TagRow.snapshot_id.in_(ids))
+        .order_by(TagRow.name)
+    ):
+        tags.setdefault(tag.snapshot_id, []).append(tag.name)
+    added = _added(conn, ids)
+    return [
+        SnapshotSummary(
+            id=r.id,
+            task=r.task,
+            step=r.step,
+            parent=r.parent_id,
+            created_at=r.created_at,
+            message=r.message,
+            metadata=r.meta,
+            tags=tuple(tags.get(r.id, ())),
+            logical_bytes=r.logical_bytes,
+            tensor_count=counts.get(r.id, 0),
+            added_bytes=added.get(r.id, 0),
+        )
+        for r in rows
+    ]
+
+
+def _added(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    mine = (
+        select(TensorRow.snapshot_id, TensorRow.digest)
+        .where(TensorRow.snapshot_id.in_(ids))
+        .distinct()
+        .subquery()
+    )
+    this = SnapshotRow.__table__.alias("this")
+    other = SnapshotRow.__table__.alias("other")
+    earlier_use = TensorRow.__table__.alias("earlier_use")
+    # Stops at the first earlier reference found, through the index on the tensors' digests.
+    earlier = exists().where(
+        earlier_use.c.digest == mine.c.digest,
+        other.c.id == earlier_use.c.snapshot_id,
+        or_(
+            other.c.created_at < this.c.created_at,
+            and_(other.c.created_at == this.c.created_at, other.c.id < this.c.id),
+        ),
+    )
+    query: Any = (
+        select(mine.c.snapshot_id, func.sum(ObjectRow.stored_size))
+        .join(this, this.c.id == mine.c.snapshot_id)
+        .join(ObjectRow, ObjectRow.digest == mine.c.digest)
+        .where(~earlier)
+        .group_by(mine.c.snapshot_id)
+    )
+    return {sid: int(total or 0) for sid, total in conn.execute(query)}
+
+
+def _closure(conn: Connection, digests: Collection[str]) -> dict[str, int]:
+    """``digests`` and their delta bases, transitively: digest -> stored size."""
+    sizes: dict[str, int] = {}
+    todo = set(digests)
+    while todo:
+        batch = sorted(todo)[:_CHUNK]
+        todo -= set(batch)
+        for digest, stored, base in conn.execute(
+            select(ObjectRow.digest, ObjectRow.stored_size, ObjectRow.base_digest).where(
+                ObjectRow.digest.in_(batch)
+            )
+        ):
+            sizes[digest] = stored
+            if base is not None and base not in sizes:
+                todo.add(base)
+    return sizes
