@@ -21,6 +21,7 @@ from rich.console import Console
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner, Result
 
+from weightstore.catalog import Catalog
 from weightstore.cli.main import app, parse_meta
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes
@@ -537,19 +538,19 @@ def test_ctrl_c_exits_130_and_the_store_is_closed(
     inited: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     closed: list[bool] = []
-    real_close = WeightStore.close
+    real_close = Catalog.close
 
-    def close(self: WeightStore) -> None:
+    def close(self: Catalog) -> None:
         closed.append(True)
         real_close(self)
 
-    def interrupted(self: WeightStore, task: str | None = None) -> None:
+    def interrupted(self: Catalog, task: str | None = None, *, limit: int | None = None) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(WeightStore, "close", close)
+    monkeypatch.setattr(Catalog, "close", close)
     ok(inited("log"))
     assert closed == [True]
-    monkeypatch.setattr(WeightStore, "log", interrupted)
+    monkeypatch.setattr(Catalog, "log", interrupted)
     result = inited("log")
     assert result.exit_code == 130 and "interrupted" in result.stderr
     assert closed == [True, True]
@@ -558,10 +559,10 @@ def test_ctrl_c_exits_130_and_the_store_is_closed(
 def test_unexpected_errors_keep_their_traceback(
     inited: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(self: WeightStore, task: str | None = None) -> None:
+    def boom(self: Catalog, task: str | None = None, *, limit: int | None = None) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(WeightStore, "log", boom)
+    monkeypatch.setattr(Catalog, "log", boom)
     result = inited("log")
     assert isinstance(result.exception, RuntimeError)
     assert "error: boom" not in result.output

@@ -19,6 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from weightstore.catalog import Catalog
+from weightstore.cli.helptext import quiet_flags
 from weightstore.errors import InvalidInput, WeightstoreError
 
 if TYPE_CHECKING:  # imported when a command opens the store: it brings torch and the codec
@@ -48,6 +49,13 @@ def print_error(message: str) -> None:
 
 class ErrorMappingGroup(TyperGroup):
     """A typer group that maps weightstore errors and Ctrl-C to messages and exit codes."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        # Before parsing: ``--help`` is answered while the arguments are parsed.
+        quiet_flags(self, self.context_class(self, info_name=info_name, parent=parent, **extra))
+        return super().make_context(info_name, args, parent, **extra)
 
     # ``ctx`` is typer's (vendored) click Context; typed Any so as not to import a private module.
     def invoke(self, ctx: Any) -> Any:

@@ -434,8 +434,10 @@ def diff(
     ref_b: Annotated[str, typer.Argument(metavar="REF_B", help="New snapshot ref.")],
     json_out: JsonFlag = False,
 ) -> None:
-    """Compare two snapshots tensor by tensor: added, removed, changed (dtype and shape
-    changes noted) and how much is unchanged.
+    """Compare two snapshots tensor by tensor.
+
+    Lists added, removed and changed tensors (dtype and shape changes noted) and how much is
+    unchanged.
 
     Example: weightstore diff sentiment@1000 sentiment@1200
     """
@@ -466,8 +468,9 @@ def verify(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Re-read stored objects and check their digests; exit status 5 if any is missing or
-    corrupt, naming the snapshots it breaks.
+    """Re-read stored objects and check their digests.
+
+    Exit status 5 if any is missing or corrupt, naming the snapshots it breaks.
 
     Example: weightstore verify sentiment:best --repair checkpoints/epoch3.safetensors
     """
@@ -528,8 +531,10 @@ def report_storage(
         ),
     ] = None,
 ) -> None:
-    """Storage used per task and in total: logical bytes (full safetensors copies) vs stored
-    bytes, their ratio, and what dedup, deltas and compression saved.
+    """Storage used per task and in total.
+
+    Logical bytes (full safetensors copies) vs stored bytes, their ratio, and what dedup,
+    deltas and compression saved.
 
     Example: weightstore report storage --plot storage.png
     """
@@ -556,8 +561,10 @@ def report_swap(
     json_out: JsonFlag = False,
     plot: Annotated[Path | None, typer.Option("--plot", metavar="OUT.png")] = None,
 ) -> None:
-    """Swap latency per tier (GPU cache, host cache, store) and per pair of REFs, beside
-    safetensors' load_file and a raw copy; without a GPU, the CPU tiers only.
+    """Swap latency per tier and per pair of REFs.
+
+    Tiers: GPU cache, host cache, store; beside safetensors' load_file and a raw copy. Without
+    a GPU, the CPU tiers only.
 
     Example: weightstore report swap base sentiment:prod --device cuda --plot swap.png
     """
