@@ -25,7 +25,6 @@ from weightstore.catalog import Catalog
 from weightstore.cli.main import app, parse_meta
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes
-from weightstore.store import WeightStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Run = Callable[..., Result]

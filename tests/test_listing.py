@@ -1,0 +1,235 @@
+"""Listings read only what they show: summaries, task summaries, added bytes and what a delete
+frees, on SQLite and PostgreSQL (Index API), and the CLI on narrow terminals and at start-up."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlalchemy import event
+from typer.testing import CliRunner
+
+from weightstore.cli.main import app
+from weightstore.cli.render import storage_table
+from weightstore.errors import RefNotFound
+from weightstore.index import Index
+from weightstore.types import ObjectRecord, StoreStats, TensorEntry, UsageRow
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def digest(label: object) -> str:
+    return hashlib.sha256(str(label).encode()).hexdigest()
+
+
+def obj(index: Index, label: str, stored: int, base: str | None = None) -> str:
+    d = digest(label)
+    enc = "delta" if base else "plain"
+    index.add_objects([ObjectRecord(d, 1000, stored, enc, base, 1 if base else 0)], T0)
+    return d
+
+
+def commit(
+    index: Index, sid: str, tensors: dict[str, str], minutes: int, task: str = "train", **kw: object
+) -> str:
+    entries = [TensorEntry(n, "float32", (250,), d, 1000) for n, d in tensors.items()]
+    index.commit_snapshot(
+        snapshot_id=sid,
+        task=task,
+        step=kw.get("step"),  # type: ignore[arg-type]
+        parent_id=None,
+        created_at=T0 + timedelta(minutes=minutes),
+        message="",
+        metadata={"m": minutes},
+        logical_bytes=1000 * len(entries),
+        tensors=entries,
+        tags=kw.get("tags", ()),  # type: ignore[arg-type]
+    )
+    return sid
+
+
+@pytest.fixture
+def history(index: Index) -> Index:
+    """a (two new objects) -> b (one changed: a delta on a's) -> c (same as b) ; task other."""
+    a1, a2 = obj(index, "a1", 400), obj(index, "a2", 300)
+    b1 = obj(index, "b1", 50, base=a1)
+    commit(index, "a" * 64, {"w1": a1, "w2": a2, "w2copy": a2}, 0, step=1, tags=["best"])
+    commit(index, "b" * 64, {"w1": b1, "w2": a2}, 1, step=2)
+    commit(index, "c" * 64, {"w1": b1, "w2": a2}, 2, step=3)
+    commit(index, "d" * 64, {"x": obj(index, "x", 7)}, 3, task="other")
+    return index
+
+
+def test_summaries_are_newest_first_with_counts_tags_and_added_bytes(history: Index) -> None:
+    got = history.list_summaries("train")
+    assert [s.id[0] for s in got] == ["c", "b", "a"]
+    assert [s.tensor_count for s in got] == [2, 2, 3]
+    # a: a1 + a2 once (a2 is used twice); b: only its delta; c: nothing new.
+    assert [s.added_bytes for s in got] == [0, 50, 700]
+    assert got[2].tags == ("best",) and got[2].metadata == {"m": 0} and got[2].step == 1
+    assert [s.id[0] for s in history.list_summaries(limit=2)] == ["d", "c"]
+    full = history.get_snapshot("b" * 64)
+    assert full.added_bytes == 50 and len(full.tensors) == 2
+
+
+def test_unknown_task_names_the_tasks(history: Index) -> None:
+    with pytest.raises(RefNotFound, match="other, train"):
+        history.list_summaries("nope")
+
+
+def test_task_summaries(history: Index) -> None:
+    rows = history.task_summaries()
+    assert [(t.task, t.snapshots) for t in rows] == [("other", 1), ("train", 3)]
+    assert rows[1].latest is not None and rows[1].latest.id == "c" * 64
+
+
+def test_a_listing_reads_no_tensor_row_of_snapshots_it_does_not_show(history: Index) -> None:
+    statements: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(history.engine, "before_cursor_execute", record)
+    try:
+        history.list_summaries(limit=1)
+    finally:
+        event.remove(history.engine, "before_cursor_execute", record)
+    # Every statement that touches tensor rows is bound to the shown snapshots' ids.
+    touching = [s for s in statements if "snapshot_tensors" in s]
+    assert touching and all("IN" in s.upper() for s in touching), touching
+
+
+def test_deletion_effect_names_objects_kept_as_delta_bases(history: Index) -> None:
+    effect = history.deletion_effect("a" * 64)
+    # a2 is shared with b and c; a1 is only a's but b's delta needs it as its base.
+    assert (effect.frees_objects, effect.kept_as_bases, effect.kept_as_bases_bytes) == (0, 1, 400)
+    history.delete_snapshot("c" * 64)
+    only = history.deletion_effect("b" * 64)
+    assert (only.frees_objects, only.frees_bytes, only.kept_as_bases) == (1, 50, 0)
+    assert history.deletion_effect("d" * 64).frees_bytes == 7
+
+
+def test_added_bytes_move_to_the_next_snapshot_when_the_first_is_deleted(history: Index) -> None:
+    history.delete_snapshot("a" * 64)
+    assert history.list_summaries("train")[-1].added_bytes == 350  # b now first uses b1, a2
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def stats_with_negative_compression() -> StoreStats:
+    row = UsageRow("a-task-name-that-is-long", 2, 2048, 2168, 0, 0, -120)
+    total = UsageRow(None, 2, 2048, 2168, 0, 0, -120)
+    return StoreStats((row,), total, (), 2, {"raw": 2})
+
+
+def render(table: object, width: int) -> str:
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
+
+
+def test_storage_report_never_shows_negative_savings_and_explains_encodings() -> None:
+    text = render(storage_table(stats_with_negative_compression(), width=200), 200)
+    assert "-120" not in text and "120 B of frame headers" in text
+    assert "raw: kept as is" in text
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_storage_report_keeps_the_task_column(width: int) -> None:
+    text = render(storage_table(stats_with_negative_compression(), width=width), width)
+    assert "a-task-name-that-is-long" in text and "total" in text
+    assert max(len(line) for line in text.splitlines()) <= width
+
+
+def cli(store: Path, *args: str, columns: int = 200) -> str:
+    result = CliRunner().invoke(app, ["--store", str(store), *args], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def cli_store(tmp_path: Path) -> Path:
+    from safetensors.torch import save_file
+    from torch import manual_seed, randn
+
+    manual_seed(0)
+    sd = {f"encoder.layer.{i}.attention.weight": randn(64, 64) for i in range(3)}
+    store = tmp_path / "store"
+    cli(store, "init")
+    task = "sentiment-analysis-minilm-l6"
+    for step, tag in ((100, ["-t", "best"]), (200, [])):
+        save_file(sd, str(tmp_path / "w.safetensors"))
+        cli(store, "save", task, str(tmp_path / "w.safetensors"), "--step", str(step), *tag)
+        sd["encoder.layer.0.attention.weight"] += 0.001
+    return store
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_log_and_tasks_keep_identifying_columns_at_narrow_widths(
+    cli_store: Path, width: int
+) -> None:
+    log = cli(cli_store, "log", columns=width)
+    assert "sentiment-analysis-minilm-l6" in log and "…" not in log.split("not shown")[0]
+    for header in ("id", "task", "step", "tags", "added"):
+        assert header in log
+    assert "200" in log and "best" in log
+    assert max(len(line) for line in log.splitlines()) <= width
+    tasks = cli(cli_store, "tasks", columns=width)
+    assert "sentiment-analysis-minilm-l6" in tasks
+
+
+def test_log_and_save_report_added_bytes(cli_store: Path) -> None:
+    rows = json.loads(cli(cli_store, "log", "--json", "-n", "1"))
+    assert len(rows) == 1 and rows[0]["step"] == 200
+    assert 0 < rows[0]["added_bytes"] < rows[0]["logical_bytes"] / 2  # a delta, not a copy
+    show = cli(cli_store, "show", "sentiment-analysis-minilm-l6@200")
+    assert "added" in show
+
+
+def test_rm_says_it_frees_nothing_when_later_snapshots_delta_against_it(cli_store: Path) -> None:
+    out = cli(cli_store, "rm", "sentiment-analysis-minilm-l6@100", "--yes")
+    assert "frees no storage" in out and "deltas against them" in out, out
+
+
+def test_prune_says_what_it_will_do(cli_store: Path) -> None:
+    # The older snapshot is tagged, so keeping the newest deletes nothing, and says so.
+    out = cli(cli_store, "prune", "sentiment-analysis-minilm-l6", "--keep-last", "1")
+    assert "nothing to delete" in out and "--include-tagged" in out
+    result = CliRunner().invoke(
+        app,
+        ["--store", str(cli_store), "prune", "sentiment-analysis-minilm-l6", "--keep-last", "0"],
+        input="n\n",
+    )
+    assert "Delete 1 of the 2 snapshots" in result.output, result.output
+
+
+def test_listing_commands_do_not_import_torch(cli_store: Path) -> None:
+    code = (
+        "import sys\n"
+        "from weightstore.cli.main import app\n"
+        "heavy = ('torch', 'numpy', 'matplotlib', 'alembic', 'zstandard')\n"
+        "assert not [m for m in heavy if m in sys.modules], 'imported by the CLI module'\n"
+        "for args in (['--help'], ['log', '-n', '1'], ['tasks'], ['show', sys.argv[1]]):\n"
+        "    try:\n"
+        "        app(['--store', sys.argv[2], *args], prog_name='weightstore')\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, (args, e.code)\n"
+        "    found = [m for m in heavy if m in sys.modules]\n"
+        "    assert not found, (args, found)\n"
+    )
+    env = {**os.environ, "COLUMNS": "120"}
+    subprocess.run(
+        [sys.executable, "-c", code, "sentiment-analysis-minilm-l6", str(cli_store)],
+        check=True,
+        timeout=120,
+        env=env,
+        capture_output=True,
+    )
