@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select
 
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
 from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
@@ -186,20 +186,27 @@ def _added(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
     this = SnapshotRow.__table__.alias("this")
     other = SnapshotRow.__table__.alias("other")
     earlier_use = TensorRow.__table__.alias("earlier_use")
-    # Stops at the first earlier reference found, through the index on the tensors' digests.
-    earlier = exists().where(
-        earlier_use.c.digest == mine.c.digest,
-        other.c.id == earlier_use.c.snapshot_id,
-        or_(
-            other.c.created_at < this.c.created_at,
-            and_(other.c.created_at == this.c.created_at, other.c.id < this.c.id),
-        ),
+    # A scalar subquery with LIMIT 1, not NOT EXISTS: PostgreSQL would plan the latter as an
+    # anti-join over every tensor row; this way each digest is looked up through its index and
+    # the lookup stops at the first earlier reference.
+    earlier = (
+        select(literal(1))
+        .select_from(earlier_use.join(other, other.c.id == earlier_use.c.snapshot_id))
+        .where(
+            earlier_use.c.digest == mine.c.digest,
+            or_(
+                other.c.created_at < this.c.created_at,
+                and_(other.c.created_at == this.c.created_at, other.c.id < this.c.id),
+            ),
+        )
+        .limit(1)
+        .scalar_subquery()
     )
     query: Any = (
         select(mine.c.snapshot_id, func.sum(ObjectRow.stored_size))
         .join(this, this.c.id == mine.c.snapshot_id)
         .join(ObjectRow, ObjectRow.digest == mine.c.digest)
-        .where(~earlier)
+        .where(earlier.is_(None))
         .group_by(mine.c.snapshot_id)
     )
     return {sid: int(total or 0) for sid, total in conn.execute(query)}
