@@ -19,8 +19,8 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """An immutable, committed set of named tensors saved for a task."""
+class SnapshotHeader:
+    """What every form of a snapshot carries: its row in the index and its tags."""
 
     id: str
     task: str
@@ -31,10 +31,6 @@ class Snapshot:
     metadata: dict[str, Any]
     tags: tuple[str, ...]
     logical_bytes: int
-    tensors: tuple[TensorEntry, ...] = field(repr=False)
-    # Stored bytes of the objects this snapshot was the first to need (directly or as delta
-    # bases), as the storage report attributes them: what it cost the store when it was saved.
-    added_bytes: int = 0
 
     @property
     def short_id(self) -> str:
@@ -42,25 +38,22 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class SnapshotSummary:
-    """A snapshot as listings show it: everything but the tensor list (its length instead), so
-    that listing many snapshots reads no tensor rows."""
+class Snapshot(SnapshotHeader):
+    """An immutable, committed set of named tensors saved for a task."""
 
-    id: str
-    task: str
-    step: int | None
-    parent: str | None
-    created_at: datetime
-    message: str
-    metadata: dict[str, Any]
-    tags: tuple[str, ...]
-    logical_bytes: int
+    tensors: tuple[TensorEntry, ...] = field(repr=False)
+    # Stored bytes of the objects no snapshot committed before it references: what saving it
+    # cost the store (see docs/design.md, "Listings read only what they show").
+    added_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotSummary(SnapshotHeader):
+    """A snapshot as listings show it: its tensors counted, not listed, so that listing many
+    snapshots reads no tensor rows."""
+
     tensor_count: int
     added_bytes: int
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
 
 
 @dataclass(frozen=True)

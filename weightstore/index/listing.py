@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select
 
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
 from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
@@ -118,10 +118,9 @@ class ListingQueries:
         )
 
 
-def _summaries(
-    conn: Connection, condition: ColumnElement[bool] | None, limit: int | None
-) -> list[SnapshotSummary]:
-    query = (
+def snapshot_rows() -> Select[Any]:
+    """The snapshot rows' own columns with the task's name, newest first."""
+    return (
         select(
             SnapshotRow.id,
             TaskRow.name.label("task"),
@@ -135,6 +134,12 @@ def _summaries(
         .join(TaskRow, TaskRow.id == SnapshotRow.task_id)
         .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
     )
+
+
+def _summaries(
+    conn: Connection, condition: ColumnElement[bool] | None, limit: int | None
+) -> list[SnapshotSummary]:
+    query = snapshot_rows()
     if condition is not None:
         query = query.where(condition)
     if limit is not None:

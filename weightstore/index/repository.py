@@ -36,7 +36,7 @@ from weightstore.errors import (
     StorageError,
 )
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
-from weightstore.index.listing import ListingQueries
+from weightstore.index.listing import ListingQueries, snapshot_rows
 from weightstore.index.meta import MetaQueries
 from weightstore.index.models import (
     LockRow,
@@ -843,20 +843,7 @@ def _tags_hint(conn: Connection, task_id: int) -> str:
 
 
 def _load_snapshots(conn: Connection, condition: ColumnElement[bool] | None) -> list[Snapshot]:
-    snapshot_query = (
-        select(
-            SnapshotRow.id,
-            TaskRow.name.label("task"),
-            SnapshotRow.step,
-            SnapshotRow.parent_id,
-            SnapshotRow.created_at,
-            SnapshotRow.message,
-            SnapshotRow.meta.label("meta"),
-            SnapshotRow.logical_bytes,
-        )
-        .join(TaskRow, TaskRow.id == SnapshotRow.task_id)
-        .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
-    )
+    snapshot_query = snapshot_rows()
     tensor_query = select(
         TensorRow.snapshot_id,
         TensorRow.name,
