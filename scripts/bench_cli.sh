@@ -31,16 +31,20 @@ with WeightStore.open(sys.argv[1]) as store:
     store.save("sentiment", sd, step=2)
 EOF
 
+repo=$PWD
+# From the scratch folder: `python -c` puts the current folder first on sys.path, which would
+# shadow the baseline's PYTHONPATH with this tree.
+cd "$work"
 run_cli="import sys; from weightstore.cli.main import main; sys.argv[0] = 'weightstore'; main()"
 commands=("--help" "log -n 5" "tasks" "show sentiment@2")
 args=(-N --warmup 2 --runs "${RUNS:-10}" --export-json "$work/result.json" -n bare "$python -c pass")
 for c in "${commands[@]}"; do
-  args+=(-n "now: $c" "env PYTHONPATH=$PWD COLUMNS=100 WEIGHTSTORE_PATH=$work/store $python -c \"$run_cli\" $c")
+  args+=(-n "now: $c" "env PYTHONPATH=$repo COLUMNS=100 WEIGHTSTORE_PATH=$work/store $python -c \"$run_cli\" $c")
   args+=(-n "$baseline: $c" "env PYTHONPATH=$work/before COLUMNS=100 WEIGHTSTORE_PATH=$work/store $python -c \"$run_cli\" $c")
 done
 hyperfine "${args[@]}" >/dev/null
 
-"$python" - "$work/result.json" "$baseline" <<'EOF'
+"$python" - "$work/result.json" "$baseline" "$(git -C "$repo" rev-parse --short "$baseline")" <<'EOF'
 import json, sys
 results = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 base = sys.argv[2]
@@ -53,6 +57,7 @@ def over(r, key):  # seconds over the bare interpreter
     return r[key] - bare[key]
 
 
+print(f"baseline: {base} at {sys.argv[3]}")
 print(f"bare interpreter (python -c pass): {bare['mean'] * 1e3:.0f} ms; figures are over it")
 print("(wall: mean and min elapsed; cpu: user+system, steadier on a busy machine)")
 print(f"{'command':<18}{'':>6}{'now ms':>9}{base + ' ms':>12}{'ratio':>8}")
