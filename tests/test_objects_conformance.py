@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from weightstore.errors import InvalidInput, ObjectNotFound
 from weightstore.objects import LocalBackend, MemoryBackend, ObjectBackend, ObjectInfo
+from weightstore.objects.s3config import S3Settings
 
 KEY_RE = re.compile(r"[0-9a-z][0-9a-z._-]{0,127}")
 KEY = "ab" + "0123456789abcdef" * 3 + "0123456789abcd"  # 64 hex characters, like a digest
@@ -26,11 +27,28 @@ OTHER = "cd" + "f" * 62
 BIG = random.Random(0).randbytes(3 * 1024 * 1024 + 7)  # multi-MiB, not a power of two
 
 
-@pytest.fixture(params=["local", "memory"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectBackend]:
-    store: ObjectBackend = (
-        LocalBackend(tmp_path / "store") if request.param == "local" else MemoryBackend()
+def _s3_backend(request: pytest.FixtureRequest) -> ObjectBackend:
+    from weightstore.objects.s3 import S3Backend
+
+    url = request.getfixturevalue("s3_url")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    # A 5 MiB threshold (S3's smallest part) sends BIG up in parts.
+    return S3Backend(
+        S3Settings.from_url(
+            url, endpoint_url=endpoint, multipart_threshold=5 << 20, part_size=5 << 20
+        )
     )
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectBackend]:
+    store: ObjectBackend
+    if request.param == "local":
+        store = LocalBackend(tmp_path / "store")
+    elif request.param == "memory":
+        store = MemoryBackend()
+    else:
+        store = _s3_backend(request)
     yield store
     store.close()
 
@@ -81,6 +99,27 @@ def test_put_many_stores_each_object(backend: ObjectBackend) -> None:
     with pytest.raises(InvalidInput):
         backend.put_many([("ok", b"x"), ("../bad", b"y")])
     assert not backend.exists("ok")  # nothing of a rejected batch is written
+
+
+def test_exists_many_names_the_stored_keys(backend: ObjectBackend) -> None:
+    backend.put("a1", b"x")
+    backend.put("a2", b"")
+
+    assert backend.exists_many(["a1", "a2", "a3", "a1"]) == {"a1", "a2"}
+    assert backend.exists_many([]) == set()
+    with pytest.raises(InvalidInput):
+        backend.exists_many(["a1", "../bad"])
+
+
+def test_create_stores_only_where_nothing_is(backend: ObjectBackend) -> None:
+    assert backend.create(KEY, b"first") is True
+    assert backend.create(KEY, b"second") is False
+
+    assert backend.get(KEY) == b"first"
+    with pytest.raises(InvalidInput):
+        backend.create("../bad", b"x")
+    assert isinstance(backend.atomic_create, bool)
+    assert backend.ranged_reads and backend.listing
 
 
 def test_get_view_of_a_missing_key(backend: ObjectBackend) -> None:
@@ -334,11 +373,12 @@ def _make_stamp_old(store: ObjectBackend, key: str) -> float:
         old = time.time() - 3600
         os.utime(store.root / key[:2] / key, (old, old))
         return store.stat(key).modified
-    # The memory backend has no file to backdate, but it stamps with time.time(): once the
-    # clock has moved past the stamp, a refreshed stamp must be later.
+    # Other backends have no file to backdate, but stamp with the clock (S3 in whole seconds):
+    # once the clock has moved past the stamp's granularity, a refreshed stamp must be later.
     stamp = store.stat(key).modified
-    while time.time() <= stamp:
-        time.sleep(0.001)
+    step = 0.0 if isinstance(store, MemoryBackend) else 1.0
+    while time.time() <= stamp + step:
+        time.sleep(0.01)
     return stamp
 
 
@@ -413,8 +453,10 @@ def test_describe_names_the_location(backend: ObjectBackend) -> None:
     if isinstance(backend, LocalBackend):
         assert backend.describe() == f"local:{backend.root}"
         assert backend.root.is_absolute()
-    else:
+    elif isinstance(backend, MemoryBackend):
         assert backend.describe() == "memory"
+    else:
+        assert re.fullmatch(r"s3://ws-test-[0-9a-f]{16}/store", backend.describe())
 
 
 def test_close_is_safe_and_backend_works_as_context_manager(backend: ObjectBackend) -> None:

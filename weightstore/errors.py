@@ -96,6 +96,11 @@ class StorageError(WeightstoreError, OSError):
     http_status = 503
 
 
+class TransientStorageError(StorageError):
+    """A storage failure that may pass if the call is tried again: a 5xx or throttling answer,
+    a timeout, a reset connection. Retries have already been spent when a caller sees it."""
+
+
 class SchemaOutdated(WeightstoreError, RuntimeError):
     """The index schema is older (or newer) than this version of weightstore expects."""
 

@@ -386,7 +386,7 @@ class WeightStore:
         # straight into the target's memory (or through one tensor-sized staging buffer), so
         # memory stays bounded by the largest tensor, not by a second copy of the model.
         needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
-        absent = sorted(d for d in needed if not self.objects.exists(d))
+        absent = sorted(needed - self.objects.exists_many(needed))
         if absent:
             raise ObjectNotFound(
                 f"object {absent[0]} of snapshot {snap.short_id} is missing from "
