@@ -8,8 +8,9 @@ moto holds every object in one Python process, so absolute figures are moto's; t
 the client overhead. s3fs pins an older botocore than boto3's newest, so run this in a venv of
 its own (docs/design.md, "S3 client"):
 
-    python -m venv /tmp/s3bench && /tmp/s3bench/bin/pip install boto3 obstore s3fs 'moto[server]'
-    PYTHONPATH=$PWD /tmp/s3bench/bin/python scripts/bench_s3_clients.py
+    python -m venv /tmp/s3bench && /tmp/s3bench/bin/pip install boto3 obstore s3fs
+    PYTHONPATH=$PWD /tmp/s3bench/bin/python scripts/bench_s3_clients.py \
+        --server-python .venv/bin/python   # any interpreter with moto[server]
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=float, default=1.0, help="size of each object")
     parser.add_argument("--ranges", type=int, default=256, help="64 KiB ranged GETs")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--server-python", help="interpreter that has moto (default: this one)")
     args = parser.parse_args()
     os.environ.update(TEST_CREDENTIALS)
     size = int(args.size_mib * 1024 * 1024)
@@ -148,7 +150,7 @@ def main() -> None:
     starts = [rng.randrange(0, len(big) - PIECE) for _ in range(args.ranges)]
     put_mb = args.objects * size / 1e6
     rows: dict[str, tuple[float, float, bool]] = {}
-    with moto_server() as server:
+    with moto_server(python=args.server_python) as server:
         for i, (name, make) in enumerate(CLIENTS.items()):
             try:
                 client = make(server.endpoint_url, f"bench-{i}")

@@ -67,6 +67,10 @@ class UnsupportedLocation(InvalidInput):
     """A store location (URL scheme) that no object backend serves."""
 
 
+class IndexRequired(InvalidInput):
+    """An object location (``s3://...``) opened without the index URL it needs."""
+
+
 class InputChanged(InvalidInput):
     """Weights that changed while they were being saved: the snapshot would not be what was read."""
 

@@ -37,12 +37,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(timeout: float = 60.0) -> Iterator[MotoServer]:
-    """Start ``python -m moto.server`` on a free loopback port; stop it on exit."""
+def moto_server(timeout: float = 60.0, python: str | None = None) -> Iterator[MotoServer]:
+    """Start ``python -m moto.server`` on a free loopback port; stop it on exit.
+
+    ``python``: the interpreter that has moto (default: this one).
+    """
     port = free_port()
     env = {**os.environ, **TEST_CREDENTIALS}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [python or sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
