@@ -62,16 +62,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = measure(LocalBackend(Path(tmp) / "objects"), items)
     with moto_server() as server:
-        boto3.client(
-            "s3", endpoint_url=server.endpoint_url, region_name="us-east-1"
-        ).create_bucket(Bucket="bench")
+        boto3.client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1").create_bucket(
+            Bucket="bench"
+        )
         s3 = S3Backend(S3Settings("bench", "store", endpoint_url=server.endpoint_url))
         remote = measure(s3, items)
         s3.close()
     print(f"\n{args.objects} objects x {args.size_mib:g} MiB, {THREADS} threads\n")
     print("| measure | local (baseline) | S3 on moto | S3 / local |\n|---|---|---|---|")
     for name in local:
-        print(f"| {name} | {local[name]:.0f} | {remote[name]:.0f} | {remote[name] / local[name]:.3f} |")
+        ratio = remote[name] / local[name]
+        print(f"| {name} | {local[name]:.0f} | {remote[name]:.0f} | {ratio:.3f} |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 # The server helper alone, not the weightstore package: this runs in a venv without torch.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "weightstore" / "testing"))
-from s3server import TEST_CREDENTIALS, moto_server  # noqa: E402
+from s3server import TEST_CREDENTIALS, moto_server
 
 THREADS = 8
 PIECE = 64 * 1024
@@ -55,7 +55,9 @@ def make_boto3(endpoint: str, bucket: str) -> dict[str, Callable[..., Any]]:
     pool = ThreadPoolExecutor(THREADS)
 
     def put_all(items: dict[str, bytes]) -> None:
-        list(pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items.items()))
+        list(
+            pool.map(lambda kv: s3.put_object(Bucket=bucket, Key=kv[0], Body=kv[1]), items.items())
+        )
 
     def get_ranges(key: str, starts: list[int]) -> list[bytes]:
         def one(s: int) -> bytes:
@@ -99,7 +101,9 @@ def make_obstore(endpoint: str, bucket: str) -> dict[str, Callable[..., Any]]:
     def get_ranges(key: str, starts: list[int]) -> list[bytes]:
         # One request per range, as boto3 and s3fs make: obstore.get_ranges would coalesce
         # nearby ranges into fewer, larger requests (listed as a row of its own).
-        return list(pool.map(lambda s: bytes(obstore.get_range(store, key, start=s, length=PIECE)), starts))
+        return list(
+            pool.map(lambda s: bytes(obstore.get_range(store, key, start=s, length=PIECE)), starts)
+        )
 
     def get_ranges_coalesced(key: str, starts: list[int]) -> list[bytes]:
         got = obstore.get_ranges(store, key, starts=starts, lengths=[PIECE] * len(starts))
@@ -147,6 +151,36 @@ def make_s3fs(endpoint: str, bucket: str) -> dict[str, Callable[..., Any]]:
     return {"put_all": put_all, "get_ranges": get_ranges, "create_if_absent": create_if_absent}
 
 
+def measure(
+    name: str,
+    client: dict[str, Callable[..., Any]],
+    big: bytes,
+    payload: bytes,
+    starts: list[int],
+    args: argparse.Namespace,
+) -> dict[str, tuple[float, float, bool]]:
+    """PUT MB/s, ranged GET MB/s and whether a conditional create refuses, per variant."""
+    client["put_all"]({"big": big})
+    put_s = min(
+        timed(lambda r=r: client["put_all"]({f"o{r}-{j}": payload for j in range(args.objects)}))
+        for r in range(args.repeat)
+    )
+    put = args.objects * len(payload) / 1e6 / put_s
+    got = client["get_ranges"]("big", starts)
+    assert got == [big[s : s + PIECE] for s in starts], f"{name} returned wrong bytes"
+    assert client["create_if_absent"]("fresh") is True
+    refuses = client["create_if_absent"]("fresh") is False
+    rows = {}
+    for variant, label in (("get_ranges", name), ("get_ranges_coalesced", f"{name} (coalesced)")):
+        if variant in client:
+            assert client[variant]("big", starts) == got
+            get_s = min(
+                timed(lambda v=variant: client[v]("big", starts)) for _ in range(args.repeat)
+            )
+            rows[label] = (put, len(starts) * PIECE / 1e6 / get_s, refuses)
+    return rows
+
+
 CLIENTS = {"boto3": make_boto3, "obstore": make_obstore, "s3fs": make_s3fs}
 
 
@@ -164,7 +198,6 @@ def main() -> None:
     payload = rng.randbytes(size)
     big = rng.randbytes(max(PIECE * 64, size))
     starts = [rng.randrange(0, len(big) - PIECE) for _ in range(args.ranges)]
-    put_mb = args.objects * size / 1e6
     rows: dict[str, tuple[float, float, bool]] = {}
     with moto_server(python=args.server_python) as server:
         for i, (name, make) in enumerate(CLIENTS.items()):
@@ -175,32 +208,15 @@ def main() -> None:
                 continue
             if name != "boto3":  # only the boto3 maker creates its bucket
                 make_boto3(server.endpoint_url, f"bench-{i}")
-            client["put_all"]({"big": big})
-            put_s = min(
-                timed(lambda r=r: client["put_all"]({f"o{r}-{j}": payload for j in range(args.objects)}))
-                for r in range(args.repeat)
-            )
-            got = client["get_ranges"]("big", starts)
-            assert got == [big[s : s + PIECE] for s in starts], f"{name} returned wrong bytes"
-            get_s = min(timed(lambda: client["get_ranges"]("big", starts)) for _ in range(args.repeat))
-            assert client["create_if_absent"]("fresh") is True
-            refuses = client["create_if_absent"]("fresh") is False
-            rows[name] = (put_mb / put_s, args.ranges * PIECE / 1e6 / get_s, refuses)
-            if "get_ranges_coalesced" in client:
-                assert client["get_ranges_coalesced"]("big", starts) == got
-                get_s = min(
-                    timed(lambda: client["get_ranges_coalesced"]("big", starts))
-                    for _ in range(args.repeat)
-                )
-                rows[name + " (coalesced ranges)"] = (
-                    rows[name][0], args.ranges * PIECE / 1e6 / get_s, refuses
-                )
+            rows.update(measure(name, client, big, payload, starts, args))
     base = rows.get("boto3")
     print(
-        f"\n{args.objects} x {args.size_mib:g} MiB parallel PUT, {args.ranges} x 64 KiB ranged GET, "
-        f"moto {server.endpoint_url}\n"
+        f"\n{args.objects} x {args.size_mib:g} MiB parallel PUT, {args.ranges} x 64 KiB "
+        f"ranged GET, moto {server.endpoint_url}\n"
     )
-    print("| client | PUT MB/s | vs boto3 | ranged GET MB/s | vs boto3 | If-None-Match: * refuses |")
+    print(
+        "| client | PUT MB/s | vs boto3 | ranged GET MB/s | vs boto3 | If-None-Match: * refuses |"
+    )
     print("|---|---|---|---|---|---|")
     for name, (put, get, refuses) in rows.items():
         rp = f"{put / base[0]:.2f}x" if base else "-"

@@ -179,7 +179,9 @@ def test_saves_and_restores_retry_through_faults(
         assert sum(proxy.counts.values()) > 5, proxy.counts  # the faults did happen
 
 
-def test_timeouts_are_retried(open_store: Callable[..., WeightStore], s3: S3Settings, s3_endpoint: str) -> None:
+def test_timeouts_are_retried(
+    open_store: Callable[..., WeightStore], s3: S3Settings, s3_endpoint: str
+) -> None:
     faults = random_faults(0.1, ("delay",), methods=("PUT", "GET"), seed=3)
     with FaultProxy(s3_endpoint, faults, delay=1.5) as proxy:
         store = open_store(s3=_through(proxy, s3, read_timeout=0.5))
@@ -210,6 +212,7 @@ def test_restores_never_return_damaged_bytes(
     store = open_store()
     sd = weights(5)
     store.save("t", sd)
+
     def corrupt_every_object(method: str, path: str) -> Fault:
         return "corrupt" if method == "GET" and "/objects/" in path else "pass"
 
@@ -237,12 +240,12 @@ def test_permanent_errors_are_not_retried(s3: S3Settings, s3_endpoint: str) -> N
 
 
 def test_multipart_uploads_survive_faults(s3: S3Settings, s3_endpoint: str) -> None:
-    big = torch.randint(0, 256, (11 << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    big = torch.randint(
+        0, 256, (11 << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     blob = big.numpy().tobytes()
     with FaultProxy(s3_endpoint, random_faults(0.3, seed=11)) as proxy:
-        backend = S3Backend(
-            _through(proxy, s3, multipart_threshold=5 << 20, part_size=5 << 20)
-        )
+        backend = S3Backend(_through(proxy, s3, multipart_threshold=5 << 20, part_size=5 << 20))
         backend.put("big", blob)
         assert backend.get("big") == blob
         assert backend.get_range("big", (5 << 20) - 3, 6) == blob[(5 << 20) - 3 : (5 << 20) + 3]

@@ -13,6 +13,8 @@ docs/design.md ("S3 client") has the measurements behind choosing boto3.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import threading
 import time
@@ -44,6 +46,7 @@ from weightstore.objects.s3config import S3Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 __all__ = ["S3Backend"]
 
@@ -152,22 +155,23 @@ class S3Backend(ObjectBackend):
                 part = blob[(number - 1) * size : number * size]
                 answer = self._call(
                     f"upload part {number} of {name}",
-                    lambda n=number, p=part: self._client.upload_part(
-                        Bucket=bucket, Key=name, UploadId=upload, PartNumber=n, Body=p
+                    functools.partial(
+                        self._client.upload_part,
+                        Bucket=bucket,
+                        Key=name,
+                        UploadId=upload,
+                        PartNumber=number,
+                        Body=part,
                     ),
                 )
                 parts.append({"PartNumber": number, "ETag": answer["ETag"]})
             self._complete(key, name, upload, parts, len(blob))
         except BaseException:
-            try:
+            with contextlib.suppress(ClientError, BotoCoreError):  # else cleanup_temp does
                 self._client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload)
-            except (ClientError, BotoCoreError):
-                pass  # cleanup_temp aborts it later
             raise
 
-    def _complete(
-        self, key: str, name: str, upload: str, parts: list[Any], size: int
-    ) -> None:
+    def _complete(self, key: str, name: str, upload: str, parts: list[Any], size: int) -> None:
         bucket = self.settings.bucket
         try:
             self._call(
@@ -245,8 +249,11 @@ class S3Backend(ObjectBackend):
             if upload["Initiated"].timestamp() < cutoff:
                 self._call(
                     f"abort upload of {upload['Key']}",
-                    lambda u=upload: self._client.abort_multipart_upload(
-                        Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]
+                    functools.partial(
+                        self._client.abort_multipart_upload,
+                        Bucket=bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
                     ),
                 )
                 aborted += 1
@@ -309,17 +316,10 @@ class S3Backend(ObjectBackend):
         return ObjectInfo(key, answer["ContentLength"], _seconds(answer["LastModified"]))
 
     def iterate(self) -> Iterator[ObjectInfo]:
-        bucket, prefix = self.settings.bucket, self._objects
+        prefix = self._objects
         token: str | None = None
         while True:
-            page = self._call(
-                f"LIST {prefix}",
-                lambda t=token: (
-                    self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, ContinuationToken=t)
-                    if t
-                    else self._client.list_objects_v2(Bucket=bucket, Prefix=prefix)
-                ),
-            )
+            page = self._call(f"LIST {prefix}", functools.partial(self._list, token))
             for item in page.get("Contents", []):
                 key = item["Key"][len(prefix) :]
                 if "/" not in key:
@@ -337,13 +337,17 @@ class S3Backend(ObjectBackend):
         return body.decode().strip() or None
 
     def is_empty(self) -> bool:
-        answer = self._call(
-            f"LIST {self._objects}",
-            lambda: self._client.list_objects_v2(
-                Bucket=self.settings.bucket, Prefix=self._objects, MaxKeys=1
-            ),
-        )
+        answer = self._call(f"LIST {self._objects}", functools.partial(self._list, None, 1))
         return not answer.get("Contents")
+
+    def _list(self, token: str | None, max_keys: int = 1000) -> ListObjectsV2OutputTypeDef:
+        """One page of the object listing, from ``token`` on."""
+        bucket, prefix = self.settings.bucket, self._objects
+        if token:
+            return self._client.list_objects_v2(
+                Bucket=bucket, Prefix=prefix, MaxKeys=max_keys, ContinuationToken=token
+            )
+        return self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=max_keys)
 
     def describe(self) -> str:
         return self.settings.url

@@ -65,7 +65,7 @@ class S3Settings:
     session_token: str | None = field(default=None, repr=False)
     multipart_threshold: int = 64 * 1024 * 1024
     part_size: int = 16 * 1024 * 1024
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_connections: int = 16

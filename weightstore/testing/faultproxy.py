@@ -7,6 +7,7 @@ A ``plan`` decides per request: ``plan(method, path)`` returns the :data:`Fault`
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
@@ -100,14 +101,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # tests read outcomes, not access logs
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the connection was reset on purpose
             super().finish()
-        except (OSError, ValueError):
-            pass  # the connection was reset on purpose
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
