@@ -12,7 +12,7 @@ COPY weightstore ./weightstore
 COPY migrations ./migrations
 # torch first, pinned as scripts/_venv.sh pins it, so that no extra pulls another build.
 RUN pip install torch==2.13.0 \
-    && pip install ".[postgres,s3]" \
+    && pip install ".[postgres,s3,server]" \
     && useradd --create-home --uid 10001 weightstore
 
 USER weightstore
