@@ -110,6 +110,9 @@ def test_an_s3_store_needs_its_index_url(s3: S3Settings, postgres_url: str) -> N
         WeightStore.open("s3://No_Such/bucket", index_url=postgres_url)
     with pytest.raises(UnsupportedLocation, match="gs://"):
         WeightStore.open("gs://bucket/x", index_url=postgres_url)
+    no_bucket = dataclasses.replace(s3, bucket="no-such-bucket-here")
+    with pytest.raises(StorageError, match="create the bucket"):
+        WeightStore.open(no_bucket.url, index_url=postgres_url, s3=no_bucket)
 
 
 def test_another_index_is_refused_and_changes_nothing(

@@ -75,6 +75,7 @@ class S3Backend(ObjectBackend):
         root = f"{settings.prefix}/" if settings.prefix else ""
         self._root = root
         self._objects = root + _OBJECTS
+        self._owns_client = client is None
         self._client: S3Client = client or _make_client(settings)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -357,6 +358,8 @@ class S3Backend(ObjectBackend):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self._owns_client:
+            self._client.close()  # its pooled connections; a new call would open new ones
 
 
 class _Missing(ObjectNotFound):
