@@ -112,7 +112,7 @@ class S3Backend(ObjectBackend):
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if key is not None and (code in _MISSING_CODES or status == 404) and code != "NoSuchBucket":
-            return _Missing(f"object {key!r} not found in {self.describe()}")
+            return ObjectNotFound(f"object {key!r} not found in {self.describe()}")
         if status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES:
             return TransientStorageError(f"{what}: {code or status} from the S3 service")
         hint = {
@@ -182,7 +182,7 @@ class S3Backend(ObjectBackend):
                 ),
                 key=key,
             )
-        except _Missing:
+        except ObjectNotFound:
             # NoSuchUpload: a retry after the server completed the upload but the answer was
             # lost. The object is there then, whole: S3 completes atomically.
             if self.stat(key).size != size:
@@ -360,10 +360,6 @@ class S3Backend(ObjectBackend):
             pool.shutdown(wait=True)
         if self._owns_client:
             self._client.close()  # its pooled connections; a new call would open new ones
-
-
-class _Missing(ObjectNotFound):
-    """ObjectNotFound raised inside a retried call (so that it is not retried)."""
 
 
 def _code(error: BaseException | None) -> str:
