@@ -32,7 +32,7 @@ from weightstore.store import WeightStore
 from weightstore.testing.faultproxy import Fault, FaultProxy, random_faults
 
 FAST = StoreSettings(fsync=False, threads=2, gc_grace_seconds=0)
-QUICK_RETRY = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.1)
+QUICK_RETRY = RetryPolicy(attempts=10, base_delay=0.01, max_delay=0.1)
 
 
 def weights(seed: int) -> dict[str, torch.Tensor]:
@@ -170,7 +170,7 @@ def _through(proxy: FaultProxy, s3: S3Settings, **changes: object) -> S3Settings
 def test_saves_and_restores_retry_through_faults(
     open_store: Callable[..., WeightStore], s3: S3Settings, s3_endpoint: str
 ) -> None:
-    faults = random_faults(0.25, ("error", "reset", "reset_after"), seed=7)
+    faults = random_faults(0.2, ("error", "reset", "reset_after"), seed=7)
     with FaultProxy(s3_endpoint, faults) as proxy:
         store = open_store(s3=_through(proxy, s3))
         saved = {step: weights(step) for step in range(1, 4)}
