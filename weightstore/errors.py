@@ -67,6 +67,10 @@ class UnsupportedLocation(InvalidInput):
     """A store location (URL scheme) that no object backend serves."""
 
 
+class IndexRequired(InvalidInput):
+    """An object location (``s3://...``) opened without the index URL it needs."""
+
+
 class InputChanged(InvalidInput):
     """Weights that changed while they were being saved: the snapshot would not be what was read."""
 
@@ -94,6 +98,11 @@ class StorageError(WeightstoreError, OSError):
 
     exit_code = 5
     http_status = 503
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may pass if the call is tried again: a 5xx or throttling answer,
+    a timeout, a reset connection. Retries have already been spent when a caller sees it."""
 
 
 class SchemaOutdated(WeightstoreError, RuntimeError):

@@ -90,7 +90,8 @@ def _root(
         typer.Option(
             "--store",
             envvar="WEIGHTSTORE_PATH",
-            help="Store folder.",
+            help="Store folder, or s3://bucket/prefix (then --index-url is required; endpoint "
+            "and credentials come from the AWS_* environment variables).",
             show_default="./weightstore",
         ),
     ] = "weightstore",
@@ -128,7 +129,8 @@ def init(
     if path is not None:
         st.path = path
     st.store(create=True)
-    stdout().print(f"weightstore ready at {Path(st.path).resolve()}")
+    where = st.path if "://" in st.path else Path(st.path).resolve()
+    stdout().print(f"weightstore ready at {where}")
 
 
 def _json_or_str(value: str) -> Any:
