@@ -7,7 +7,9 @@ objects are durable before the snapshot's index rows commit in one transaction (
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import socket
 import threading
 import uuid
@@ -387,6 +389,51 @@ class WeightStore:
             tags=tag_list,
         )
         return self.index.get_snapshot(snapshot_id)
+
+    def commit_manifest(self, snap: Snapshot) -> Snapshot:
+        """Commit a snapshot whose objects are all stored already (push, pull, the service),
+        keeping its id, so a snapshot has one id in every store. Committing one that is here
+        already only moves its tags."""
+        if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
+            raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
+        try:
+            here: Snapshot | None = self.index.get_snapshot(snap.id)
+        except RefNotFound:
+            here = None
+        if here is not None:
+            if (here.task, here.tensors) != (snap.task, snap.tensors):
+                raise Conflict(f"snapshot {snap.short_id} exists here with other content")
+            for tag in snap.tags:
+                self.index.set_tag(snap.id, check_name(tag, "tag"))
+            return self.index.get_snapshot(snap.id)
+        records = self.index.get_objects({t.digest for t in snap.tensors})
+        for t in snap.tensors:
+            info = dtype_info(t.dtype)
+            size = math.prod(t.shape) * torch.empty((), dtype=info.torch_dtype).element_size()
+            rec = records.get(t.digest)
+            if rec is None or not self.objects.exists(t.digest):
+                raise InvalidInput(
+                    f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
+                    "here: send the objects first, then the manifest"
+                )
+            if not t.nbytes == size == rec.raw_size:
+                raise InvalidInput(
+                    f"{t.name!r}: {t.dtype}{list(t.shape)} is {size} bytes, the manifest says "
+                    f"{t.nbytes} and object {t.digest[:12]} holds {rec.raw_size}"
+                )
+        self.index.commit_snapshot(
+            snapshot_id=snap.id,
+            task=snap.task,
+            step=snap.step,
+            parent_id=snap.parent,
+            created_at=snap.created_at,
+            message=snap.message,
+            metadata=snap.metadata,
+            logical_bytes=sum(t.nbytes for t in snap.tensors),
+            tensors=snap.tensors,
+            tags=snap.tags,
+        )
+        return self.index.get_snapshot(snap.id)
 
     def _find(self, ref: Ref) -> str | None:
         """The id ``ref`` names, or None."""

@@ -25,27 +25,23 @@ from weightstore.cli.app import (
 )
 from weightstore.cli.progress import ByteProgress, estimate_bytes
 from weightstore.cli.render import (
-    diff_json,
     diff_summary,
     diff_table,
     dump_json,
-    gc_json,
     human_bytes,
     log_table,
     metadata_table,
     ref_text,
     result_table,
-    snapshot_json,
     snapshot_table,
-    stats_json,
     storage_table,
     task_summaries,
     tasks_table,
     tensor_table,
-    verify_json,
     verify_table,
 )
 from weightstore.errors import CorruptObject
+from weightstore.forms import diff_json, gc_json, snapshot_json, stats_json, verify_json
 from weightstore.store import WeightStore
 
 REFS_HELP = (

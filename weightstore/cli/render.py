@@ -14,17 +14,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from weightstore.forms import (  # noqa: F401 - re-exported: the CLI's JSON forms live there
-    diff_json,
-    gc_json,
-    ratio,
-    snapshot_json,
-    stats_json,
-    tensor_json,
-    unchanged_bytes,
-    usage_json,
-    verify_json,
-)
+from weightstore.forms import ratio, snapshot_json, unchanged_bytes
 from weightstore.types import (
     Diff,
     Snapshot,
