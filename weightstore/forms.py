@@ -175,3 +175,12 @@ def diff_from_json(d: dict[str, Any], a: Snapshot, b: Snapshot) -> Diff:
         ),
         unchanged=tuple(d["unchanged"]),
     )
+
+
+def export_metadata(snap: Snapshot) -> dict[str, str]:
+    """The ``__metadata__`` of a snapshot exported as safetensors (export, the service, the
+    client: one form, so their files are equal byte for byte)."""
+    meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
+    if snap.step is not None:
+        meta["weightstore.step"] = str(snap.step)
+    return meta

@@ -36,6 +36,7 @@ from weightstore.errors import (
     RefNotFound,
 )
 from weightstore.files import read_weights, write_safetensors
+from weightstore.forms import export_metadata
 from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
@@ -714,9 +715,7 @@ class WeightStore:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
         entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-        meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
-        if snap.step is not None:
-            meta["weightstore.step"] = str(snap.step)
+        meta = export_metadata(snap)
 
         def fill(i: int) -> memoryview:
             return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]

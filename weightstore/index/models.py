@@ -179,9 +179,7 @@ class TokenRow(Base):
     secret_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    __table_args__ = (
-        CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),
-    )
+    __table_args__ = (CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),)
 
 
 WEIGHTSTORE_TABLES: frozenset[str] = frozenset(Base.metadata.tables)

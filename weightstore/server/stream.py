@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from weightstore.errors import InvalidInput
+from weightstore.forms import export_metadata
 from weightstore.store import WeightStore
 from weightstore.tensors import dtype_info
 from weightstore.types import Snapshot, TensorEntry
@@ -38,13 +39,6 @@ class FileLayout:
     head: bytes  # the 8-byte length and the JSON header
     tensors: tuple[tuple[int, TensorEntry], ...]  # (absolute offset, entry), in file order
     size: int
-
-
-def export_metadata(snap: Snapshot) -> dict[str, str]:
-    meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
-    if snap.step is not None:
-        meta["weightstore.step"] = str(snap.step)
-    return meta
 
 
 def layout(snap: Snapshot) -> FileLayout:
