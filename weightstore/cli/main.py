@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from weightstore.cli import service
 from weightstore.cli.app import (
     EXIT_INTERRUPTED,
     ErrorMappingGroup,
@@ -66,6 +67,9 @@ db_app = typer.Typer(help="Manage the index database schema.", no_args_is_help=T
 report_app = typer.Typer(help="Reports about the store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(report_app, name="report")
+app.add_typer(service.token_app, name="token")
+for _command in (service.serve, service.push, service.pull):
+    app.command()(_command)
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON, alone on stdout.")

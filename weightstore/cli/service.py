@@ -1,0 +1,147 @@
+"""The service's commands: ``serve``, ``token create|list|revoke``, ``push`` and ``pull``.
+
+Registered on the app by ``cli/main.py``. A REMOTE is a service URL (``http://host:8000``,
+with ``--token`` or ``$WEIGHTSTORE_TOKEN`` for writes and non-public reads) or another store's
+folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from weightstore.cli.app import state, stdout
+from weightstore.cli.progress import ByteProgress
+from weightstore.cli.render import human_bytes, local_time, result_table
+from weightstore.index.tokens import SCOPES, Tokens
+from weightstore.remote import RemoteStore
+from weightstore.server import ServerSettings, create_app
+from weightstore.server.settings import SETTINGS_ENV
+from weightstore.store import WeightStore
+from weightstore.sync import TransferReport
+from weightstore.sync import pull as pull_from
+from weightstore.sync import push as push_to
+
+token_app = typer.Typer(help="Manage the service's bearer tokens.", no_args_is_help=True)
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="WEIGHTSTORE_TOKEN", help="Bearer token for the service."),
+]
+RemoteArg = Annotated[str, typer.Argument(help="Service URL (http://host:8000) or store folder.")]
+TasksArg = Annotated[list[str] | None, typer.Argument(help="Tasks (default: all).")]
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Store folder (default: the global --store).")
+    ] = None,
+    index_url: Annotated[
+        str | None, typer.Option("--index-url", help="Index database (default: the store's).")
+    ] = None,
+    public_read: Annotated[
+        bool, typer.Option("--public-read", help="Serve reads without a token.")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    max_upload: Annotated[
+        int, typer.Option("--max-upload-bytes", min=1, help="Largest request body.")
+    ] = 64 << 30,
+) -> None:
+    """Run the REST service (docs at /docs, API under /v1)."""
+    st = state(ctx)
+    path = store or st.path
+    url = index_url or st.index_url
+    WeightStore.open(path, index_url=url, create=False).close()  # fail here, not per worker
+    settings = ServerSettings(
+        str(path.resolve()), url, public_read=public_read, max_upload_bytes=max_upload
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port)
+        return
+    # Worker processes build their own app (and open the store themselves) from the env.
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    uvicorn.run(
+        "weightstore.server.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+    )
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    scope: Annotated[str, typer.Option(help=f"One of {', '.join(SCOPES)}.")] = "read",
+    name: Annotated[str, typer.Option(help="A note on who or what uses it.")] = "",
+) -> None:
+    """Create a token and print it (once: only its hash is kept)."""
+    info, token = Tokens(state(ctx).store().index.engine).create(scope, name)
+    stdout().print(result_table([("id", info.id), ("scope", info.scope), ("token", token)]))
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context) -> None:
+    """List tokens (never their secrets)."""
+    for t in Tokens(state(ctx).store().index.engine).list():
+        stdout().print(f"{t.id}  {t.scope:<5}  {local_time(t.created_at)}  {t.name}")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ctx: typer.Context, token_id: Annotated[str, typer.Argument(help="Token id (or the token).")]
+) -> None:
+    """Revoke a token: requests with it are refused from now on."""
+    Tokens(state(ctx).store().index.engine).revoke(token_id)
+    stdout().print(f"revoked {token_id[:20]}")
+
+
+def _open(location: str, token: str | None) -> WeightStore | RemoteStore:
+    if location.startswith(("http://", "https://")):
+        return RemoteStore(location, token=token)
+    return WeightStore.open(location, create=False)
+
+
+def _report(verb: str, r: TransferReport) -> None:
+    stdout().print(
+        result_table(
+            [
+                (verb, f"{r.snapshots} snapshots"),
+                ("objects", str(r.objects)),
+                ("bytes", human_bytes(r.object_bytes)),
+            ]
+        )
+    )
+
+
+def push(
+    ctx: typer.Context, remote: RemoteArg, tasks: TasksArg = None, token: TokenOpt = None
+) -> None:
+    """Send this store's snapshots of TASKS that REMOTE lacks, with only the objects it lacks."""
+    other = _open(remote, token)
+    try:
+        with ByteProgress(f"pushing to {remote}", None) as bar:
+            report = push_to(state(ctx).store(), other, tasks or [], progress=bar)
+    finally:
+        other.close()
+    _report("pushed", report)
+
+
+def pull(
+    ctx: typer.Context, remote: RemoteArg, tasks: TasksArg = None, token: TokenOpt = None
+) -> None:
+    """Fetch REMOTE's snapshots of TASKS that this store lacks, with only the objects it lacks."""
+    other = _open(remote, token)
+    try:
+        with ByteProgress(f"pulling from {remote}", None) as bar:
+            report = pull_from(state(ctx).store(create=True), other, tasks or [], progress=bar)
+    finally:
+        other.close()
+    _report("pulled", report)
