@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from weightstore.codec import read_header
 from weightstore.codec.format import DELTAS
-from weightstore.errors import Conflict, InvalidInput, ObjectNotFound
+from weightstore.errors import Conflict, CorruptFile, CorruptObject, InvalidInput, ObjectNotFound
 from weightstore.objects.base import validate_key
 from weightstore.store import WeightStore
 from weightstore.types import ObjectRecord
@@ -41,7 +41,7 @@ def receive_object(
 ) -> ObjectRecord:
     """Verify an encoded object named ``digest`` and keep it; return its record.
 
-    Raises :class:`CorruptObject` (bytes that do not decode to ``digest``, a damaged header),
+    Raises :class:`CorruptFile` (bytes that do not decode to ``digest``, a damaged header),
     :class:`InvalidInput` (a delta whose base is not here, a raw size over ``max_raw_bytes``)
     or :class:`Conflict`; in every case nothing is written.
     """
@@ -49,7 +49,10 @@ def receive_object(
     rows = store.index.get_objects([digest])
     if digest in rows and store.objects.exists(digest):
         return rows[digest]  # content-addressed: what is here is these bytes already
-    header = read_header(blob, digest)
+    try:
+        header = read_header(blob, digest)
+    except CorruptObject as e:
+        raise CorruptFile(f"received object: {e}") from e
     if header.raw_len > max_raw_bytes:
         raise InvalidInput(
             f"object {digest[:12]} decodes to {header.raw_len} bytes, over the "
@@ -65,7 +68,12 @@ def receive_object(
             )
         chain = store.reader.chains([header.base])[header.base]
     blobs = [blob, *(store.objects.get_view(r.digest) for r in chain)]
-    store.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
+    try:
+        store.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
+    except CorruptObject as e:
+        # A bad upload is the sender's fault (400); a bad base here would be ours, but the
+        # base was verified when it was kept, and verify() checks it again.
+        raise CorruptFile(f"received object does not decode to its name: {e}") from e
     record = ObjectRecord(
         digest,
         header.raw_len,
