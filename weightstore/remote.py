@@ -24,11 +24,10 @@ from weightstore import errors
 from weightstore.codec import Codec, read_header
 from weightstore.codec.layout import U8
 from weightstore.errors import CorruptObject, IncompatibleTensor, InvalidInput, WeightstoreError
-from weightstore.files import write_safetensors
-from weightstore.forms import diff_from_json, export_metadata, snapshot_from_json, snapshot_json
+from weightstore.forms import diff_from_json, snapshot_from_json, snapshot_json
 from weightstore.objcache import ObjectCache
 from weightstore.settings import StoreSettings
-from weightstore.store import WeightStore
+from weightstore.store import WeightStore, write_snapshot_file
 from weightstore.tensors import byte_view, dtype_info, empty_tensor
 from weightstore.types import Diff, Snapshot, TensorEntry
 
@@ -223,13 +222,7 @@ class RemoteStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file, decoded here."""
         snap = self.show(ref)
-        entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-        meta = export_metadata(snap)
-
-        def fill(i: int) -> memoryview:
-            return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]
-
-        write_safetensors(path, entries, fill, meta, progress)
+        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
         return snap
 
     # ----------------------------------------------------------------------------- writing

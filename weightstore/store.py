@@ -101,6 +101,22 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     )
 
 
+def write_snapshot_file(
+    snap: Snapshot,
+    path: str | os.PathLike[str],
+    read: Callable[[TensorEntry], U8],
+    progress: Progress | None = None,
+) -> None:
+    """Write ``snap`` as a standard safetensors file, reading each tensor's bytes with ``read``
+    (local objects, or a remote store's): one layout for every export."""
+    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
+
+    def fill(i: int) -> memoryview:
+        return memoryview(read(snap.tensors[i]))  # type: ignore[arg-type]
+
+    write_safetensors(path, entries, fill, export_metadata(snap), progress)
+
+
 class _Batch:
     """Encoded objects waiting to be written, handed out once they fill a batch: one index
     transaction and one durability barrier per batch, memory bounded by the batch."""
@@ -714,13 +730,7 @@ class WeightStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
-        entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-        meta = export_metadata(snap)
-
-        def fill(i: int) -> memoryview:
-            return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]
-
-        write_safetensors(path, entries, fill, meta, progress)
+        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
         return snap
 
     def import_file(
