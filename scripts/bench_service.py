@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -163,20 +164,23 @@ def main() -> None:
         print(f"   ratio weightstore / static: {ws_rate / st_rate:.2f}")
 
         print("\n2. sending the fine-tune to a server that has the base")
+        shutil.copytree(root / "server", root / "server2")  # the upload's own server
         with (
             WeightStore.open(root / "local", settings=settings) as local,
             weightstore_server(root / "server") as (url, token),
+            RemoteStore(url, token=token, cache_dir=root / "cache") as r,
         ):
-            with RemoteStore(url, token=token, cache_dir=root / "cache") as r:
-                local.save("m", tuned, step=1)
-                began = time.perf_counter()
-                report = push(local, r, ["m"])
-                push_s = time.perf_counter() - began
-            size = (root / "tuned.safetensors").stat().st_size
+            local.save("m", tuned, step=1)
+            began = time.perf_counter()
+            report = push(local, r, ["m"])
+            push_s = time.perf_counter() - began
+        size = (root / "tuned.safetensors").stat().st_size
+        with weightstore_server(root / "server2") as (url, token):
             began = time.perf_counter()
             with open(root / "tuned.safetensors", "rb") as f:
                 up = httpx.put(
                     f"{url}/v1/tasks/upload/snapshots",
+                    params={"parent": "m@0"},  # the server stores it as deltas too
                     content=f,
                     headers={"Authorization": f"Bearer {token}"},
                     timeout=600,

@@ -108,13 +108,19 @@ def transfer(
     snaps = _to_send(a, b, names)
     needed = list(dict.fromkeys(t.digest for s in snaps for t in s.tensors))
     missing = set(b.missing(needed))
+    present = set(needed) - missing
     sent: dict[str, int] = {}
 
     def send(digest: str) -> None:
         blob = a.get_object(digest)
         base = read_header(blob, digest).base
-        if base is not None and base not in sent and b.missing([base]):
-            send(base)  # a delta's base first: the receiver verifies by decoding
+        # A delta's base goes first (the receiver verifies by decoding); ask about it only
+        # when the batch question did not cover it.
+        if base is not None and base not in sent and base not in present:
+            if base in missing or b.missing([base]):
+                send(base)
+            else:
+                present.add(base)
         b.put_object(digest, blob)
         sent[digest] = len(blob)
         if progress:
