@@ -11,7 +11,8 @@ weight nudged by a relative 1e-3), then measures on loopback, each server a uvic
    (``PUT /v1/tasks/{task}/snapshots``), and the time of each;
 3. latency: p50 / p95 and requests/s of ``GET /v1/snapshots/{ref}`` (a manifest) and of
    ``GET /v1/snapshots/{ref}/tensors/{name}`` (a 4 KiB tensor) with 1, 8 and 32 concurrent
-   clients (an asyncio httpx load generator in this process).
+   clients (an asyncio httpx load generator in this process), against ``GET /healthz`` (the
+   same HTTP stack doing no store work) as the baseline.
 
 The load generator shares the machine's cores with the server: on a small machine its figures
 bound the client as much as the server.
@@ -198,6 +199,7 @@ def main() -> None:
         with weightstore_server(root / "server") as (url, _):
             small = next(n for n, t in base.items() if t.nbytes <= 8192)
             for what, path in (
+                ("healthz", "/healthz"),  # baseline: the HTTP stack alone, no store work
                 ("manifest", "/v1/snapshots/m@0"),
                 ("tensor 4K", f"/v1/snapshots/m@0/tensors/{small}"),
             ):

@@ -3,7 +3,10 @@ store on disk, with tokens of every scope; shared by the service and remote-clie
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -73,3 +76,33 @@ def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[
         server.should_exit = True
         thread.join(30)
         store.close()
+
+
+@contextmanager
+def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``weightstore serve`` in its own process (for several workers, or to kill it)."""
+    port = _free_port()
+    cli = [sys.executable, "-m", "weightstore.cli.main", "--store", str(root), "serve"]
+    proc = subprocess.Popen(
+        [*cli, "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # a loaded CI machine starts processes slowly
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("weightstore serve did not start")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(30)

@@ -5,21 +5,20 @@ move only missing objects and round-trip every dtype."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from served import Served, serve
+from safetensors.torch import save_file
+from served import Served, serve, serve_process
 from test_store import every_dtype, same, same_dict
 from typer.testing import CliRunner
 
 from weightstore.cli.main import app
 from weightstore.errors import CorruptObject, Forbidden, RefNotFound, Unauthorized
+from weightstore.index.tokens import Tokens
 from weightstore.remote import RemoteStore, open_store
 from weightstore.store import WeightStore
 from weightstore.sync import pull, push
@@ -165,49 +164,44 @@ def test_cli_tokens_push_pull_and_serve_with_two_workers(tmp_path: Path) -> None
     assert "write" in listed and token not in listed
     with WeightStore.open(local) as s:
         s.save("m", {"w": torch.randn(10, 10)}, step=1)
-    port = 18000 + os.getpid() % 1000
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "weightstore.cli.main",
-            "--store",
-            str(server_root),
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+    with serve_process(server_root, "--workers", "2") as (url, _):
         pushed = runner.invoke(app, ["--store", str(local), "push", url, "m", "--token", token])
         assert pushed.exit_code == 0, pushed.output
-        pulled = runner.invoke(
-            app, ["--store", str(tmp_path / "copy"), "pull", url, "--token", token]
-        )
+        copy = ["--store", str(tmp_path / "copy")]
+        pulled = runner.invoke(app, [*copy, "pull", url, "--token", token])
         assert pulled.exit_code == 0, pulled.output
-        assert (
-            runner.invoke(app, ["--store", str(server_root), "token", "revoke", token]).exit_code
-            == 0
-        )
+        revoke = ["--store", str(server_root), "token", "revoke", token]
+        assert runner.invoke(app, revoke).exit_code == 0
         refused = runner.invoke(app, ["--store", str(local), "push", url, "--token", token])
-        assert refused.exit_code != 0
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        assert refused.exit_code == 8  # Unauthorized
     with WeightStore.open(local) as a, open_store(tmp_path / "copy") as c:
         assert isinstance(c, WeightStore)
         assert same(c.restore("m@1")["w"], a.restore("m@1")["w"])
+
+
+def test_a_server_killed_mid_upload_leaves_the_store_consistent(tmp_path: Path) -> None:
+    root = tmp_path / "server"
+    with WeightStore.open(root) as s:
+        s.save("kept", {"w": torch.randn(10)})
+        token = Tokens(s.index.engine).create("write")[1]
+    f = tmp_path / "big.safetensors"
+    save_file({"w": torch.randn(1 << 20)}, str(f))
+    data = f.read_bytes()
+    with serve_process(root) as (url, proc):
+
+        def body() -> Iterator[bytes]:
+            yield data[: len(data) // 2]
+            proc.kill()  # mid-body
+            proc.wait(30)
+            yield data[len(data) // 2 :]
+
+        with pytest.raises(httpx.TransportError):
+            httpx.put(
+                f"{url}/v1/tasks/up/snapshots",
+                content=body(),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    with WeightStore.open(root, create=False) as s:
+        assert [x.task for x in s.log()] == ["kept"]
+        assert s.verify().ok
+        assert s.index.all_objects() and len(s.index.all_objects()) == 1
