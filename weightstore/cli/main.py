@@ -57,7 +57,7 @@ app = typer.Typer(
         "Versioned, content-addressed, delta-compressed snapshots of neural-network weights, "
         f"per task.\n\n{REFS_HELP}\n\n"
         "Exit codes: 1 error, 2 invalid input, 3 not found, 4 conflict, 5 corrupt or "
-        "storage failure, 6 schema outdated, 7 lock held, 130 interrupted."
+        "storage failure, 6 schema outdated, 7 lock held, 8 refused by a service, 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,

@@ -3,15 +3,19 @@ the app starts (in each worker process) and closed when it stops. Nothing happen
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 
 from weightstore.errors import InvalidInput
 from weightstore.server import metrics, problems
 from weightstore.server.routes import files, health, objects, snapshots, tasks
+from weightstore.server.routes.tasks import UPLOADS
 from weightstore.server.settings import SETTINGS_ENV, ServerSettings
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -31,6 +35,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             create=False,
         )
         app.state.store = store
+        _drop_stale_uploads(Path(settings.store) / UPLOADS)
         try:
             yield
         finally:
@@ -54,6 +59,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
     # /healthz etc. also at the root, where probes look (once in the schema: under /v1).
     app.include_router(health.router, include_in_schema=False)
     return app
+
+
+def _drop_stale_uploads(folder: Path, older_than: float = 3600) -> None:
+    """Remove upload files a killed server left behind (not those of a running worker)."""
+    cutoff = time.time() - older_than
+    for path in folder.glob(".upload-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
 
 
 def app_from_environment() -> FastAPI:
