@@ -5,6 +5,7 @@ move only missing objects and round-trip every dtype."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +206,50 @@ def test_a_server_killed_mid_upload_leaves_the_store_consistent(tmp_path: Path) 
         assert [x.task for x in s.log()] == ["kept"]
         assert s.verify().ok
         assert s.index.all_objects() and len(s.index.all_objects()) == 1
+
+
+def test_readers_keep_working_while_writers_push_and_gc_runs(
+    served: Served, tmp_path: Path
+) -> None:
+    first = {f"t{i}": torch.randn(64, 64) for i in range(4)}
+    served.store.save("m", first, step=0)
+    expected = httpx.get(
+        f"{served.url}/v1/snapshots/m@0/safetensors",
+        headers={"Authorization": f"Bearer {served.tokens['read']}"},
+    ).content
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        with served.client() as c:
+            while not stop.is_set():
+                try:
+                    assert c.get("/snapshots/m@0/safetensors").content == expected
+                except BaseException as e:
+                    errors.append(e)
+                    return
+
+    def collect() -> None:
+        while not stop.is_set():
+            try:
+                served.store.gc(grace_seconds=60)
+            except BaseException as e:
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=read) for _ in range(2)] + [threading.Thread(target=collect)]
+    for t in threads:
+        t.start()
+    try:
+        with WeightStore.open(tmp_path / "trainer") as local, remote(served, tmp_path) as r:
+            pull(local, r)
+            for step in range(1, 4):
+                local.save("m", finetune(first, 1e-3 * step), step=step)
+                push(local, r)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert errors == []
+    assert [s.step for s in served.store.log("m")] == [3, 2, 1, 0]
+    assert served.store.verify().ok
