@@ -71,8 +71,13 @@ def test_read_api_decodes_locally_through_the_cache(served: Served, tmp_path: Pa
         ).read_bytes()
         with pytest.raises(RefNotFound):
             r.show("m@99")
-        with pytest.raises(Forbidden):
-            r.delete("m@1")
+    with remote(served, tmp_path) as w:
+        saved = w.save("up", tuned, step=5, tags=["x"])
+        assert saved.step == 5 and saved.tags == ("x",)
+        got = w.restore("up:x")
+        assert sorted(got) == sorted(tuned) and all(same(got[k], tuned[k]) for k in tuned)
+    with remote(served, tmp_path, "read") as r, pytest.raises(Forbidden):
+        r.delete("m@1")
     with RemoteStore(served.url, cache_dir=tmp_path / "c2") as anon, pytest.raises(Unauthorized):
         anon.tasks()
 
@@ -171,13 +176,18 @@ def test_cli_tokens_push_pull_and_serve_with_two_workers(tmp_path: Path) -> None
         copy = ["--store", str(tmp_path / "copy")]
         pulled = runner.invoke(app, [*copy, "pull", url, "--token", token])
         assert pulled.exit_code == 0, pulled.output
+        cloned = runner.invoke(app, ["clone", url, str(tmp_path / "clone"), "--token", token])
+        assert cloned.exit_code == 0, cloned.output
+        assert runner.invoke(app, ["clone", url, str(local), "--token", token]).exit_code == 2
         revoke = ["--store", str(server_root), "token", "revoke", token]
         assert runner.invoke(app, revoke).exit_code == 0
         refused = runner.invoke(app, ["--store", str(local), "push", url, "--token", token])
         assert refused.exit_code == 8  # Unauthorized
-    with WeightStore.open(local) as a, open_store(tmp_path / "copy") as c:
-        assert isinstance(c, WeightStore)
-        assert same(c.restore("m@1")["w"], a.restore("m@1")["w"])
+    with WeightStore.open(local) as a:
+        for name in ("copy", "clone"):
+            with open_store(tmp_path / name) as c:
+                assert isinstance(c, WeightStore)
+                assert same(c.restore("m@1")["w"], a.restore("m@1")["w"])
 
 
 def test_a_server_killed_mid_upload_leaves_the_store_consistent(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ report_app = typer.Typer(help="Reports about the store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(report_app, name="report")
 app.add_typer(service.token_app, name="token")
-for _command in (service.serve, service.push, service.pull):
+for _command in (service.serve, service.push, service.pull, service.clone):
     app.command()(_command)
 
 JsonFlag = Annotated[

@@ -1,4 +1,4 @@
-"""The service's commands: ``serve``, ``token create|list|revoke``, ``push`` and ``pull``.
+"""The service's commands: ``serve``, ``token create|list|revoke``, ``push``, ``pull``, ``clone``.
 
 Registered on the app by ``cli/main.py``. A REMOTE is a service URL (``http://host:8000``,
 with ``--token`` or ``$WEIGHTSTORE_TOKEN`` for writes and non-public reads) or another store's
@@ -17,6 +17,7 @@ import uvicorn
 from weightstore.cli.app import state, stdout
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes, local_time, result_table
+from weightstore.errors import InvalidInput
 from weightstore.index.tokens import SCOPES, Tokens
 from weightstore.remote import RemoteStore
 from weightstore.server import ServerSettings, create_app
@@ -73,6 +74,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # A worker imports torch before it answers the parent's health check: slow on a busy
+        # machine, where the default would kill and restart workers in a loop.
+        timeout_worker_healthcheck=120,
     )
 
 
@@ -145,3 +149,23 @@ def pull(
     finally:
         other.close()
     _report("pulled", report)
+
+
+def clone(
+    remote: RemoteArg,
+    path: Annotated[Path, typer.Argument(help="New store folder.")],
+    token: TokenOpt = None,
+) -> None:
+    """Copy every snapshot of REMOTE into a new store at PATH."""
+    if path.exists() and any(path.iterdir()):
+        raise InvalidInput(f"{path} exists and is not empty: clone makes a new store")
+    other = _open(remote, token)
+    try:
+        with (
+            WeightStore.open(path) as local,
+            ByteProgress(f"cloning {remote}", None) as bar,
+        ):
+            report = pull_from(local, other, progress=bar)
+    finally:
+        other.close()
+    _report("cloned", report)
