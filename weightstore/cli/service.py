@@ -23,9 +23,7 @@ from weightstore.remote import RemoteStore
 from weightstore.server import ServerSettings, create_app
 from weightstore.server.settings import SETTINGS_ENV
 from weightstore.store import WeightStore
-from weightstore.sync import TransferReport
-from weightstore.sync import pull as pull_from
-from weightstore.sync import push as push_to
+from weightstore.sync import transfer
 
 token_app = typer.Typer(help="Manage the service's bearer tokens.", no_args_is_help=True)
 
@@ -113,7 +111,22 @@ def _open(location: str, token: str | None) -> WeightStore | RemoteStore:
     return WeightStore.open(location, create=False)
 
 
-def _report(verb: str, r: TransferReport) -> None:
+def _transfer(
+    verb: str,
+    local: WeightStore,
+    remote: str,
+    token: str | None,
+    tasks: list[str] | None,
+    outgoing: bool,
+) -> None:
+    """Push to (``outgoing``) or pull from REMOTE, with a byte progress bar and a summary."""
+    other = _open(remote, token)
+    try:
+        with ByteProgress(f"{verb} {remote}", None) as bar:
+            src, dst = (local, other) if outgoing else (other, local)
+            r = transfer(src, dst, tasks or [], progress=bar)
+    finally:
+        other.close()
     stdout().print(
         result_table(
             [
@@ -129,26 +142,14 @@ def push(
     ctx: typer.Context, remote: RemoteArg, tasks: TasksArg = None, token: TokenOpt = None
 ) -> None:
     """Send this store's snapshots of TASKS that REMOTE lacks, with only the objects it lacks."""
-    other = _open(remote, token)
-    try:
-        with ByteProgress(f"pushing to {remote}", None) as bar:
-            report = push_to(state(ctx).store(), other, tasks or [], progress=bar)
-    finally:
-        other.close()
-    _report("pushed", report)
+    _transfer("pushed to", state(ctx).store(), remote, token, tasks, outgoing=True)
 
 
 def pull(
     ctx: typer.Context, remote: RemoteArg, tasks: TasksArg = None, token: TokenOpt = None
 ) -> None:
     """Fetch REMOTE's snapshots of TASKS that this store lacks, with only the objects it lacks."""
-    other = _open(remote, token)
-    try:
-        with ByteProgress(f"pulling from {remote}", None) as bar:
-            report = pull_from(state(ctx).store(create=True), other, tasks or [], progress=bar)
-    finally:
-        other.close()
-    _report("pulled", report)
+    _transfer("pulled from", state(ctx).store(create=True), remote, token, tasks, outgoing=False)
 
 
 def clone(
@@ -159,13 +160,5 @@ def clone(
     """Copy every snapshot of REMOTE into a new store at PATH."""
     if path.exists() and any(path.iterdir()):
         raise InvalidInput(f"{path} exists and is not empty: clone makes a new store")
-    other = _open(remote, token)
-    try:
-        with (
-            WeightStore.open(path) as local,
-            ByteProgress(f"cloning {remote}", None) as bar,
-        ):
-            report = pull_from(local, other, progress=bar)
-    finally:
-        other.close()
-    _report("cloned", report)
+    with WeightStore.open(path) as local:
+        _transfer("cloned from", local, remote, token, None, outgoing=False)
