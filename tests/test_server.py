@@ -146,6 +146,9 @@ def test_tokens_and_scopes(served: Served) -> None:
         assert c.get("/tasks").status_code == 401
     with served.client("write") as c:
         assert c.put("/snapshots/a/tags/x").status_code == 200
+        assert c.put("/snapshots/a/tags/release/v1").json()["tags"] == ["release/v1", "x"]
+        assert c.get("/snapshots/a:release/v1").status_code == 200
+        assert c.delete("/tasks/a/tags/release/v1").status_code == 204
         assert c.delete("/tasks/a/tags/x").status_code == 204
         assert c.delete("/snapshots/a").status_code == 204
     assert served.store.log() == []

@@ -61,8 +61,23 @@ def safetensors(
     headers["Content-Length"] = str(end - start + 1)
     name = snap.task.replace("/", "_") + (f"-{snap.step}" if snap.step is not None else "")
     headers["Content-Disposition"] = f'attachment; filename="{name}.safetensors"'
+    if request.method == "HEAD":  # the size and validators only: nothing is decoded
+        return Response(status_code=status, headers=headers, media_type="application/octet-stream")
     body = iter_bytes(store, file, start, end, bytes_sent(request)) if file.size else iter(())
     return StreamingResponse(body, status, headers, media_type="application/octet-stream")
+
+
+@router.head("/{ref:path}/safetensors", include_in_schema=False, dependencies=[CanRead])
+def safetensors_head(
+    request: Request,
+    store: Store,
+    ref: str,
+    range_: Annotated[str | None, Header(alias="range")] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
+    """What lazy readers (fsspec, HF) ask first: the file's size, ETag and range support."""
+    return safetensors(request, store, ref, range_, if_none_match, if_range)
 
 
 @router.get(

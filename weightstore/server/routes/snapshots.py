@@ -37,7 +37,7 @@ def diff(store: Store, a: str, b: str) -> dict[str, Any]:
 
 
 @router.put(
-    "/{ref:path}/tags/{tag}",
+    "/{ref:path}/tags/{tag:path}",
     operation_id="setTag",
     response_model=ManifestOut,
     dependencies=[CanWrite],

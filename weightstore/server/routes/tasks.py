@@ -106,7 +106,10 @@ def _metadata(text: str | None) -> dict[str, Any]:
 
 
 @router.delete(
-    "/{task:path}/tags/{tag}", operation_id="deleteTag", status_code=204, dependencies=[CanWrite]
+    "/{task:path}/tags/{tag:path}",
+    operation_id="deleteTag",
+    status_code=204,
+    dependencies=[CanWrite],
 )
 def delete_tag(store: Store, task: str, tag: str) -> Response:
     store.untag(task, tag)
