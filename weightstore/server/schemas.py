@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class TensorOut(BaseModel):
@@ -41,7 +41,7 @@ class ManifestIn(BaseModel):
     task: str
     step: int | None = None
     parent: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    created_at: str
+    created_at: AwareDatetime
     message: str = ""
     metadata: dict[str, Any] = {}
     tags: list[str] = []

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/snapshots", tags=["snapshots"])
 )
 def commit_manifest(store: Store, manifest: ManifestIn) -> dict[str, Any]:
     """Commit a snapshot whose objects were sent first (``PUT /objects/{digest}``)."""
-    snap = store.commit_manifest(snapshot_from_json(manifest.model_dump()))
+    snap = store.commit_manifest(snapshot_from_json(manifest.model_dump(mode="json")))
     return snapshot_json(snap, tensors=True)
 
 
