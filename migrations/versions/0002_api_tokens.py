@@ -28,9 +28,7 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(length=16), nullable=False),
         sa.Column("secret_sha256", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "scope IN ('read', 'write', 'admin')", name=op.f("ck_api_tokens_scope")
-        ),
+        sa.CheckConstraint("scope IN ('read', 'write', 'admin')", name=op.f("ck_api_tokens_scope")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
     )
 
