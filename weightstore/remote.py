@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,13 @@ from weightstore.tensors import byte_view, dtype_info, empty_tensor
 from weightstore.types import Diff, Snapshot, TensorEntry
 
 Progress = Callable[[int], None]
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "weightstore"
 _PAGE = 1000
 _MAX_CHAIN = 10_000
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/weightstore`` (``~/.cache/weightstore``), looked up when a client opens."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weightstore"
 
 
 def _error_class(status: int, kind: str) -> type[WeightstoreError]:
@@ -79,7 +84,10 @@ class RemoteStore:
         cache_bytes: int = 8 << 30,
         settings: StoreSettings | None = None,
         timeout: float = 300.0,
+        fetchers: int = 8,
     ) -> None:
+        """``cache_bytes``: the local object cache's budget; ``fetchers``: tensors fetched
+        and decoded at a time."""
         if not url.startswith(("http://", "https://")):
             raise InvalidInput(f"{url!r} is not an http:// or https:// URL")
         self.url = url.rstrip("/")
@@ -87,7 +95,8 @@ class RemoteStore:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=timeout)
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
-        self.cache = ObjectCache(Path(cache_dir or DEFAULT_CACHE) / "objects", cache_bytes)
+        self.cache = ObjectCache(Path(cache_dir or default_cache_dir()) / "objects", cache_bytes)
+        self._fetchers = fetchers
         self.bytes_sent = 0  # object bytes pushed
         self.bytes_received = 0  # object bytes downloaded (cache misses)
 
@@ -182,13 +191,16 @@ class RemoteStore:
         snap = self.show(ref)
         if into is None:
             dev = torch.device(device)
-            out = {}
-            for entry in snap.tensors:
+
+            def load(entry: TensorEntry) -> torch.Tensor:
                 t = self._tensor(entry)
-                out[entry.name] = t if dev.type == "cpu" else t.to(dev)
                 if progress:
                     progress(entry.nbytes)
-            return out
+                return t if dev.type == "cpu" else t.to(dev)
+
+            with ThreadPoolExecutor(self._fetchers) as pool:
+                names = [t.name for t in snap.tensors]
+                return dict(zip(names, pool.map(load, snap.tensors), strict=True))
         target = into.state_dict(keep_vars=False) if isinstance(into, torch.nn.Module) else into
         stored = {t.name: t for t in snap.tensors}
         if strict and set(stored) != set(target):
@@ -204,11 +216,18 @@ class RemoteStore:
                     f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
                     f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
                 )
-        with torch.no_grad():
-            for entry, t in pairs:
-                t.copy_(self._tensor(entry))
-                if progress:
-                    progress(entry.nbytes)
+
+        def copy(pair: tuple[TensorEntry, torch.Tensor]) -> None:
+            with torch.no_grad():
+                pair[1].copy_(self._tensor(pair[0]))
+            if progress:
+                progress(pair[0].nbytes)
+
+        with ThreadPoolExecutor(self._fetchers) as pool:
+            # Every object is fetched (into the cache) before anything is written, so an
+            # unreachable server or a missing object leaves the target as it was.
+            list(pool.map(lambda pair: self._chain(pair[0].digest), pairs))
+            list(pool.map(copy, pairs))
         return {entry.name: t for entry, t in pairs}
 
     def _tensor(self, entry: TensorEntry) -> torch.Tensor:
