@@ -263,3 +263,12 @@ def test_readers_keep_working_while_writers_push_and_gc_runs(
     assert errors == []
     assert [s.step for s in served.store.log("m")] == [3, 2, 1, 0]
     assert served.store.verify().ok
+
+
+def test_restore_into_fetches_everything_before_writing(served: Served, tmp_path: Path) -> None:
+    snap = served.store.save("m", {"a": torch.randn(10), "b": torch.randn(10)})
+    (served.root / "objects" / snap.tensors[1].digest[:2] / snap.tensors[1].digest).unlink()
+    target = {"a": torch.zeros(10), "b": torch.zeros(10)}
+    with remote(served, tmp_path, "read") as r, pytest.raises(LookupError):
+        r.restore("m", into=target)
+    assert not target["a"].any() and not target["b"].any()
