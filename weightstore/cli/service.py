@@ -3,27 +3,41 @@
 Registered on the app by ``cli/main.py``. A REMOTE is a service URL (``http://host:8000``,
 with ``--token`` or ``$WEIGHTSTORE_TOKEN`` for writes and non-public reads) or another store's
 folder.
+
+The service's own dependencies (the ``server`` extra: FastAPI, uvicorn, httpx) are imported
+when one of these commands runs, so the rest of the CLI works without them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
 from weightstore.cli.app import state, stdout
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes, local_time, result_table
 from weightstore.errors import InvalidInput
 from weightstore.index.tokens import SCOPES, Tokens
-from weightstore.remote import RemoteStore
-from weightstore.server import ServerSettings, create_app
-from weightstore.server.settings import SETTINGS_ENV
 from weightstore.store import WeightStore
-from weightstore.sync import transfer
+
+if TYPE_CHECKING:
+    from weightstore.remote import RemoteStore
+
+
+def _extra(module: str) -> Any:
+    """Import ``module``, or say which extra provides what it needs."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise InvalidInput(
+            f"this command needs the service's dependencies: pip install 'weightstore[server]' "
+            f"({e})"
+        ) from e
+
 
 token_app = typer.Typer(help="Manage the service's bearer tokens.", no_args_is_help=True)
 
@@ -54,18 +68,20 @@ def serve(
     ] = 64 << 30,
 ) -> None:
     """Run the REST service (docs at /docs, API under /v1)."""
+    uvicorn = _extra("uvicorn")
+    server = _extra("weightstore.server")
     st = state(ctx)
     path = store or st.path
     url = index_url or st.index_url
     WeightStore.open(path, index_url=url, create=False).close()  # fail here, not per worker
-    settings = ServerSettings(
+    settings = server.ServerSettings(
         str(path.resolve()), url, public_read=public_read, max_upload_bytes=max_upload
     )
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port)
+        uvicorn.run(server.create_app(settings), host=host, port=port)
         return
     # Worker processes build their own app (and open the store themselves) from the env.
-    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ[_extra("weightstore.server.settings").SETTINGS_ENV] = settings.to_json()
     uvicorn.run(
         "weightstore.server.app:app_from_environment",
         factory=True,
@@ -107,7 +123,8 @@ def token_revoke(
 
 def _open(location: str, token: str | None) -> WeightStore | RemoteStore:
     if location.startswith(("http://", "https://")):
-        return RemoteStore(location, token=token)
+        remote: RemoteStore = _extra("weightstore.remote").RemoteStore(location, token=token)
+        return remote
     return WeightStore.open(location, create=False)
 
 
@@ -124,7 +141,7 @@ def _transfer(
     try:
         with ByteProgress(f"{verb} {remote}", None) as bar:
             src, dst = (local, other) if outgoing else (other, local)
-            r = transfer(src, dst, tasks or [], progress=bar)
+            r = _extra("weightstore.sync").transfer(src, dst, tasks or [], progress=bar)
     finally:
         other.close()
     stdout().print(
