@@ -68,16 +68,12 @@ def safetensors(
 
 
 @router.head("/{ref:path}/safetensors", include_in_schema=False, dependencies=[CanRead])
-def safetensors_head(
-    request: Request,
-    store: Store,
-    ref: str,
-    range_: Annotated[str | None, Header(alias="range")] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-    if_range: Annotated[str | None, Header()] = None,
-) -> Response:
+def safetensors_head(request: Request, store: Store, ref: str) -> Response:
     """What lazy readers (fsspec, HF) ask first: the file's size, ETag and range support."""
-    return safetensors(request, store, ref, range_, if_none_match, if_range)
+    h = request.headers
+    return safetensors(
+        request, store, ref, h.get("range"), h.get("if-none-match"), h.get("if-range")
+    )
 
 
 @router.get(
