@@ -9,7 +9,9 @@ transfer resumes where it stopped: the next run finds those objects present.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -93,14 +95,61 @@ def _to_send(src: Side, dst: Side, tasks: Sequence[str]) -> list[Snapshot]:
     return sorted(chosen.values(), key=lambda s: (s.created_at, s.id))
 
 
+class _Sender:
+    """Sends objects on several threads, each delta's base before it. A thread claims an
+    object before fetching it; one that needs a base another thread claimed waits for it.
+    Waits follow base links, which never loop, and a claimed object is always being worked
+    on, so no thread waits forever."""
+
+    def __init__(
+        self, a: Side, b: Side, missing: set[str], present: set[str], progress: Progress | None
+    ) -> None:
+        self.a, self.b = a, b
+        self.missing, self.present = missing, present
+        self.progress = progress
+        self.sent: dict[str, int] = {}
+        self._claims: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def send(self, digest: str) -> None:
+        with self._lock:
+            claim = self._claims.get(digest)
+            mine = claim is None
+            if claim is None:
+                claim = self._claims[digest] = threading.Event()
+        if not mine:
+            claim.wait()
+            return
+        try:
+            blob = self.a.get_object(digest)
+            base = read_header(blob, digest).base
+            # The base goes first (the receiver verifies by decoding); ask about it only when
+            # the batch question did not cover it.
+            if base is not None and base not in self.present:
+                if base in self.missing or self.b.missing([base]):
+                    self.send(base)
+                else:
+                    with self._lock:
+                        self.present.add(base)
+            self.b.put_object(digest, blob)
+            with self._lock:
+                self.sent[digest] = len(blob)
+            if self.progress:
+                self.progress(len(blob))
+        finally:
+            claim.set()
+
+
 def transfer(
     src: WeightStore | RemoteStore,
     dst: WeightStore | RemoteStore,
     tasks: Sequence[str] = (),
     *,
     progress: Progress | None = None,
+    concurrency: int = 4,
 ) -> TransferReport:
-    """Send the snapshots of ``tasks`` (default: every task) that ``dst`` lacks."""
+    """Send the snapshots of ``tasks`` (default: every task) that ``dst`` lacks, objects
+    ``concurrency`` at a time."""
     a, b = side(src), side(dst)
     names = list(tasks) or a.tasks()
     for task in names:
@@ -108,30 +157,12 @@ def transfer(
     snaps = _to_send(a, b, names)
     needed = list(dict.fromkeys(t.digest for s in snaps for t in s.tensors))
     missing = set(b.missing(needed))
-    present = set(needed) - missing
-    sent: dict[str, int] = {}
-
-    def send(digest: str) -> None:
-        blob = a.get_object(digest)
-        base = read_header(blob, digest).base
-        # A delta's base goes first (the receiver verifies by decoding); ask about it only
-        # when the batch question did not cover it.
-        if base is not None and base not in sent and base not in present:
-            if base in missing or b.missing([base]):
-                send(base)
-            else:
-                present.add(base)
-        b.put_object(digest, blob)
-        sent[digest] = len(blob)
-        if progress:
-            progress(len(blob))
-
-    for digest in needed:
-        if digest in missing and digest not in sent:
-            send(digest)
+    sender = _Sender(a, b, missing, set(needed) - missing, progress)
+    with ThreadPoolExecutor(max(1, concurrency), "weightstore-transfer") as pool:
+        list(pool.map(sender.send, [d for d in needed if d in missing]))
     for snap in snaps:
         b.commit_manifest(snap)
-    return TransferReport(len(snaps), len(sent), sum(sent.values()))
+    return TransferReport(len(snaps), len(sender.sent), sum(sender.sent.values()))
 
 
 def push(
