@@ -24,12 +24,21 @@ class Catalog:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, index_url: str | None = None) -> Catalog:
-        """The store at ``path`` (its index elsewhere with ``index_url``); a missing store is
-        an error, and nothing is created or recorded."""
-        where = location.locate(path, index_url, create=False, read_only=True)
-        index = Index.open(IndexSettings(url=where.index_url), create=False)
+        """The store at ``path`` (its index elsewhere with ``index_url``), or objects at an
+        ``s3://`` URL with the index at ``index_url``, as :meth:`WeightStore.open` finds them; a
+        missing store is an error, and nothing is created or recorded."""
+        url = location.object_url(path)
+        if url is not None:  # s3://bucket/prefix: objects there, the index given by URL
+            index = Index.open(IndexSettings(url=location.url_index(url, index_url)), create=False)
+        else:
+            where = location.locate(path, index_url, create=False, read_only=True)
+            index = Index.open(IndexSettings(url=where.index_url), create=False)
         try:
-            objects = LocalBackend(where.objects_dir, fsync=False)
+            objects = (
+                location.url_backend(url)
+                if url is not None
+                else LocalBackend(where.objects_dir, fsync=False)
+            )
             try:
                 location.bind(index, objects, write=False)
             finally:

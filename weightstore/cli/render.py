@@ -15,10 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from weightstore.cli.columns import Column, fitted_table
+from weightstore.forms import ratio, snapshot_json, unchanged_bytes
 from weightstore.types import (
     DeletionEffect,
     Diff,
-    GcResult,
     Snapshot,
     SnapshotSummary,
     StoreStats,
@@ -85,16 +85,6 @@ def dump_json(value: Any) -> str:
 # ------------------------------------------------------------------------------------ JSON forms
 
 
-def tensor_json(t: TensorEntry) -> dict[str, Any]:
-    return {
-        "name": t.name,
-        "dtype": t.dtype,
-        "shape": list(t.shape),
-        "nbytes": t.nbytes,
-        "digest": t.digest,
-    }
-
-
 def summary_of(s: Snapshot) -> SnapshotSummary:
     """The listing form of a full snapshot."""
     return SnapshotSummary(
@@ -110,113 +100,6 @@ def summary_of(s: Snapshot) -> SnapshotSummary:
         tensor_count=len(s.tensors),
         added_bytes=s.added_bytes,
     )
-
-
-def snapshot_json(s: Snapshot | SnapshotSummary, *, tensors: bool = False) -> dict[str, Any]:
-    count = s.tensor_count if isinstance(s, SnapshotSummary) else len(s.tensors)
-    out: dict[str, Any] = {
-        "id": s.id,
-        "short_id": s.short_id,
-        "task": s.task,
-        "step": s.step,
-        "parent": s.parent,
-        "created_at": s.created_at.isoformat(),
-        "message": s.message,
-        "metadata": s.metadata,
-        "tags": list(s.tags),
-        "tensor_count": count,
-        "logical_bytes": s.logical_bytes,
-        "added_bytes": s.added_bytes,
-    }
-    if tensors and isinstance(s, Snapshot):
-        out["tensors"] = [tensor_json(t) for t in s.tensors]
-    return out
-
-
-def unchanged_bytes(d: Diff) -> int:
-    keep = set(d.unchanged)
-    return sum(t.nbytes for t in d.b.tensors if t.name in keep)
-
-
-def diff_json(d: Diff) -> dict[str, Any]:
-    return {
-        "a": snapshot_json(d.a),
-        "b": snapshot_json(d.b),
-        "added": [tensor_json(t) for t in d.added],
-        "removed": [tensor_json(t) for t in d.removed],
-        "changed": [
-            {
-                "name": c.name,
-                "old": tensor_json(c.old),
-                "new": tensor_json(c.new),
-                "dtype_changed": c.old.dtype != c.new.dtype,
-                "shape_changed": c.old.shape != c.new.shape,
-            }
-            for c in d.changed
-        ],
-        "unchanged": list(d.unchanged),
-        "unchanged_count": len(d.unchanged),
-        "unchanged_bytes": unchanged_bytes(d),
-    }
-
-
-def gc_json(r: GcResult) -> dict[str, Any]:
-    return {
-        "dry_run": r.dry_run,
-        "objects_removed": r.objects_removed,
-        "bytes_freed": r.bytes_freed,
-        "objects_spared": r.objects_spared,
-        "objects_kept": r.objects_kept,
-    }
-
-
-def verify_json(r: VerifyResult) -> dict[str, Any]:
-    return {
-        "ok": r.ok,
-        "objects_checked": r.objects_checked,
-        "bytes_checked": r.bytes_checked,
-        "problems": [
-            {"object": p.digest, "problem": p.problem, "snapshots": list(p.snapshots)}
-            for p in r.problems
-        ],
-    }
-
-
-def ratio(row: UsageRow) -> float:
-    return round(row.ratio, 4)
-
-
-def usage_json(row: UsageRow) -> dict[str, Any]:
-    return {
-        "task": row.task,
-        "snapshots": row.snapshots,
-        "logical_bytes": row.logical_bytes,
-        "stored_bytes": row.stored_bytes,
-        "ratio": ratio(row),
-        "saved_by_dedup": row.saved_by_dedup,
-        "saved_by_delta": row.saved_by_delta,
-        "saved_by_compression": row.saved_by_compression,
-    }
-
-
-def stats_json(s: StoreStats) -> dict[str, Any]:
-    return {
-        "tasks": [usage_json(r) for r in s.tasks],
-        "total": usage_json(s.total),
-        "snapshots": [
-            {
-                "id": u.id,
-                "task": u.task,
-                "step": u.step,
-                "created_at": u.created_at.isoformat(),
-                "logical_bytes": u.logical_bytes,
-                "stored_bytes": u.stored_bytes,
-            }
-            for u in s.snapshots
-        ],
-        "objects": s.objects,
-        "objects_by_encoding": dict(sorted(s.objects_by_encoding.items())),
-    }
 
 
 def tasks_json(tasks: Iterable[TaskSummary]) -> list[dict[str, Any]]:
@@ -272,12 +155,8 @@ def log_table(
         Column("created", [local_time(s.created_at) for s in snaps], priority=2),
         Column("tensors", [str(s.tensor_count) for s in snaps], priority=4, justify="right"),
         Column("size", [human_bytes(s.logical_bytes) for s in snaps], priority=3, justify="right"),
-        Column(
-            "added", [human_bytes(s.added_bytes) for s in snaps], priority=1, justify="right"
-        ),
-        Column(
-            "message", [Text(truncate(s.message, 40)) for s in snaps], priority=5, shrink_to=12
-        ),
+        Column("added", [human_bytes(s.added_bytes) for s in snaps], priority=1, justify="right"),
+        Column("message", [Text(truncate(s.message, 40)) for s in snaps], priority=5, shrink_to=12),
     ]
     caption = "added: bytes the snapshot added to the store; size: its full (logical) size"
     return fitted_table(cols, width, title=title, caption=caption if snaps else None)
@@ -436,12 +315,8 @@ def storage_table(s: StoreStats, *, width: int = 160) -> Table:
         Column("stored", [human_bytes(r.stored_bytes) for r in rows], justify="right"),
         Column("ratio", [f"{ratio(r):.4f}" for r in rows], priority=1, justify="right"),
         Column("snapshots", [str(r.snapshots) for r in rows], priority=2, justify="right"),
-        Column(
-            "delta saved", saved([r.saved_by_delta for r in rows]), priority=3, justify="right"
-        ),
-        Column(
-            "dedup saved", saved([r.saved_by_dedup for r in rows]), priority=4, justify="right"
-        ),
+        Column("delta saved", saved([r.saved_by_delta for r in rows]), priority=3, justify="right"),
+        Column("dedup saved", saved([r.saved_by_dedup for r in rows]), priority=4, justify="right"),
         Column(
             "compression saved",
             saved([r.saved_by_compression for r in rows]),
