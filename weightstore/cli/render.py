@@ -6,6 +6,7 @@ with their UTC offset, byte counts are plain integers and ids are full length.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -20,6 +21,7 @@ from weightstore.types import (
     DeletionEffect,
     Diff,
     Snapshot,
+    SnapshotHeader,
     SnapshotSummary,
     StoreStats,
     TaskSummary,
@@ -87,19 +89,8 @@ def dump_json(value: Any) -> str:
 
 def summary_of(s: Snapshot) -> SnapshotSummary:
     """The listing form of a full snapshot."""
-    return SnapshotSummary(
-        id=s.id,
-        task=s.task,
-        step=s.step,
-        parent=s.parent,
-        created_at=s.created_at,
-        message=s.message,
-        metadata=s.metadata,
-        tags=s.tags,
-        logical_bytes=s.logical_bytes,
-        tensor_count=len(s.tensors),
-        added_bytes=s.added_bytes,
-    )
+    header = {f.name: getattr(s, f.name) for f in dataclasses.fields(SnapshotHeader)}
+    return SnapshotSummary(**header, tensor_count=len(s.tensors), added_bytes=s.added_bytes)
 
 
 def tasks_json(tasks: Iterable[TaskSummary]) -> list[dict[str, Any]]:

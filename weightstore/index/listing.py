@@ -136,6 +136,21 @@ def snapshot_rows() -> Select[Any]:
     )
 
 
+def header_fields(row: Any, tags: dict[str, list[str]]) -> dict[str, Any]:
+    """The :class:`SnapshotHeader` fields of a :func:`snapshot_rows` row."""
+    return {
+        "id": row.id,
+        "task": row.task,
+        "step": row.step,
+        "parent": row.parent_id,
+        "created_at": row.created_at,
+        "message": row.message,
+        "metadata": row.meta,
+        "tags": tuple(tags.get(row.id, ())),
+        "logical_bytes": row.logical_bytes,
+    }
+
+
 def _summaries(
     conn: Connection, condition: ColumnElement[bool] | None, limit: int | None
 ) -> list[SnapshotSummary]:
@@ -165,15 +180,7 @@ def _summaries(
     added = _added(conn, ids)
     return [
         SnapshotSummary(
-            id=r.id,
-            task=r.task,
-            step=r.step,
-            parent=r.parent_id,
-            created_at=r.created_at,
-            message=r.message,
-            metadata=r.meta,
-            tags=tuple(tags.get(r.id, ())),
-            logical_bytes=r.logical_bytes,
+            **header_fields(r, tags),
             tensor_count=counts.get(r.id, 0),
             added_bytes=added.get(r.id, 0),
         )

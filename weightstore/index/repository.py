@@ -36,7 +36,7 @@ from weightstore.errors import (
     StorageError,
 )
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
-from weightstore.index.listing import ListingQueries, snapshot_rows
+from weightstore.index.listing import ListingQueries, header_fields, snapshot_rows
 from weightstore.index.meta import MetaQueries
 from weightstore.index.models import (
     LockRow,
@@ -876,18 +876,4 @@ def _load_snapshots(conn: Connection, condition: ColumnElement[bool] | None) -> 
     tags: dict[str, list[str]] = {}
     for tag in conn.execute(tag_query):
         tags.setdefault(tag.snapshot_id, []).append(tag.name)
-    return [
-        Snapshot(
-            id=r.id,
-            task=r.task,
-            step=r.step,
-            parent=r.parent_id,
-            created_at=r.created_at,
-            message=r.message,
-            metadata=r.meta,
-            tags=tuple(tags.get(r.id, ())),
-            logical_bytes=r.logical_bytes,
-            tensors=tuple(tensors.get(r.id, ())),
-        )
-        for r in rows
-    ]
+    return [Snapshot(**header_fields(r, tags), tensors=tuple(tensors.get(r.id, ()))) for r in rows]
