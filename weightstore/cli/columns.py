@@ -57,6 +57,8 @@ def fitted_table(
     end_sections: Sequence[bool] | None = None,
 ) -> Table:
     """A table of the ``columns`` that fit in ``width`` characters, in their given order."""
+    # An optional column with nothing in it (no message on any row) is left out unmentioned.
+    columns = [c for c in columns if c.priority is None or any(str(x) for x in c.cells)]
     used = _OUTER + sum(c.width() + _PER_COLUMN for c in columns if c.priority is None)
     keep = {id(c) for c in columns if c.priority is None}
     for col in sorted((c for c in columns if c.priority is not None), key=_priority):
