@@ -28,6 +28,7 @@ class SnapshotOut(BaseModel):
     tags: list[str]
     tensor_count: int
     logical_bytes: int
+    added_bytes: int = 0  # stored bytes of the objects no earlier snapshot references
 
 
 class ManifestOut(SnapshotOut):
