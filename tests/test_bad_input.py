@@ -171,16 +171,6 @@ def test_gc_grace_must_be_a_finite_duration(store: WeightStore, grace: float) ->
     assert fingerprint(store) == before
 
 
-@pytest.mark.parametrize("config", ["[1, 2]", '"text"', "3", DEEP, "{not json"])
-def test_a_store_config_that_is_not_a_json_object_is_refused(tmp_path: Path, config: str) -> None:
-    root = tmp_path / "st"
-    root.mkdir()
-    (root / "weightstore.json").write_text(config)
-    with pytest.raises(InvalidInput):
-        WeightStore.open(root)
-    assert sorted(p.name for p in root.iterdir()) == ["weightstore.json"]
-
-
 def test_db_upgrade_against_a_newer_schema_changes_nothing(tmp_path: Path) -> None:
     root = tmp_path / "st"
     WeightStore.open(root).close()
