@@ -257,3 +257,22 @@ def test_markup_in_success_messages_is_printed_literally(
     result = cli("export", "keep", out)
     assert result.exit_code == 0, result.output
     assert str(out) in result.stdout.replace("\n", "")
+
+
+def test_cli_bad_store_state_prints_an_error_and_changes_nothing(tmp_path: Path) -> None:
+    runner = CliRunner()
+    newer = tmp_path / "newer"
+    WeightStore.open(newer).close()
+    engine = create_engine(f"sqlite:///{newer / 'index.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    listy = tmp_path / "listy"
+    listy.mkdir()
+    (listy / "weightstore.json").write_text("[1, 2]")
+    for root, args, code in ((newer, ["db", "upgrade"], 6), (listy, ["log"], 2)):
+        before = sorted((p.name, p.stat().st_size) for p in root.iterdir())
+        result = runner.invoke(app, ["--store", str(root), *args])
+        assert result.exit_code == code, result.output
+        assert result.stderr.startswith("error: ") and "Traceback" not in result.output
+        assert sorted((p.name, p.stat().st_size) for p in root.iterdir()) == before
