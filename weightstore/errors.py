@@ -108,3 +108,11 @@ class LockHeld(WeightstoreError, RuntimeError):
 
     exit_code = 7
     http_status = 423
+
+
+class SwapFailed(WeightstoreError, RuntimeError):
+    """A swap failed after it began writing into the model: the model holds a mix of old and
+    new weights and ``TaskLoader.active`` is None until a swap succeeds."""
+
+    exit_code = 5
+    http_status = 500
