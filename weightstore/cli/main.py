@@ -45,6 +45,7 @@ from weightstore.cli.render import (
     verify_json,
     verify_table,
 )
+from weightstore.demo.command import demo as demo_command
 from weightstore.errors import CorruptObject
 from weightstore.store import WeightStore
 
@@ -563,6 +564,11 @@ def report_swap(
         stdout().print(swap_table(result))
     if plot is not None:
         (stderr() if json_out else stdout()).print(f"plot written to {plot_swaps(result, plot)}")
+
+
+# ------------------------------------------------------------------------------------ demo
+
+app.command("demo")(demo_command)
 
 
 # ------------------------------------------------------------------------------------ schema
