@@ -18,7 +18,7 @@ class DemoConfig:
     workload: str = "digits"
     seed: int = 0
     steps: int | None = None
-    checkpoints: int = 4
+    checkpoints: int | None = None
     iterations: int | None = None
 
     def __post_init__(self) -> None:
@@ -28,9 +28,9 @@ class DemoConfig:
             )
         if self.steps is not None and self.steps < 1:
             raise InvalidInput("steps must be >= 1")
-        if self.checkpoints < 1:
+        if self.checkpoints is not None and self.checkpoints < 1:
             raise InvalidInput("checkpoints must be >= 1")
-        if self.steps is not None and self.checkpoints > self.steps:
+        if self.steps is not None and (self.checkpoints or 1) > self.steps:
             raise InvalidInput("checkpoints cannot outnumber steps")
         if self.iterations is not None and self.iterations < 2:
             raise InvalidInput("iterations must be >= 2 (p50 and p95 need a few runs)")

@@ -55,9 +55,8 @@ def make_workload(seed: int, steps: int | None = None) -> Workload:
         name="digits: MLP 64-64-64-10, fp32",
         model=model,
         tasks=load_tasks(seed),
-        trainable=list(model.parameters()),
+        param_groups=[{"params": list(model.parameters()), "lr": LR}],
         steps=steps or STEPS,
         batch=BATCH,
-        lr=LR,
         threads=1,
     )

@@ -30,12 +30,13 @@ def model_bytes(model: torch.nn.Module) -> int:
 def memory(
     store: WeightStore, wl: Workload, loader: TaskLoader, training: Training
 ) -> dict[str, Any]:
-    stats = store.stats()
+    names = {t.name for t in wl.tasks}
+    rows = [r for r in store.stats().tasks if r.task in names]  # this run's tasks only
     one = model_bytes(wl.model)
     snapshots = len(training.saves)
     per_task = snapshots // len(wl.tasks)
-    naive = stats.total.logical_bytes
-    stored = stats.total.stored_bytes
+    naive = sum(r.logical_bytes for r in rows)
+    stored = sum(r.stored_bytes for r in rows)
     ratio = stored / naive if naive else 0.0
     big_copy = BIG_PARAMS * BIG_BYTES_PER_PARAM
     big_naive = big_copy * BIG_TASKS * per_task
@@ -49,9 +50,9 @@ def memory(
         "naive_all_copies_bytes": naive,
         "stored_bytes": stored,
         "stored_over_naive": ratio,
-        "saved_by_dedup": stats.total.saved_by_dedup,
-        "saved_by_delta": stats.total.saved_by_delta,
-        "saved_by_compression": stats.total.saved_by_compression,
+        "saved_by_dedup": sum(r.saved_by_dedup for r in rows),
+        "saved_by_delta": sum(r.saved_by_delta for r in rows),
+        "saved_by_compression": sum(r.saved_by_compression for r in rows),
         "per_task": [
             {
                 "task": r.task,
@@ -59,7 +60,7 @@ def memory(
                 "naive": r.logical_bytes,
                 "stored": r.stored_bytes,
             }
-            for r in stats.tasks
+            for r in rows
         ],
         "loader": {
             "host_cache_bytes": ls.host_cache.bytes,

@@ -71,9 +71,8 @@ def _one(
     with _threads(wl.threads):
         with TaskLoader(store, wl.model, device="cpu", gpu_cache=0, host_cache="2GiB") as loader:
             with track(f"training {wl.name}", wl.steps * len(wl.tasks)) as advance:
-                training = train_sequentially(
-                    store, wl, loader, config.checkpoints, config.seed, advance
-                )
+                checkpoints = min(config.checkpoints or wl.checkpoints, wl.steps)
+                training = train_sequentially(store, wl, loader, checkpoints, config.seed, advance)
             unknown = generality.task_unknown(wl, loader)
             mem = measure.memory(store, wl, loader, training)
         latency = measure.latency(store, wl, dev, iterations)

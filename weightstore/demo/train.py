@@ -55,7 +55,7 @@ def train_sequentially(
     step = 0
     for i, task in enumerate(wl.tasks):
         # A new optimizer per task: the state of another task's gradients would leak across.
-        opt = torch.optim.Adam(wl.trainable, lr=wl.lr)
+        opt = wl.optimizer()
         saving = 0.0
         start = time.perf_counter()
         for s in range(1, wl.steps + 1):

@@ -1,4 +1,4 @@
-"""What the demo trains: a model, the trainable parameters, and tasks given as tensors.
+"""What the demo trains: a model, what the optimizer updates, and tasks given as tensors.
 
 Every workload is a classifier trained on its tasks one after another with the same loop
 (:mod:`weightstore.demo.train`), so the questions are answered the same way for each.
@@ -7,6 +7,7 @@ Every workload is a classifier trained on its tasks one after another with the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,23 +26,30 @@ class TaskData:
 
 @dataclass
 class Workload:
-    """A model trained on ``tasks`` in order; ``trainable`` are the parameters the optimizer
-    updates (a frozen backbone's are left out); ``steps`` optimizer steps of ``batch``
-    examples per task at learning rate ``lr``."""
+    """A model trained on ``tasks`` in order: ``steps`` AdamW steps of ``batch`` examples per
+    task over ``param_groups`` (torch's form: ``{"params": [...], "lr": ...}``; a frozen
+    backbone's parameters are in none of them)."""
 
     name: str
     model: torch.nn.Module
     tasks: list[TaskData]
-    trainable: list[torch.nn.Parameter]
+    param_groups: list[dict[str, Any]]
     steps: int
     batch: int
-    lr: float
+    checkpoints: int = 4  # default saves per task
     frozen: torch.nn.Module | None = None  # kept in eval mode while training (no dropout)
     eval_batch: int = 256
     iterations: int = 20  # default timed repetitions per latency figure
     # torch's intra-op threads while the workload runs: a tiny model's ops are far shorter
     # than a thread pool's hand-off, and on a busy machine 2 threads ran 35x slower than 1.
     threads: int | None = None
+
+    @property
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.param_groups, weight_decay=0.0)
 
     def train_mode(self) -> None:
         self.model.train()
