@@ -45,6 +45,15 @@ def demo(
     iterations: Annotated[
         int | None, typer.Option("--iterations", min=2, help="Timed runs per latency figure.")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="torch threads while training and measuring (default: digits 1, minilm "
+            "torch's default).",
+        ),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print every figure as JSON, alone on stdout.")
     ] = False,
@@ -59,7 +68,7 @@ def demo(
 
     Example: weightstore demo --plot demo.png
     """
-    config = DemoConfig(workload, seed, steps, iterations=iterations)
+    config = DemoConfig(workload, seed, steps, iterations=iterations, threads=threads)
     err = Console(stderr=True, highlight=False)
     with _store(store) as (ws, where):
         err.print(f"store: {where}")

@@ -13,13 +13,15 @@ WORKLOADS = ("digits", "minilm")
 class DemoConfig:
     """``steps``: optimizer steps per task; ``checkpoints``: saves per task, evenly spaced, the
     last at the task's end; ``iterations``: timed repetitions per latency figure;
-    ``None`` leaves the workload's own default."""
+    ``threads``: torch's intra-op threads while training and measuring. ``None`` leaves the
+    workload's own default."""
 
     workload: str = "digits"
     seed: int = 0
     steps: int | None = None
     checkpoints: int | None = None
     iterations: int | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -32,5 +34,7 @@ class DemoConfig:
             raise InvalidInput("checkpoints must be >= 1")
         if self.steps is not None and (self.checkpoints or 1) > self.steps:
             raise InvalidInput("checkpoints cannot outnumber steps")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInput("threads must be >= 1")
         if self.iterations is not None and self.iterations < 2:
             raise InvalidInput("iterations must be >= 2 (p50 and p95 need a few runs)")

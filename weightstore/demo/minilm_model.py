@@ -56,9 +56,11 @@ def pooled(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 class KeywordTask:
     """A 4-class keyword-counting task over whole-word tokens of the model's vocab; another
-    ``seed`` picks other keywords (another task)."""
+    ``seed`` picks other keywords (another task). An example holds ``own`` keywords of its
+    class and ``other`` of another one (``other=0``: spotting, not counting, is enough)."""
 
-    def __init__(self, vocab_file: Path, seed: int = 1234) -> None:
+    def __init__(self, vocab_file: Path, seed: int = 1234, own: int = 3, other: int = 2) -> None:
+        self.own, self.other = own, other
         vocab = vocab_file.read_text(encoding="utf-8").splitlines()
         self.cls_id = vocab.index("[CLS]")
         self.sep_id = vocab.index("[SEP]")
@@ -85,7 +87,10 @@ class KeywordTask:
             y = int(labels[row])
             other = int((y + rng.integers(1, NUM_CLASSES)) % NUM_CLASSES)
             kws = np.concatenate(
-                [rng.choice(self.keywords[y], 3), rng.choice(self.keywords[other], 2)]
+                [
+                    rng.choice(self.keywords[y], self.own),
+                    rng.choice(self.keywords[other], self.other),
+                ]
             )
             pos = rng.choice(CONTENT_TOKENS, size=kws.size, replace=False)
             ids[row, pos] = kws

@@ -143,7 +143,8 @@ def report(result: dict[str, Any]) -> RenderableType:
         parts.append(
             Text(
                 f"{run['name']}: {run['parameters']:,} parameters ({human(run['model_bytes'])}), "
-                f"{len(run['tasks'])} tasks x {run['steps_per_task']} steps",
+                f"{len(run['tasks'])} tasks x {run['steps_per_task']} steps, "
+                f"{run['threads']} torch thread(s)",
                 style="bold",
             )
         )

@@ -54,7 +54,6 @@ def run_demo(
         "workload": config.workload,
         "seed": config.seed,
         "device": str(dev),
-        "cpu_threads": torch.get_num_threads(),
         "runs": runs,
         "seconds": time.perf_counter() - start,
     }
@@ -68,7 +67,8 @@ def _one(
     track: Progress,
 ) -> dict[str, Any]:
     iterations = config.iterations or wl.iterations
-    with _threads(wl.threads):
+    with _threads(config.threads or wl.threads):
+        threads = torch.get_num_threads()
         with TaskLoader(store, wl.model, device="cpu", gpu_cache=0, host_cache="2GiB") as loader:
             with track(f"training {wl.name}", wl.steps * len(wl.tasks)) as advance:
                 checkpoints = min(config.checkpoints or wl.checkpoints, wl.steps)
@@ -82,6 +82,7 @@ def _one(
         "trainable_parameters": sum(p.numel() for p in wl.trainable),
         "model_bytes": measure.model_bytes(wl.model),
         "steps_per_task": wl.steps,
+        "threads": threads,
         "tasks": [
             {
                 "name": t.name,
