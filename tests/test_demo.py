@@ -180,3 +180,34 @@ def test_python_m_entry_point_tables(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for title in ("Forgetting and recovery", "Memory", "Latency", "Training compute", "Generality"):
         assert title in proc.stdout
+
+
+def test_minilm_workload_small(tmp_path: Path) -> None:
+    """The real all-MiniLM-L6-v2, two steps a task: snapshots swap back exactly, and a frozen
+    backbone is stored once and never moved between its tasks (only the head is)."""
+    from weightstore.demo.minilm import available
+
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    store = WeightStore.open(tmp_path / "store", create=True)
+    try:
+        out = run_demo(
+            store, DemoConfig("minilm", seed=0, steps=2, checkpoints=1, iterations=2, threads=1)
+        )
+        full, frozen = out["runs"]
+        for run in (full, frozen):
+            assert run["accuracy"]["restored_exactly"] is True
+            assert 0 < run["memory"]["stored_bytes"] < run["memory"]["naive_all_copies_bytes"]
+        total = store.stats().total
+        assert full["memory"]["stored_bytes"] + frozen["memory"]["stored_bytes"] == (
+            total.stored_bytes
+        )
+        # Three heads on one backbone: little more than the one backbone is stored.
+        assert frozen["memory"]["stored_bytes"] < full["memory"]["stored_bytes"]
+        head = 384 * 4 * 4 + 4 * 4  # classifier weight and bias, fp32
+        pair = [r for r in frozen["latency"]["rows"] if r["kind"].startswith("pair")]
+        assert [r["bytes"] for r in pair] == [head]
+        assert frozen["trainable_parameters"] == 384 * 4 + 4
+    finally:
+        store.close()
