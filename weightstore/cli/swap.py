@@ -13,7 +13,7 @@ from weightstore.cli.render import human_bytes
 
 def swap_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"swap latency on {result['device']}")
-    for col in ("measure", "refs", "bytes", "runs", "p50 ms", "p95 ms", "GB/s"):
+    for col in ("measure", "refs", "bytes", "runs", "p50 ms", "p95 ms", "min ms", "GB/s"):
         table.add_column(col, justify="left" if col in ("measure", "refs") else "right")
     for r in result["rows"]:
         table.add_row(
@@ -23,6 +23,7 @@ def swap_table(result: dict[str, Any]) -> Table:
             str(r["iterations"]),
             f"{r['p50_ms']:.2f}",
             f"{r['p95_ms']:.2f}",
+            f"{r['min_ms']:.2f}",
             f"{r['gb_per_s']:.2f}",
         )
     if result["note"]:

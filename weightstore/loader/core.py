@@ -25,7 +25,7 @@ from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
 from weightstore.loader.budget import parse_bytes
 from weightstore.loader.cache import TierCache, nbytes
 from weightstore.loader.report import LoaderStats, SwapReport
-from weightstore.loader.target import Slot, Weights, match, target_tensors
+from weightstore.loader.target import MemoryKey, Slot, Weights, match, target_tensors
 from weightstore.store import WeightStore
 from weightstore.tensors import byte_view
 from weightstore.transfer import Transfer, copy_all, host_empty
@@ -87,12 +87,12 @@ class TaskLoader:
         self._staging_peak = 0
         self._verify = store.settings.verify_reads
         self._transfer = Transfer()
-        workers = threads or store.settings.worker_count()
-        self._decoders = ThreadPoolExecutor(workers, "weightstore-loader")
+        self._workers = threads or store.settings.worker_count()
+        self._decoders = ThreadPoolExecutor(self._workers, "weightstore-loader")
         self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
         self._swap_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._held: dict[object, str] = {}  # target memory -> digest of the bytes it holds
+        self._held: dict[MemoryKey, str] = {}  # target memory -> digest of the bytes it holds
         self._active: Snapshot | None = None
         self._pins: dict[str, list[str]] = {}  # snapshot id -> its digests, once per pin
         self._swaps = self._failed = self._moved = 0
@@ -261,14 +261,14 @@ class TaskLoader:
                     if src is not None:
                         pairs.append(_as_bits(src[0], s.tensor))
                         tiers[src[1]] += s.entry.nbytes
-                copy_all(pairs, self._transfer)
+                copy_all(pairs, self._transfer, self._decoders, self._workers)
                 direct = [s for s in changed if s.entry.digest not in sources]
                 self._run(lambda s: self._decode_into_slot(s, chains[s.entry.digest]), direct)
                 tiers["store"] += sum(s.entry.nbytes for s in direct)
             self._admit_gpu(
                 [s for s in changed if sources.get(s.entry.digest, (0, ""))[1] != "gpu_cache"]
             )
-        except (WeightstoreError, OSError, RuntimeError) as e:
+        except Exception as e:  # whatever stopped it, the model now holds a mix
             self._count_failure()
             raise SwapFailed(
                 f"swap to {snap.task} ({snap.short_id}) failed after writing began: {e}; the "

@@ -18,6 +18,7 @@ from weightstore.types import Snapshot, TensorEntry
 
 Weights = torch.nn.Module | Mapping[str, torch.Tensor]
 _SHOWN = 8  # mismatches named in one message
+MemoryKey = tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,10 @@ class Slot:
     names: tuple[str, ...]
     tensor: torch.Tensor
     entry: TensorEntry
-
-    @property
-    def key(self) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
-        return memory_key(self.tensor)
+    key: MemoryKey  # memory_key(tensor)
 
 
-def memory_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]:
+def memory_key(t: torch.Tensor) -> MemoryKey:
     """What identifies a tensor's memory: two names with the same key are tied."""
     return (t.data_ptr(), t.device.index or 0, tuple(t.shape), tuple(t.stride()), t.dtype)
 
@@ -65,7 +63,7 @@ def match(snap: Snapshot, target: Mapping[str, torch.Tensor], strict: bool) -> l
             problems.append(f"not in the snapshot: {missing[:_SHOWN]}")
         if unexpected:
             problems.append(f"not in the target: {unexpected[:_SHOWN]}")
-    slots: dict[object, Slot] = {}
+    slots: dict[MemoryKey, Slot] = {}
     for name, t in target.items():
         entry = stored.get(name)
         if entry is None:
@@ -79,11 +77,11 @@ def match(snap: Snapshot, target: Mapping[str, torch.Tensor], strict: bool) -> l
         key = memory_key(t)
         tied = slots.get(key)
         if tied is None:
-            slots[key] = Slot((name,), t, entry)
+            slots[key] = Slot((name,), t, entry, key)
         elif tied.entry.digest != entry.digest:
             problems.append(f"{name!r} is tied to {tied.names[0]!r} but the snapshot differs")
         else:
-            slots[key] = Slot((*tied.names, name), t, entry)
+            slots[key] = Slot((*tied.names, name), t, entry, key)
     if problems:
         more = f" and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
         raise IncompatibleTensor(
