@@ -136,12 +136,13 @@ def _forward(wl: Workload, device: torch.device, iterations: int) -> list[SwapTi
                     times.append((time.perf_counter() - t0) * 1e3)
         rows.append(
             SwapTiming(
-                "forward pass",
-                f"batch {batch}",
-                model_bytes(model),
-                iterations,
-                percentile(times, 0.5),
-                percentile(times, 0.95),
+                kind="forward pass",
+                refs=f"batch {batch}",
+                bytes=model_bytes(model),
+                iterations=iterations,
+                p50_ms=percentile(times, 0.5),
+                p95_ms=percentile(times, 0.95),
+                min_ms=min(times),
             )
         )
     return rows
