@@ -112,7 +112,9 @@ def make_workloads(seed: int, steps: int | None = None) -> list[Workload]:
                 model=model,
                 tasks=load_tasks(seed, "head" if frozen else "full"),
                 param_groups=groups,
-                steps=steps or STEPS,
+                # A head-only step costs a third of a full one (no backward through the
+                # backbone) and a lone linear head learns slowly: three times the steps.
+                steps=steps or (3 * STEPS if frozen else STEPS),
                 batch=BATCH,
                 checkpoints=2,
                 frozen=model.backbone if frozen else None,

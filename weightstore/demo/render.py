@@ -29,7 +29,10 @@ def _pct(x: float | None) -> str:
 def accuracy_table(run: dict[str, Any]) -> Table:
     acc = run["accuracy"]
     tasks = run["tasks"]
-    t = Table(title="1. Forgetting and recovery: accuracy on task j after training task i")
+    t = Table(
+        caption_justify="left",
+        title="1. Forgetting and recovery: accuracy on task j after training task i",
+    )
     t.add_column("after training")
     for task in tasks:
         t.add_column(f"{task['name']}\n{task['description']}", justify="center")
@@ -56,7 +59,7 @@ def accuracy_table(run: dict[str, Any]) -> Table:
 
 def memory_table(run: dict[str, Any]) -> Table:
     m = run["memory"]
-    t = Table(title="2. Memory: full copies vs what is stored")
+    t = Table(caption_justify="left", title="2. Memory: full copies vs what is stored")
     t.add_column("what")
     t.add_column("bytes", justify="right")
     t.add_column("vs one copy", justify="right")
@@ -78,20 +81,19 @@ def memory_table(run: dict[str, Any]) -> Table:
     t.add_row("stored / naive", f"{m['stored_over_naive']:.1%}", "")
     x = m["extrapolation"]
     t.add_section()
-    t.add_row(
-        "  naive copies", human(x["naive_bytes"]), f"{x['naive_bytes'] / x['copy_bytes']:.0f}x"
-    )
-    t.add_row(
-        "  stored at the measured ratio",
-        human(x["stored_bytes"]),
-        f"{x['stored_bytes'] / x['copy_bytes']:.0f}x",
-    )
+    big = f"{x['parameters'] / 1e9:.0f}B bf16, {x['tasks']} tasks x {m['snapshots_per_task']}"
+    for label, key in ((f"{big}: naive *", "naive_bytes"), (f"{big}: stored *", "stored_bytes")):
+        t.add_row(label, human(x[key]), f"{x[key] / x['copy_bytes']:.0f}x")
+    t.caption = f"* {x['label']}"
     return t
 
 
 def latency_table(run: dict[str, Any]) -> Table:
     lat = run["latency"]
-    t = Table(title=f"3. Latency on {lat['device']}: swapping a task's weights in vs using them")
+    t = Table(
+        caption_justify="left",
+        title=f"3. Latency on {lat['device']}: swapping a task's weights in vs using them",
+    )
     for col in ("measure", "of", "bytes", "p50 ms", "p95 ms"):
         t.add_column(col, justify="left" if col in ("measure", "of") else "right")
     for r in lat["rows"]:
@@ -103,7 +105,7 @@ def latency_table(run: dict[str, Any]) -> Table:
 
 def compute_table(run: dict[str, Any]) -> Table:
     c = run["compute"]
-    t = Table(title="4. Training compute: time spent saving snapshots")
+    t = Table(caption_justify="left", title="4. Training compute: time spent saving snapshots")
     t.add_column("training (s)", justify="right")
     t.add_column("saving (s)", justify="right")
     t.add_column("saves", justify="right")
@@ -122,6 +124,7 @@ def compute_table(run: dict[str, Any]) -> Table:
 def generality_table(run: dict[str, Any]) -> Table:
     g = run["generality"]
     t = Table(
+        caption_justify="left",
         title="5. Generality: the task of an input is not given",
         caption=f"rule: {g['rule']}; {g['forward_passes_per_input']} forward passes per input",
     )
