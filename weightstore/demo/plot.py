@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from weightstore.demo.render import human
+
 LATENCY_KINDS = ("gpu cache", "host cache", "store warm", "load_file", "load_file + clone")
 
 
@@ -56,17 +58,20 @@ def _memory(ax: Any, run: dict[str, Any]) -> None:
     m = run["memory"]
     labels = ["a copy per task", "a copy per task\nand checkpoint", "weightstore"]
     values = [m["naive_task_copies_bytes"], m["naive_all_copies_bytes"], m["stored_bytes"]]
-    bars = ax.bar(labels, [v / 1024 for v in values], color=["C7", "C7", "C2"])
-    ax.bar_label(bars, [f"{v / 1024:.0f} KiB" for v in values], fontsize="small")
-    ax.set_ylabel("KiB")
+    unit, scale = ("MiB", 1024**2) if max(values) >= 10 * 1024**2 else ("KiB", 1024)
+    bars = ax.bar(labels, [v / scale for v in values], color=["C7", "C7", "C2"])
+    ax.bar_label(bars, [f"{v / scale:.0f} {unit}" for v in values], fontsize="small")
+    ax.set_ylabel(unit)
     ax.set_title(f"bytes: {m['snapshots']} snapshots, naive vs stored", fontsize="medium")
 
 
 def _latency(ax: Any, run: dict[str, Any]) -> None:
     first = run["tasks"][0]["name"]
-    rows = [r for r in run["latency"]["rows"] if r["kind"] in LATENCY_KINDS and r["refs"] == first]
-    rows += [r for r in run["latency"]["rows"] if r["kind"] == "forward pass"]
-    labels = [r["kind"] if r["kind"] != "forward pass" else f"forward, {r['refs']}" for r in rows]
+    every = run["latency"]["rows"]
+    rows = [r for r in every if r["kind"] in LATENCY_KINDS and r["refs"] == first]
+    rows += [r for r in every if r["kind"].startswith("pair")]  # only what differs moves
+    rows += [r for r in every if r["kind"] == "forward pass"]
+    labels = [_label(r) for r in rows]
     colors = ["C1" if r["kind"] == "forward pass" else "C0" for r in rows]
     ax.barh(range(len(rows)), [r["p50_ms"] for r in rows], color=colors)
     ax.set_yticks(range(len(rows)), labels, fontsize="small")
@@ -76,3 +81,11 @@ def _latency(ax: Any, run: dict[str, Any]) -> None:
     ax.set_title(
         f"swap {first} in vs a forward pass ({run['latency']['device']})", fontsize="medium"
     )
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["kind"] == "forward pass":
+        return f"forward, {row['refs']}"
+    if row["kind"].startswith("pair"):
+        return f"{row['refs'].replace(' -> ', ' to ')}\n({human(row['bytes'])} moved)"
+    return str(row["kind"])
