@@ -182,6 +182,7 @@ def test_python_m_entry_point_tables(tmp_path: Path) -> None:
         assert title in proc.stdout
 
 
+@pytest.mark.timeout(900)  # a real transformer on a shared CPU: about 2 minutes here
 def test_minilm_workload_small(tmp_path: Path) -> None:
     """The real all-MiniLM-L6-v2, two steps a task: snapshots swap back exactly, and a frozen
     backbone is stored once and never moved between its tasks (only the head is)."""
