@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weightstore.demo.config import DemoConfig
+from weightstore.demo.run import Progress as Tracker
 from weightstore.demo.run import run_demo
 from weightstore.demo.train import Advance
 from weightstore.store import WeightStore
@@ -62,9 +63,9 @@ def demo(
         typer.Option("--plot", metavar="OUT.png", help="Also draw the figures to this PNG."),
     ] = None,
 ) -> None:
-    """Why not keep a copy of the weights per task? Train one network on 5 tasks in turn,
-    save snapshots as it goes, and measure forgetting and its undoing, memory, swap latency,
-    training compute and what to do when the task is unknown.
+    """Why not keep a copy of the weights per task? Train one network on several tasks in
+    turn (5 digit tasks by default), save snapshots as it goes, and measure forgetting and its
+    undoing, memory, swap latency, training compute and what to do when the task is unknown.
 
     Example: weightstore demo --plot demo.png
     """
@@ -105,7 +106,9 @@ def _store(path: Path | None) -> Iterator[tuple[WeightStore, str]]:
             ws.close()
 
 
-def _bars(console: Console):  # type: ignore[no-untyped-def]
+def _bars(console: Console) -> Tracker:
+    """Progress bars on ``console`` (stderr), one per training run."""
+
     @contextmanager
     def track(label: str, total: int) -> Iterator[Advance]:
         columns = (
