@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from weightstore import StoreSettings, WeightStore
 from weightstore.errors import (
     CorruptObject,
+    IndexRequired,
     InputChanged,
     NotFound,
     StoreMismatch,
@@ -431,16 +432,29 @@ def test_a_store_on_a_read_only_filesystem_can_be_read(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- 13. URL schemes
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://b/p", "http://host:8000"])
+@pytest.mark.parametrize(
+    ("url", "advice"), [("gs://b/p", "local folder path"), ("http://host:8000", "open_store")]
+)
 def test_a_url_no_backend_serves_is_refused_and_creates_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, advice: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UnsupportedLocation, match="local folder path"):
+    with pytest.raises(UnsupportedLocation, match=advice):
         WeightStore.open(url)
     assert list(tmp_path.iterdir()) == []
     done = cli("--store", url, "init", cwd=tmp_path)
     assert done.returncode == 2 and "error:" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_s3_url_without_an_index_url_is_refused_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IndexRequired, match="--index-url"):
+        WeightStore.open("s3://bucket/prefix")
+    done = cli("--store", "s3://bucket/prefix", "init", cwd=tmp_path)
+    assert done.returncode == 2 and "--index-url" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -451,3 +465,12 @@ def test_store_folder_survives_moving(tmp_path: Path) -> None:
     shutil.move(tmp_path / "a", tmp_path / "b")
     with WeightStore.open(tmp_path / "b", settings=FAST) as s:
         assert s.verify().ok
+
+
+def test_gc_counts_what_it_keeps_without_orphan_blobs(store: WeightStore) -> None:
+    snap = store.save("t", weights(), step=1)
+    for i in range(5):  # blobs with no row, as a crashed save leaves them
+        store.objects.put(f"{i:064x}", b"orphan")
+    result = store.gc(grace_seconds=0)
+    assert result.objects_removed == 5
+    assert result.objects_kept == len({t.digest for t in snap.tensors})

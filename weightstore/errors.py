@@ -55,6 +55,25 @@ class CorruptFile(InvalidInput):
     """A weights file that is truncated or not in the format it claims."""
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request body or upload over the service's size limit."""
+
+    http_status = 413
+
+
+class Unauthorized(WeightstoreError, PermissionError):
+    """A request without a valid token where one is needed."""
+
+    exit_code = 8
+    http_status = 401
+
+
+class Forbidden(Unauthorized):
+    """A valid token whose scope does not allow the request."""
+
+    http_status = 403
+
+
 class UnsupportedDtype(InvalidInput):
     """A tensor dtype weightstore cannot store losslessly."""
 
@@ -65,6 +84,10 @@ class IncompatibleTensor(InvalidInput):
 
 class UnsupportedLocation(InvalidInput):
     """A store location (URL scheme) that no object backend serves."""
+
+
+class IndexRequired(InvalidInput):
+    """An object location (``s3://...``) opened without the index URL it needs."""
 
 
 class InputChanged(InvalidInput):
@@ -94,6 +117,11 @@ class StorageError(WeightstoreError, OSError):
 
     exit_code = 5
     http_status = 503
+
+
+class TransientStorageError(StorageError):
+    """A storage failure that may pass if the call is tried again: a 5xx or throttling answer,
+    a timeout, a reset connection. Retries have already been spent when a caller sees it."""
 
 
 class SchemaOutdated(WeightstoreError, RuntimeError):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,9 +34,11 @@ from weightstore.errors import (
     RefNotFound,
 )
 from weightstore.files import read_weights, write_safetensors
+from weightstore.forms import export_metadata
 from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
+from weightstore.objects.s3config import S3Settings
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
@@ -68,6 +72,22 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     raise InvalidInput(
         f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
     )
+
+
+def write_snapshot_file(
+    snap: Snapshot,
+    path: str | os.PathLike[str],
+    read: Callable[[TensorEntry], U8],
+    progress: Progress | None = None,
+) -> None:
+    """Write ``snap`` as a standard safetensors file, reading each tensor's bytes with ``read``
+    (local objects, or a remote store's): one layout for every export."""
+    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
+
+    def fill(i: int) -> memoryview:
+        return memoryview(read(snap.tensors[i]))  # type: ignore[arg-type]
+
+    write_safetensors(path, entries, fill, export_metadata(snap), progress)
 
 
 class WeightStore:
@@ -116,13 +136,20 @@ class WeightStore:
         settings: StoreSettings | None = None,
         create: bool = True,
         read_only: bool = False,
+        s3: S3Settings | None = None,
     ) -> WeightStore:
         """Open the store in folder ``path``: SQLite inside it unless ``index_url`` names another
         database (remembered in ``weightstore.json`` once it opened), objects in
         ``path/objects``. ``read_only`` writes nothing (for stores on read-only media); with
-        ``create`` a missing store is made, else it is an error."""
+        ``create`` a missing store is made, else it is an error.
+
+        ``path`` may instead be ``s3://bucket/prefix``: objects there (reached with ``s3``, or
+        the AWS environment variables), the index at ``index_url``, which is then required."""
         settings = settings or StoreSettings()
         create = create and not read_only
+        url = location.object_url(path)
+        if url is not None:
+            return cls._open_url(url, index_url, settings, create, read_only, s3)
         where = location.locate(path, index_url, create=create, read_only=read_only)
         made = [] if where.root.is_dir() else [where.root]
         if create:
@@ -145,6 +172,29 @@ class WeightStore:
         if not read_only:
             location.remember_index_url(where)
         return store
+
+    @classmethod
+    def _open_url(
+        cls,
+        url: str,
+        index_url: str | None,
+        settings: StoreSettings,
+        create: bool,
+        read_only: bool,
+        s3: S3Settings | None,
+    ) -> WeightStore:
+        index_url = location.url_index(url, index_url)
+        backend = location.url_backend(url, s3)
+        try:
+            index = Index.open(IndexSettings(url=index_url), create=create)
+            try:
+                return cls(index, backend, settings, read_only=read_only)
+            except BaseException:
+                index.close()
+                raise
+        except BaseException:
+            backend.close()
+            raise
 
     @classmethod
     def upgrade_schema(
@@ -170,8 +220,12 @@ class WeightStore:
         cls, path: str | os.PathLike[str], index_url: str | None
     ) -> Iterator[Engine]:
         """An engine on the store's index that does not check its schema, for migrations."""
-        where = location.locate(path, index_url, create=False)
-        engine = make_engine(IndexSettings(url=where.index_url))
+        url = location.object_url(path)
+        if url is not None:
+            index_url = location.url_index(url, index_url)
+        else:
+            index_url = location.locate(path, index_url, create=False).index_url
+        engine = make_engine(IndexSettings(url=index_url))
         try:
             yield engine
         finally:
@@ -306,6 +360,51 @@ class WeightStore:
         )
         return self.index.get_snapshot(snapshot_id)
 
+    def commit_manifest(self, snap: Snapshot) -> Snapshot:
+        """Commit a snapshot whose objects are all stored already (push, pull, the service),
+        keeping its id, so a snapshot has one id in every store. Committing one that is here
+        already only moves its tags."""
+        if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
+            raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
+        try:
+            here: Snapshot | None = self.index.get_snapshot(snap.id)
+        except RefNotFound:
+            here = None
+        if here is not None:
+            if (here.task, here.tensors) != (snap.task, snap.tensors):
+                raise Conflict(f"snapshot {snap.short_id} exists here with other content")
+            for tag in snap.tags:
+                self.index.set_tag(snap.id, check_name(tag, "tag"))
+            return self.index.get_snapshot(snap.id)
+        records = self.index.get_objects({t.digest for t in snap.tensors})
+        for t in snap.tensors:
+            info = dtype_info(t.dtype)
+            size = math.prod(t.shape) * torch.empty((), dtype=info.torch_dtype).element_size()
+            rec = records.get(t.digest)
+            if rec is None or not self.objects.exists(t.digest):
+                raise InvalidInput(
+                    f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
+                    "here: send the objects first, then the manifest"
+                )
+            if not t.nbytes == size == rec.raw_size:
+                raise InvalidInput(
+                    f"{t.name!r}: {t.dtype}{list(t.shape)} is {size} bytes, the manifest says "
+                    f"{t.nbytes} and object {t.digest[:12]} holds {rec.raw_size}"
+                )
+        self.index.commit_snapshot(
+            snapshot_id=snap.id,
+            task=snap.task,
+            step=snap.step,
+            parent_id=snap.parent,
+            created_at=snap.created_at,
+            message=snap.message,
+            metadata=snap.metadata,
+            logical_bytes=sum(t.nbytes for t in snap.tensors),
+            tensors=snap.tensors,
+            tags=snap.tags,
+        )
+        return self.index.get_snapshot(snap.id)
+
     def _find(self, ref: Ref) -> str | None:
         """The id ``ref`` names, or None."""
         try:
@@ -386,7 +485,7 @@ class WeightStore:
         # straight into the target's memory (or through one tensor-sized staging buffer), so
         # memory stays bounded by the largest tensor, not by a second copy of the model.
         needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
-        absent = sorted(d for d in needed if not self.objects.exists(d))
+        absent = sorted(needed - self.objects.exists_many(needed))
         if absent:
             raise ObjectNotFound(
                 f"object {absent[0]} of snapshot {snap.short_id} is missing from "
@@ -520,15 +619,7 @@ class WeightStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
-        entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-        meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
-        if snap.step is not None:
-            meta["weightstore.step"] = str(snap.step)
-
-        def fill(i: int) -> memoryview:
-            return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]
-
-        write_safetensors(path, entries, fill, meta, progress)
+        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
         return snap
 
     def import_file(
