@@ -41,6 +41,7 @@ from weightstore.cli.render import (
     tensor_table,
     verify_table,
 )
+from weightstore.demo.command import demo as demo_command
 from weightstore.errors import CorruptObject, InterruptedAfterCommit, InvalidInput
 from weightstore.forms import diff_json, gc_json, snapshot_json, stats_json, verify_json
 from weightstore.store import WeightStore
@@ -580,6 +581,11 @@ def report_swap(
         stdout().print(swap_table(result))
     if plot is not None:
         (stderr() if json_out else stdout()).print(f"plot written to {plot_swaps(result, plot)}")
+
+
+# ------------------------------------------------------------------------------------ demo
+
+app.command("demo")(demo_command)
 
 
 # ------------------------------------------------------------------------------------ schema
