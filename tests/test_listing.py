@@ -233,3 +233,18 @@ def test_listing_commands_do_not_import_torch(cli_store: Path) -> None:
         env=env,
         capture_output=True,
     )
+
+
+def test_help_is_tidy(tmp_path: Path) -> None:
+    runner = CliRunner()
+    root = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert root.exit_code == 0 and "<bool>" not in root.stdout
+    names = [line.split()[1] for line in root.stdout.splitlines() if line.startswith("│ ")]
+    commands = [n for n in names if n.isalpha() and not n.startswith("-")]
+    assert {"log", "tasks", "show", "prune"} <= set(commands)
+    for name in commands:
+        out = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).stdout
+        assert "<bool>" not in out, name
+    # A paragraph wrapped in the docstring shows as one line on a wide terminal.
+    save = runner.invoke(app, ["save", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "tensors that changed since the parent snapshot are stored" in save

@@ -19,7 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from weightstore.catalog import Catalog
-from weightstore.cli.helptext import quiet_flags
+from weightstore.cli.helptext import tidy_help
 from weightstore.errors import InvalidInput, WeightstoreError
 
 if TYPE_CHECKING:  # imported when a command opens the store: it brings torch and the codec
@@ -56,7 +56,7 @@ class ErrorMappingGroup(TyperGroup):
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
     ) -> Any:
         # Before parsing: ``--help`` is answered while the arguments are parsed.
-        quiet_flags(self, self.context_class(self, info_name=info_name, parent=parent, **extra))
+        tidy_help(self, self.context_class(self, info_name=info_name, parent=parent, **extra))
         return super().make_context(info_name, args, parent, **extra)
 
     # ``ctx`` is typer's (vendored) click Context; typed Any so as not to import a private module.
