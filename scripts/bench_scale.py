@@ -139,7 +139,9 @@ def fill(engine: Engine, snapshots: int, tensors: int) -> Synthetic:
                 for n, d in enumerate(current)
             )
             if step % 100 == 0:
-                tag_rows.append(dict(task_id=task + 1, name=f"v{step}", snapshot_id=sid, updated_at=when))
+                tag_rows.append(
+                    dict(task_id=task + 1, name=f"v{step}", snapshot_id=sid, updated_at=when)
+                )
             parent = sid
             if task == TASKS // 2 and step == SOME_STEP:
                 some_id = sid
