@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from procs.workload import same
 
 from weightstore.objects.s3config import S3Settings
 from weightstore.remote import RemoteStore
@@ -26,15 +27,6 @@ from weightstore.sync import pull, push
 from weightstore.testing.s3server import free_port
 
 CLI = [sys.executable, "-m", "weightstore.cli.main"]
-
-
-def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # Bit-exact, NaN and -0.0 included.
-    return (
-        a.dtype == b.dtype
-        and a.shape == b.shape
-        and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
-    )
 
 
 @pytest.fixture
@@ -86,6 +78,13 @@ def served(env: dict[str, str]) -> Iterator[str]:
         proc.wait(30)
 
 
+def open_stack_store(env: dict[str, str]) -> WeightStore:
+    """The served store, opened in this process as the service opens it."""
+    where = env["WEIGHTSTORE_PATH"]
+    s3 = S3Settings.from_url(where, endpoint_url=env["AWS_ENDPOINT_URL"])
+    return WeightStore.open(where, index_url=env["WEIGHTSTORE_INDEX_URL"], s3=s3)
+
+
 def weights(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(256, 64, generator=g)
@@ -124,9 +123,7 @@ def test_push_pull_restore_gc_verify_through_the_served_s3_postgres_store(
                 assert got.keys() == expected.keys()
                 assert all(same(got[k], expected[k]) for k in expected)
         # Drop a task on the served store so gc has something to remove there.
-        where, index_url = stack_env["WEIGHTSTORE_PATH"], stack_env["WEIGHTSTORE_INDEX_URL"]
-        s3 = S3Settings.from_url(where, endpoint_url=stack_env["AWS_ENDPOINT_URL"])
-        with WeightStore.open(where, index_url=index_url, s3=s3) as server:
+        with open_stack_store(stack_env) as server:
             server.delete("scratch@1")
         gc = json.loads(cli(stack_env, "gc", "--grace", "0", "--json"))
         assert gc["objects_removed"] == 3, gc
