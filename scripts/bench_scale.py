@@ -102,7 +102,7 @@ def fill(engine: Engine, snapshots: int, tensors: int) -> Synthetic:
     for task in range(TASKS):
         current = [digest(task, n, 0) for n in range(tensors)]
         depth = [0] * tensors
-        for n, d in enumerate(current):
+        for d in current:
             obj(d, None, 0, t0)
         parent = None
         for step in range(per_task):
@@ -269,9 +269,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([100_000] if args.huge else [])
     for backend in args.backends.split(","):
-        results = {n: measure(backend, n, args.tensors) for n in sizes}
-        for n, r in results.items():
-            print(f"# {backend} {n}: done", file=sys.stderr)
+        results = {}
+        for n in sizes:
+            results[n] = measure(backend, n, args.tensors)
+            print(f"# {backend} {n}: done", file=sys.stderr, flush=True)
         head = " | ".join(f"{n} snapshots" for n in sizes)
         print(f"\n## {backend}, {args.tensors} tensors per snapshot\n")
         print(f"| measure | {head} | ratio {sizes[-1]}/{sizes[0]} |")

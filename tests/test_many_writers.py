@@ -28,6 +28,9 @@ WRITERS = 8
 SAVES = 3  # per writer, each a version of the writer's model: deltas of the one before
 SEED = 100  # writer i saves model SEED + i
 
+# Each takes well under a minute alone; the bound is for a CI machine running other work.
+pytestmark = pytest.mark.timeout(240)
+
 
 @pytest.fixture
 def team_store(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: F811
