@@ -61,7 +61,12 @@ def test_eight_writers_gc_and_two_servers_lose_nothing(
             served(stack_env) as url1,
             served(stack_env) as url2,
         ):
-            store.save("seed", state(SEED - 1, 0), step=0)
+            # Computed up front: workload.state's cache is not thread-safe.
+            expected = {
+                (f"w{i}", k): state(SEED + i, k) for i in range(WRITERS) for k in range(SAVES)
+            }
+            expected["seed", 0] = state(SEED - 1, 0)
+            store.save("seed", expected["seed", 0], step=0)
 
             def read(n: int, url: str) -> None:
                 # Each server restores the seed and whatever the writers committed so far.
@@ -69,12 +74,9 @@ def test_eight_writers_gc_and_two_servers_lose_nothing(
                     while not stop.is_set():
                         try:
                             for snap in r.log():
-                                seed = (
-                                    SEED - 1 if snap.task == "seed" else SEED + int(snap.task[1:])
-                                )
                                 assert snap.step is not None
-                                got = r.restore(snap.id)
-                                assert mismatches(got, state(seed, snap.step)) == [], snap.id
+                                want = expected[snap.task, snap.step]
+                                assert mismatches(r.restore(snap.id), want) == [], snap.id
                                 reads[n] += 1
                         except BaseException as e:
                             errors.append(e)
@@ -130,7 +132,7 @@ def test_eight_writers_gc_and_two_servers_lose_nothing(
                 assert result.ok, result.problems
                 for sid, (task, step) in committed.items():
                     got = store.restore(sid, verify=True)
-                    assert mismatches(got, state(SEED + int(task[1:]), step)) == [], sid
+                    assert mismatches(got, expected[task, step]) == [], sid
 
             check()
             store.gc(grace_seconds=0)
