@@ -195,7 +195,12 @@ def index_url(backend: str, tmp: Path) -> Iterator[tuple[str, Callable[[], int]]
     """A fresh index database and a function giving its size in bytes."""
     if backend == "sqlite":
         db = tmp / "index.db"
-        yield f"sqlite:///{db}", lambda: db.stat().st_size
+        # The write-ahead log holds recent pages until a checkpoint: count it too.
+        wal = db.with_name(db.name + "-wal")
+        yield (
+            f"sqlite:///{db}",
+            lambda: db.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
+        )
         return
     schema = f"ws_bench_{uuid.uuid4().hex[:12]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
