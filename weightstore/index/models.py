@@ -99,7 +99,8 @@ class SnapshotRow(Base):
     # Two NULL steps never compare equal, so step-less snapshots may repeat within a task.
     __table_args__ = (
         UniqueConstraint("task_id", "step"),
-        Index("ix_snapshots_task_id_created_at", "task_id", "created_at"),
+        # id too: "newest first" breaks created_at ties by id, so the latest is one probe.
+        Index("ix_snapshots_task_id_created_at_id", "task_id", "created_at", "id"),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    and_,
     case,
     delete,
     exists,
@@ -60,6 +62,8 @@ _CHUNK = 500
 # How many names an error message lists before it abbreviates.
 _HINT_LIMIT = 10
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+# Snapshot ids are lowercase hex digests; such a prefix can be searched as a key range.
+_HEX_PREFIX = re.compile("[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -786,9 +790,7 @@ def _refuse_task_shadowing_id(conn: Connection, prefix: str, latest: str) -> Non
     # refused) must not silently win over the snapshot the user may mean: `rm` would then
     # delete another snapshot than the one shown by that id.
     other = conn.scalar(
-        select(SnapshotRow.id)
-        .where(SnapshotRow.id.startswith(prefix, autoescape=True), SnapshotRow.id != latest)
-        .limit(1)
+        select(SnapshotRow.id).where(_id_starts_with(prefix), SnapshotRow.id != latest).limit(1)
     )
     if other is not None:
         raise AmbiguousRef(
@@ -797,11 +799,21 @@ def _refuse_task_shadowing_id(conn: Connection, prefix: str, latest: str) -> Non
         )
 
 
+def _id_starts_with(prefix: str) -> ColumnElement[bool]:
+    like = SnapshotRow.id.startswith(prefix, autoescape=True)
+    if not _HEX_PREFIX.fullmatch(prefix):
+        return like
+    # LIKE alone scans every id: SQLite's LIKE ignores case and PostgreSQL uses an index for it
+    # only under the C collation. The range lets both search the primary key; it is exact for
+    # hex ids in any collation, since every hex digit sorts below "g".
+    return and_(SnapshotRow.id >= prefix, SnapshotRow.id < prefix + "g", like)
+
+
 def _by_prefix(conn: Connection, prefix: str) -> str:
     ids = list(
         conn.scalars(
             select(SnapshotRow.id)
-            .where(SnapshotRow.id.startswith(prefix, autoescape=True))
+            .where(_id_starts_with(prefix))
             .order_by(SnapshotRow.id)
             .limit(_HINT_LIMIT + 1)
         )
