@@ -33,7 +33,7 @@ _FAST = {
 
 
 # Objects with fewer compressed bytes decode on the calling thread: zstd's threads would cost more.
-_PARALLEL_FROM = 4 << 20
+PARALLEL_FROM = 4 << 20
 
 # Planes with fewer frames are always compressed whole: probing them saves nothing.
 _PROBE_MIN_FRAMES = 8
@@ -90,7 +90,7 @@ class FrameCodec:
         table = [len(piece) | RAW_FRAME for piece in pieces]
         payload: list[memoryview | bytes] = list(pieces)
         if todo:
-            big = threads > 1 and sum(len(pieces[i]) for i in todo) >= _PARALLEL_FROM
+            big = threads > 1 and sum(len(pieces[i]) for i in todo) >= PARALLEL_FROM
             out = cctx.multi_compress_to_buffer(
                 [pieces[i] for i in todo], threads=threads if big else 1
             )
@@ -178,7 +178,7 @@ class FrameCodec:
             native.decompress_many(jobs[start:stop], name)
 
         total = sum(n for _, _, _, _, n in packed)
-        if map_chunks is None or threads <= 1 or total < _PARALLEL_FROM:
+        if map_chunks is None or threads <= 1 or total < PARALLEL_FROM:
             run(0, len(packed))
             return
         step = -(-len(packed) // threads)
@@ -198,7 +198,7 @@ class FrameCodec:
             payload[at : at + size] for at, size, _, _, _ in packed
         ]
         try:
-            if threads > 1 and total >= _PARALLEL_FROM:
+            if threads > 1 and total >= PARALLEL_FROM:
                 sizes = struct.pack(f"<{len(packed)}Q", *(n for _, _, _, _, n in packed))
                 out = self._dctx().multi_decompress_to_buffer(
                     frames, decompressed_sizes=sizes, threads=threads

@@ -7,6 +7,7 @@ XORs every delta's planes into them, and un-groups once at the end.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +25,13 @@ from weightstore.codec.format import (
     pack_header,
     read_header,
 )
-from weightstore.codec.frames import FrameCodec
+from weightstore.codec.frames import PARALLEL_FROM, FrameCodec
+from weightstore.codec.fused import load_fused
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
 from weightstore.codec.native import load_native
 from weightstore.codec.scratch import Scratch
 from weightstore.errors import CorruptObject, InvalidInput
-from weightstore.settings import CodecSettings
+from weightstore.settings import DECODER_ENV, DECODERS, CodecSettings
 
 
 def raw_object_size(raw_len: int) -> int:
@@ -57,11 +59,22 @@ class Codec:
     def __init__(
         self, settings: CodecSettings | None = None, threads: int = 1, native: bool = True
     ) -> None:
-        """``native``: decompress through the system libzstd when there is one."""
+        """``native``: decompress through the system libzstd when there is one.
+
+        The decoder is the compiled one when it was built and libzstd is found, unless
+        ``settings.decoder`` or the environment variable ``WEIGHTSTORE_DECODER`` (read here,
+        when the codec is made) is ``"numpy"``; see :attr:`decoder`.
+        """
         self.settings = settings or CodecSettings()
         if self.settings.frame_size <= 0 or self.settings.frame_size >= 1 << 31:
             raise InvalidInput("frame_size must be between 1 byte and 2 GiB")
-        self._frames = FrameCodec(self.settings.level, load_native() if native else None)
+        choice = os.environ.get(DECODER_ENV) or self.settings.decoder
+        if choice not in DECODERS:
+            raise InvalidInput(f"decoder must be one of {', '.join(DECODERS)}, not {choice!r}")
+        zstd = load_native() if native else None
+        self._frames = FrameCodec(self.settings.level, zstd)
+        self._fused = load_fused(zstd) if choice == "auto" else None
+        self.zstd_version = zstd.version if zstd else None
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -75,6 +88,13 @@ class Codec:
                 self._pool = ThreadPoolExecutor(self._threads, "weightstore-codec")
         for f in [self._pool.submit(fn, a, b) for a, b in chunks]:
             f.result()
+
+    @property
+    def decoder(self) -> str:
+        """``"compiled"`` (fused C kernel), ``"numpy+libzstd"`` or ``"numpy+python-zstandard"``."""
+        if self._fused is not None:
+            return "compiled"
+        return "numpy+libzstd" if self.zstd_version else "numpy+python-zstandard"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -168,6 +188,26 @@ class Codec:
                 raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
             if not last and names and h.base != names[i + 1]:
                 raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
+        fused = self._fused
+        if fused is not None and fused.takes(headers):
+            raw_len = headers[0].raw_len
+            if out is None:
+                out = np.empty(raw_len, dtype=np.uint8)
+            elif out.size != raw_len:
+                raise InvalidInput(f"output holds {out.size} bytes, object {raw_len}")
+            if out.ctypes.data % 8 == 0 and out.flags.c_contiguous and out.flags.writeable:
+                chunks = self._map_chunks if self._threads > 1 else None
+                scratch = self._scratch
+                return fused.decode(
+                    chain,
+                    headers,
+                    labels,
+                    out,
+                    lambda n: scratch.get("fused", n),
+                    self._threads,
+                    chunks,
+                    PARALLEL_FROM,
+                )
         if any(h.encoding == "sub" for h in headers):
             return self._decode_in_order(chain, headers, labels, out)
         layout = headers[0].layout
