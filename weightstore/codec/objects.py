@@ -23,6 +23,7 @@ from weightstore.codec.format import (
     Header,
     frame_plan,
     pack_header,
+    read_chain,
     read_header,
 )
 from weightstore.codec.frames import PARALLEL_FROM, FrameCodec
@@ -176,18 +177,7 @@ class Codec:
         Raises :class:`CorruptObject` if a header is damaged, a frame fails to decode, or the
         chain's links do not match.
         """
-        if not chain:
-            raise InvalidInput("decode needs at least one object")
-        labels = list(names) + [f"object #{i}" for i in range(len(names), len(chain))]
-        headers = [read_header(blob, labels[i]) for i, blob in enumerate(chain)]
-        for i, h in enumerate(headers):
-            last = i == len(headers) - 1
-            if (h.encoding in DELTAS) == last:
-                raise CorruptObject(f"{labels[i]}: delta chain is broken at this link")
-            if i and h.raw_len != headers[0].raw_len:
-                raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
-            if not last and names and h.base != names[i + 1]:
-                raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
+        headers, labels = read_chain(chain, names)
         fused = self._fused
         if fused is not None and fused.takes(headers):
             raw_len = headers[0].raw_len
