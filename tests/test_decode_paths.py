@@ -83,7 +83,9 @@ def _encode_chain(
     """Objects of ``versions`` (root first) as one chain, newest first, as the reader reads
     them."""
     names = [digest(v.tobytes()) for v in versions]
-    first = codec.encode_raw(versions[0]) if root == "raw" else codec.encode_plain(versions[0], layout)
+    first = (
+        codec.encode_raw(versions[0]) if root == "raw" else codec.encode_plain(versions[0], layout)
+    )
     blobs = [first.blob]
     for i in range(1, len(versions)):
         prev, raw = versions[i - 1], versions[i]

@@ -39,7 +39,9 @@ def test_ops_match_numpy(k: int, rotate: bool, data: bytes) -> None:
         assert torch.equal(acc, torch.from_numpy(want))
 
 
-def _chain(k: int, frame: int, n: int, seed: int) -> tuple[list[bytes], list[str], list[np.ndarray]]:
+def _chain(
+    k: int, frame: int, n: int, seed: int
+) -> tuple[list[bytes], list[str], list[np.ndarray]]:
     """Root (plain) + an arithmetic delta + an XOR delta of float data with NaN and -0.0."""
     dtype = {2: np.float16, 4: np.float32, 8: np.float64}[k]
     rng = np.random.default_rng(seed)
@@ -104,4 +106,6 @@ def test_nvcomp_decodes_on_the_gpu() -> None:
             got = dec.decode(blobs[depth:], names[depth:])
             assert torch.equal(got.cpu(), torch.from_numpy(raws[depth]))
         base = torch.from_numpy(raws[2]).to(dev)
-        assert torch.equal(dec.decode(blobs[:2], names[:2], base=base).cpu(), torch.from_numpy(raws[0]))
+        assert torch.equal(
+            dec.decode(blobs[:2], names[:2], base=base).cpu(), torch.from_numpy(raws[0])
+        )

@@ -23,6 +23,7 @@ from weightstore.cli.app import (
     stderr,
     stdout,
 )
+from weightstore.cli.info import info
 from weightstore.cli.progress import ByteProgress, estimate_bytes
 from weightstore.cli.render import (
     diff_json,
@@ -70,6 +71,7 @@ db_app = typer.Typer(help="Manage the index database schema.", no_args_is_help=T
 report_app = typer.Typer(help="Reports about the store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(report_app, name="report")
+app.command()(info)
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON, alone on stdout.")

@@ -18,13 +18,11 @@ import numpy as np
 from weightstore.codec.arith import add_delta, sub_delta
 from weightstore.codec.digest import digest as digest_of
 from weightstore.codec.format import (
-    DELTAS,
     HEADER_SIZE,
     Header,
     frame_plan,
     pack_header,
     read_chain,
-    read_header,
 )
 from weightstore.codec.frames import PARALLEL_FROM, FrameCodec
 from weightstore.codec.fused import load_fused

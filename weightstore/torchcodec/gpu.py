@@ -170,10 +170,10 @@ class DeviceDecoder:
         np.cumsum(sizes, out=stored[1:])
         packed = (entries & np.uint64(RAW_FRAME)) == 0
         # Uncompressed length of every frame: full frames, the last of each plane shorter.
-        lengths = np.full((k, per_plane), size, dtype=np.uint64)
+        grid = np.full((k, per_plane), size, dtype=np.uint64)
         if per_plane:
-            lengths[:, -1] = plane_len - (per_plane - 1) * size
-        lengths = lengths.reshape(-1)
+            grid[:, -1] = plane_len - (per_plane - 1) * size
+        lengths = grid.reshape(-1)
         if not np.array_equal(sizes[~packed], lengths[~packed]):
             raise CorruptObject(f"{name}: a stored frame is not its frame's length")
         # Staging: compressed frames first (each 16-byte aligned), stored frames after them.
