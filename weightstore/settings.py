@@ -21,6 +21,9 @@ class CodecSettings:
     of the raw size is kept without also trying a plain encoding. ``decoder``: ``"auto"``
     decodes with the compiled kernel when it was built, ``"numpy"`` always with the numpy
     fallback (the environment variable ``WEIGHTSTORE_DECODER`` overrides it).
+    ``plane_min_saving``: a byte plane whose sampled frames zstd does not shrink by this
+    fraction is stored uncompressed, which costs nothing to decode (docs/design.md,
+    "Decoding speed", measures 0.10 against the default).
     """
 
     frame_size: int = 64 * 1024
@@ -28,6 +31,7 @@ class CodecSettings:
     max_chain_depth: int = 4
     delta_accept_ratio: float = 0.5
     decoder: str = "auto"
+    plane_min_saving: float = 0.01
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,11 @@ _PROBE_MIN_FRAMES = 8
 class FrameCodec:
     """Compresses and decompresses frames; one instance may be shared by many threads."""
 
-    def __init__(self, level: int | None = None, native: NativeZstd | None = None) -> None:
+    def __init__(
+        self, level: int | None = None, native: NativeZstd | None = None, min_saving: float = 0.01
+    ) -> None:
         self._native = native
+        self._min_saving = min_saving
         if level is None:
             self._params = zstd.ZstdCompressionParameters(write_content_size=True, **_FAST)
         else:
@@ -67,9 +70,10 @@ class FrameCodec:
     ) -> tuple[list[int], list[memoryview | bytes]]:
         """Compress each planned frame; return the frame table and the payload pieces.
 
-        A plane whose sampled frames do not shrink by 1% (the low mantissa bytes of trained
-        weights) is stored uncompressed without compressing the rest: that halves encoding time
-        on fp32 for a size cost below 0.1%.
+        A plane whose sampled frames do not shrink by ``min_saving`` (1% by default: the low
+        mantissa bytes of trained weights) is stored uncompressed without compressing the
+        rest: that halves encoding time on fp32 for a size cost below 0.1%, and such a plane
+        costs nothing to decode.
         """
         view = memoryview(planes)  # type: ignore[arg-type]
         pieces = [view[off : off + n] for off, n in plan]
@@ -84,7 +88,7 @@ class FrameCodec:
                 probe = [idx[0], idx[len(idx) // 2], idx[-1]]
                 sizes = cctx.multi_compress_to_buffer([pieces[i] for i in probe], threads=1)
                 packed = sum(len(sizes[i]) for i in range(len(probe)))
-                if packed >= 0.99 * sum(len(pieces[i]) for i in probe):
+                if packed >= (1 - self._min_saving) * sum(len(pieces[i]) for i in probe):
                     continue
             todo.extend(idx)
         table = [len(piece) | RAW_FRAME for piece in pieces]

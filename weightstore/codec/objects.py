@@ -67,11 +67,13 @@ class Codec:
         self.settings = settings or CodecSettings()
         if self.settings.frame_size <= 0 or self.settings.frame_size >= 1 << 31:
             raise InvalidInput("frame_size must be between 1 byte and 2 GiB")
+        if not 0 <= self.settings.plane_min_saving < 1:
+            raise InvalidInput("plane_min_saving must be at least 0 and below 1")
         choice = os.environ.get(DECODER_ENV) or self.settings.decoder
         if choice not in DECODERS:
             raise InvalidInput(f"decoder must be one of {', '.join(DECODERS)}, not {choice!r}")
         zstd = load_native() if native else None
-        self._frames = FrameCodec(self.settings.level, zstd)
+        self._frames = FrameCodec(self.settings.level, zstd, self.settings.plane_min_saving)
         self._fused = load_fused(zstd) if choice == "auto" else None
         self.zstd_version = zstd.version if zstd else None
         self._threads = max(1, threads)
