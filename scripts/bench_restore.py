@@ -62,15 +62,32 @@ def nudge(sd: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]
     }
 
 
-def best_of(fn: Callable[[], object], repeat: int, sync: bool) -> float:
-    times = []
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Best wall-clock seconds and best CPU seconds of this process (all its threads) over
+    the repeats; on a machine shared with other work the CPU time is the steadier figure."""
+
+    wall: float
+    cpu: float
+
+
+def best_of(fn: Callable[[], object], repeat: int, sync: bool) -> Timing:
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         fn()
         if sync:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return Timing(min(wall), min(cpu))
+
+
+def row(label: str, decoder: str, threads: int | str, t: Timing, ref: Timing, nbytes: int) -> str:
+    return (
+        f"| {label} | {decoder} | {threads} | {t.wall * 1e3:.1f} | {nbytes / t.wall / 1e9:.2f} | "
+        f"{t.wall / ref.wall:.2f}x | {t.cpu * 1e3:.1f} | {t.cpu / ref.cpu:.2f}x |"
+    )
 
 
 def main() -> None:
@@ -131,14 +148,12 @@ def main() -> None:
 
         ref = {k: best_of(baseline(p), args.repeat, sync) for k, p in paths.items()}
         print(
-            "\n| restore | decoder | threads | ms | GB/s | vs safetensors |\n"
-            "|---|---|---|---|---|---|"
+            "\n| restore | decoder | threads | ms | GB/s | vs safetensors | CPU ms "
+            "| CPU vs safetensors |\n|---|---|---|---|---|---|---|---|"
         )
         for which, t in ref.items():
-            print(
-                f"| safetensors load_file{'' if sync else ' + clone'}, {which} | - | - | "
-                f"{t * 1e3:.1f} | {nbytes / t / 1e9:.2f} | 1.00x |"
-            )
+            label = f"safetensors load_file{'' if sync else ' + clone'}, {which}"
+            print(row(label, "-", "-", t, t, nbytes))
         model = {k: v.clone().to(dev) for k, v in base.items()}
         last_ref = f"ckpt@{args.chain}"
         for decoder in args.decoders.split(","):
@@ -155,24 +170,15 @@ def main() -> None:
                         assert all(torch.equal(out[k].cpu(), refs[r][k]) for k in out)
                         t = best_of(lambda r=r: store.restore(r, device=dev), args.repeat, sync)
                         against = ref["base" if r == "base" else "last"]
-                        print(
-                            f"| {label} | {name} | {n} | {t * 1e3:.1f} | "
-                            f"{nbytes / t / 1e9:.2f} | {t / against:.2f}x |"
-                        )
+                        print(row(label, name, n, t, against, nbytes))
                     t = best_of(lambda: store.restore(last_ref, into=model), args.repeat, sync)
-                    print(
-                        f"| last into a {dev.type} model | {name} | {n} | {t * 1e3:.1f} | "
-                        f"{nbytes / t / 1e9:.2f} | {t / ref['last']:.2f}x |"
-                    )
+                    print(row(f"last into a {dev.type} model", name, n, t, ref["last"], nbytes))
                     t = best_of(
                         lambda: store.restore(last_ref, device=dev, verify=False),
                         args.repeat,
                         sync,
                     )
-                    print(
-                        f"| last, verify=False | {name} | {n} | {t * 1e3:.1f} | "
-                        f"{nbytes / t / 1e9:.2f} | {t / ref['last']:.2f}x |"
-                    )
+                    print(row("last, verify=False", name, n, t, ref["last"], nbytes))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
