@@ -11,7 +11,7 @@ synthetic normal weights with ``--synthetic-mb``:
 - the newest object of a chain (plain root + arithmetic deltas): numpy level by level vs
   the compiled kernel, every level per block in one pass.
 
-    python scripts/bench_decode.py [--synthetic-mb 64] [--dtype float32|bfloat16]
+    python scripts/bench_decode.py [--synthetic-mb 64] [--dtype float32|bfloat16] [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--depth", type=int, default=4, help="deltas in the chain")
+    parser.add_argument("--threads", default="1,2", help="thread counts for whole objects")
     args = parser.parse_args()
     raw, layout = weights(args.synthetic_mb, args.dtype)
     k, mb = layout.elem_size, raw.size / 1e6
+    counts = [int(n) for n in args.threads.split(",")]
     enc = Codec()
     blob = enc.encode_plain(raw, layout).blob
     h = read_header(blob)
@@ -152,7 +154,7 @@ def main() -> None:
         "compiled kernel": lambda n: Codec(threads=n),
     }
     for label, make in codecs.items():
-        for threads in (1, 2):
+        for threads in counts:
             codec = make(threads)
             assert np.array_equal(codec.decode([blob], (), dst), raw)
             r = rate(mb, lambda c=codec: c.decode([blob], (), dst), args.repeat)
@@ -174,7 +176,7 @@ def main() -> None:
     for label, make in codecs.items():
         if label.startswith("numpy + python"):
             continue
-        for threads in (1, 2):
+        for threads in counts:
             codec = make(threads)
             assert np.array_equal(codec.decode(chain, chain_names, dst), versions[-1])
             r = rate(mb, lambda c=codec: c.decode(chain, chain_names, dst), args.repeat)
