@@ -129,7 +129,8 @@ def read_header(blob: bytes | memoryview, name: str = "object") -> Header:
         if n_frames or len(blob) != end + raw_len:
             raise CorruptObject(f"{name}: raw payload is {len(blob) - end} bytes, not {raw_len}")
     else:
-        if frame_size <= 0 or raw_len % k or len(header.frame_plan()) != n_frames:
+        # frame_plan()'s length, without building it: every plane in ceil(plane / frame) frames
+        if frame_size <= 0 or raw_len % k or k * -(-(raw_len // k) // frame_size) != n_frames:
             raise CorruptObject(f"{name}: frame table does not match the raw length")
         payload = sum(f & ~RAW_FRAME for f in frames)
         if len(blob) != end + payload:
