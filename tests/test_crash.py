@@ -189,9 +189,10 @@ KILL_POINTS = {
     # The 30th object put starts: in step 1, after that object's index row was committed and
     # before any of its bytes were written.
     "before_put": {"kill_on_put": 30},
-    # The 3rd durability barrier of object files (step 0's batch takes two: data, renames):
-    # in step 1, with its objects' bytes all in temp files, not yet durable nor renamed.
-    "in_put": {"kill_on_file_fsync": 3},
+    # The 4th durability barrier of regular files (the store id's file takes one, step 0's
+    # batch two: data, renames): in step 1, with its objects' bytes all in temp files, not yet
+    # durable nor renamed.
+    "in_put": {"kill_on_file_fsync": 4},
 }
 
 

@@ -30,13 +30,13 @@ from weightstore.index.schema import (
 )
 
 # A later revision as a future weightstore would ship it, for the "schema is behind" case.
-NEXT_REVISION = '''"""Add a table (test-only revision)."""
+NEXT_REVISION = f'''"""Add a table (test-only revision)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -61,10 +61,10 @@ def engine(index_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def newer_scripts(tmp_path: Path) -> str:
-    """A copy of the migrations folder with one more revision, 0002."""
+    """A copy of the migrations folder with one more revision, 9999."""
     folder = tmp_path / "migrations"
     shutil.copytree(migrations_dir(), folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "versions" / "0002_extra.py").write_text(NEXT_REVISION)
+    (folder / "versions" / "9999_extra.py").write_text(NEXT_REVISION)
     return str(folder)
 
 
@@ -127,17 +127,17 @@ def test_empty_database_is_not_created_without_create(engine: Engine, index_url:
 
 
 def test_older_schema_asks_for_db_upgrade(engine: Engine, newer_scripts: str) -> None:
-    upgrade(engine)  # revision 0001, while the "installed" weightstore needs 0002
+    upgrade(engine)  # revision HEAD, while the "installed" weightstore needs 9999
     for create in (False, True):  # never upgraded implicitly, even with create=True
         with pytest.raises(SchemaOutdated) as info:
             ensure_schema(engine, create=create, script_location=newer_scripts)
         assert str(info.value) == (
-            "index schema is at revision 0001, this weightstore needs 0002: "
+            f"index schema is at revision {HEAD}, this weightstore needs 9999: "
             "run `weightstore db upgrade` (back up first)"
         )
     upgrade(engine, script_location=newer_scripts)
     ensure_schema(engine, create=False, script_location=newer_scripts)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "9999"
     with engine.connect() as conn:
         assert "extra" in inspect(conn).get_table_names()
 
@@ -147,7 +147,7 @@ def test_newer_schema_asks_to_upgrade_weightstore(engine: Engine, newer_scripts:
     with pytest.raises(SchemaOutdated) as info:
         ensure_schema(engine, create=True)
     message = str(info.value)
-    assert "index schema is at revision 0002" in message
+    assert "index schema is at revision 9999" in message
     assert f"needs {HEAD}" in message
     assert "upgrade weightstore" in message
     assert "db upgrade" not in message

@@ -429,3 +429,17 @@ def test_object_info_is_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.size = 2  # type: ignore[misc]
+
+
+def test_store_id_round_trips_outside_the_key_space(backend: ObjectBackend) -> None:
+    assert backend.read_store_id() is None
+    assert backend.is_empty()
+    backend.write_store_id("0123abcd")
+    assert backend.read_store_id() == "0123abcd"
+    assert backend.is_empty(), "the store id is not an object"
+    assert list(backend.iterate()) == []
+    backend.put("store-id", b"an object named like the id file")
+    assert backend.read_store_id() == "0123abcd"
+    assert not backend.is_empty()
+    backend.write_store_id("ffff")
+    assert backend.read_store_id() == "ffff"

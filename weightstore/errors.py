@@ -63,11 +63,23 @@ class IncompatibleTensor(InvalidInput):
     """A stored tensor that does not fit the ``restore(into=...)`` target: name, shape, dtype."""
 
 
+class UnsupportedLocation(InvalidInput):
+    """A store location (URL scheme) that no object backend serves."""
+
+
+class InputChanged(InvalidInput):
+    """Weights that changed while they were being saved: the snapshot would not be what was read."""
+
+
 class Conflict(WeightstoreError, ValueError):
     """The request contradicts what is stored, such as a step saved twice in one task."""
 
     exit_code = 4
     http_status = 409
+
+
+class StoreMismatch(Conflict):
+    """An index and an object location that do not belong to the same store."""
 
 
 class CorruptObject(WeightstoreError, IOError):

@@ -39,7 +39,7 @@ def collect_garbage(
         reachable = index.reachable_digests()
         rows = index.all_objects()
         known = {rec.digest for rec, _ in rows}
-        removed = freed = spared = 0
+        removed = freed = spared = rows_removed = 0
         # Children before bases: a base's row can only go once no object names it as base.
         doomed = [(rec, used) for rec, used in rows if rec.digest not in reachable]
         doomed.sort(key=lambda ru: -ru[0].chain_depth)
@@ -51,12 +51,15 @@ def collect_garbage(
                 rec.digest, cutoff, _deleter(objects, rec.digest)
             ):
                 removed += 1
+                rows_removed += 1
                 freed += rec.stored_size
             if progress:
                 progress(1)
         cutoff_ts = cutoff.timestamp()
         for info in objects.iterate():
-            if info.key in known:
+            # A blob a snapshot reaches stays even when its row is gone (a damaged index):
+            # verify reports it, gc must not make it worse.
+            if info.key in known or info.key in reachable:
                 continue
             if info.modified >= cutoff_ts:
                 spared += 1
@@ -65,7 +68,7 @@ def collect_garbage(
                 freed += info.size
         if not dry_run:
             objects.cleanup_temp(max(grace_seconds, _TEMP_GRACE_SECONDS))
-        return GcResult(dry_run, removed, freed, spared, len(rows) - removed)
+        return GcResult(dry_run, removed, freed, spared, len(rows) - rows_removed)
 
 
 def _deleter(objects: ObjectBackend, key: str) -> Callable[[], None]:

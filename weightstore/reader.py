@@ -1,5 +1,12 @@
 """Reading objects back: resolve delta chains through the index and decode tensors onto a
-device (CPU memory, or a GPU through per-thread pinned staging buffers and streams)."""
+device (CPU memory, or a GPU through per-thread pinned staging buffers and streams).
+
+The one verification rule (docs/design.md, "Verification"): every path that hands tensor bytes
+to a user (restore, export, the loader, the service) reads through :meth:`ObjectReader.read` or
+:meth:`ObjectReader.tensor`, which re-derive each object's digest from the decoded bytes unless
+the store was opened with ``verify_reads=False``. Headers, frame tables and chain links are
+checked always. Internal reads that feed new objects (delta bases) are always verified.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +29,13 @@ _MAX_CHAIN = 10_000  # only stops a corrupt, looping chain
 class ObjectReader:
     """Decodes stored objects; safe to use from many threads."""
 
-    def __init__(self, index: Index, objects: ObjectBackend, codec: Codec) -> None:
+    def __init__(
+        self, index: Index, objects: ObjectBackend, codec: Codec, *, verify: bool = True
+    ) -> None:
         self.index = index
         self.objects = objects
         self.codec = codec
+        self.verify = verify  # the store's rule for bytes handed out
         self._local = threading.local()  # per thread: pinned staging buffer, CUDA streams
 
     def chains(self, digests: Iterable[str]) -> dict[str, list[ObjectRecord]]:
@@ -62,12 +72,27 @@ class ObjectReader:
             return self.codec.decode_verified(blobs, names, out)
         return self.codec.decode(blobs, names, out)
 
+    def read(
+        self,
+        entry: TensorEntry,
+        chain: Sequence[ObjectRecord],
+        verify: bool | None = None,
+        out: U8 | None = None,
+    ) -> U8:
+        """The raw bytes of ``entry`` for handing out, checked by the rule (or ``verify``)."""
+        if chain[0].digest != entry.digest or chain[0].raw_size != entry.nbytes:
+            raise CorruptObject(
+                f"{entry.name!r}: the index names object {chain[0].digest} of "
+                f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
+            )
+        return self.decode(chain, out, self.verify if verify is None else verify)
+
     def tensor(
         self,
         entry: TensorEntry,
         chain: Sequence[ObjectRecord],
         dev: torch.device,
-        verify: bool,
+        verify: bool | None = None,
         into: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode one tensor onto ``dev``, into ``into`` (a tensor of the entry's dtype and
@@ -80,10 +105,10 @@ class ObjectReader:
         """
         if dev.type != "cuda":
             if into is not None and into.device.type == "cpu" and into.is_contiguous():
-                self.decode(chain, byte_view(into), verify)
+                self.read(entry, chain, verify, byte_view(into))
                 return into
             t = empty_tensor(entry.dtype, entry.shape)
-            self.decode(chain, byte_view(t), verify)
+            self.read(entry, chain, verify, byte_view(t))
             if into is not None:
                 return into.copy_(t)
             return t.to(dev) if dev.type != "cpu" else t
@@ -102,7 +127,7 @@ class ObjectReader:
         if stream is None:
             stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
         view = staging[: entry.nbytes]
-        self.decode(chain, byte_view(view), verify)
+        self.read(entry, chain, verify, byte_view(view))
         stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated or used there
         with torch.cuda.stream(stream):
             out.reshape(-1).view(torch.uint8).copy_(view, non_blocking=True)

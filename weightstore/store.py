@@ -6,30 +6,28 @@ objects are durable before the snapshot's index rows commit in one transaction (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 from sqlalchemy import Engine
 
-from weightstore.codec import Codec, Encoded, digest
-from weightstore.codec.format import DELTAS
+from weightstore import location
+from weightstore.codec import Codec, digest
 from weightstore.codec.layout import U8
 from weightstore.errors import (
     Conflict,
     CorruptObject,
     IncompatibleTensor,
     InvalidInput,
-    NotFound,
     ObjectNotFound,
     RefNotFound,
 )
@@ -40,7 +38,7 @@ from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
-from weightstore.tensors import check_tensor, dtype_info, tensor_bytes
+from weightstore.tensors import dtype_info
 from weightstore.types import (
     Diff,
     GcResult,
@@ -52,40 +50,14 @@ from weightstore.types import (
     VerifyResult,
 )
 from weightstore.usage import compute_stats
+from weightstore.writer import SnapshotWriter
 
 Weights = torch.nn.Module | Mapping[str, torch.Tensor]
 Progress = Callable[[int], None]  # called with a byte count as work completes
 
-CONFIG_FILE = "weightstore.json"
-INDEX_FILE = "index.sqlite"
-OBJECTS_DIR = "objects"
-# New objects are recorded and written in batches of this many (encoded) bytes or objects.
-_BATCH_BYTES = 32 << 20
-_BATCH_OBJECTS = 64
-
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _same_chain(a: ObjectRecord, b: ObjectRecord) -> bool:
-    """Whether two records of one object need the same blob: same kind, same delta base."""
-    return (a.encoding, a.base) == (b.encoding, b.base) or (
-        a.encoding not in DELTAS and b.encoding not in DELTAS
-    )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` so that a crash leaves the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
@@ -98,35 +70,6 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     )
 
 
-class _Batch:
-    """Encoded objects waiting to be written, handed out once they fill a batch: one index
-    transaction and one durability barrier per batch, memory bounded by the batch."""
-
-    def __init__(self) -> None:
-        self._items: list[tuple[TensorEntry, ObjectRecord, Encoded]] = []
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def add(
-        self, entry: TensorEntry, rec: ObjectRecord, encoded: Encoded
-    ) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
-        """Add one object; return a full batch to write (else an empty list)."""
-        with self._lock:
-            self._items.append((entry, rec, encoded))
-            self._bytes += encoded.stored_size
-            if self._bytes < _BATCH_BYTES and len(self._items) < _BATCH_OBJECTS:
-                return []
-            return self._take()
-
-    def drain(self) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
-        with self._lock:
-            return self._take()
-
-    def _take(self) -> list[tuple[TensorEntry, ObjectRecord, Encoded]]:
-        items, self._items, self._bytes = self._items, [], 0
-        return items
-
-
 class WeightStore:
     """Versioned, content-addressed, delta-compressed weight snapshots per task."""
 
@@ -135,23 +78,32 @@ class WeightStore:
         index: Index,
         objects: ObjectBackend,
         settings: StoreSettings | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
+        """Use ``index`` with ``objects``; they must belong to one store (their ids are
+        checked, and recorded where missing unless ``read_only``)."""
         self.index = index
         self._objects = objects
         self.settings = settings or StoreSettings()
+        self.read_only = read_only
+        self.store_id = location.bind(index, objects, write=not read_only)
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.reader = ObjectReader(index, objects, self.codec)
+        self.reader = ObjectReader(index, objects, self.codec, verify=self.settings.verify_reads)
+        self.writer = SnapshotWriter(
+            index, objects, self.reader, self.codec, self.settings, self._run_all
+        )
 
     @property
     def objects(self) -> ObjectBackend:
-        """The object backend (replacing it also replaces the reader's)."""
+        """The object backend (replacing it also replaces the reader's and the writer's)."""
         return self._objects
 
     @objects.setter
     def objects(self, backend: ObjectBackend) -> None:
-        self._objects = self.reader.objects = backend
+        self._objects = self.reader.objects = self.writer.objects = backend
 
     # ----------------------------------------------------------------------------- opening
 
@@ -163,33 +115,36 @@ class WeightStore:
         index_url: str | None = None,
         settings: StoreSettings | None = None,
         create: bool = True,
+        read_only: bool = False,
     ) -> WeightStore:
         """Open the store in folder ``path``: SQLite inside it unless ``index_url`` names another
-        database (remembered in ``weightstore.json``), objects in ``path/objects``."""
+        database (remembered in ``weightstore.json`` once it opened), objects in
+        ``path/objects``. ``read_only`` writes nothing (for stores on read-only media); with
+        ``create`` a missing store is made, else it is an error."""
         settings = settings or StoreSettings()
-        root = Path(path)
-        url = cls._index_url(root, index_url, create)
-        index = Index.open(IndexSettings(url=url), create=create)
-        return cls(index, LocalBackend(root / OBJECTS_DIR, fsync=settings.fsync), settings)
-
-    @staticmethod
-    def _index_url(root: Path, index_url: str | None, create: bool) -> str:
-        config = root / CONFIG_FILE
-        saved: dict[str, Any] = {}
-        if config.is_file():
+        create = create and not read_only
+        where = location.locate(path, index_url, create=create, read_only=read_only)
+        made = [] if where.root.is_dir() else [where.root]
+        if create:
+            where.root.mkdir(parents=True, exist_ok=True)
+        made += [p for p in where.sqlite_files() if not p.exists()]
+        try:
+            index = Index.open(IndexSettings(url=where.index_url), create=create)
             try:
-                saved = json.loads(config.read_text())
-            except ValueError as e:
-                raise InvalidInput(f"{config} is not valid JSON: {e}") from e
-        if not root.is_dir():
-            if not create:
-                raise NotFound(f"no store at {root}: run `weightstore init {root}` first")
-            root.mkdir(parents=True)
-        if index_url is None:
-            return str(saved.get("index_url") or f"sqlite:///{(root / INDEX_FILE).resolve()}")
-        if saved.get("index_url") != index_url:
-            _write_atomically(config, json.dumps({**saved, "index_url": index_url}, indent=2))
-        return index_url
+                backend = LocalBackend(where.objects_dir, fsync=settings.fsync)
+                store = cls(index, backend, settings, read_only=read_only)
+            except BaseException:
+                index.close()
+                raise
+        except BaseException:
+            # A refused open changes nothing: no empty index left beside the objects.
+            for p in reversed(made):
+                with contextlib.suppress(OSError):
+                    p.rmdir() if p.is_dir() else p.unlink()
+            raise
+        if not read_only:
+            location.remember_index_url(where)
+        return store
 
     @classmethod
     def upgrade_schema(
@@ -215,7 +170,8 @@ class WeightStore:
         cls, path: str | os.PathLike[str], index_url: str | None
     ) -> Iterator[Engine]:
         """An engine on the store's index that does not check its schema, for migrations."""
-        engine = make_engine(IndexSettings(url=cls._index_url(Path(path), index_url, False)))
+        where = location.locate(path, index_url, create=False)
+        engine = make_engine(IndexSettings(url=where.index_url))
         try:
             yield engine
         finally:
@@ -307,8 +263,7 @@ class WeightStore:
         if not isinstance(message, str):
             raise InvalidInput("message must be a string")
         state = _state_dict(weights)
-        names = list(state.keys())
-        if not names:
+        if not state:
             raise InvalidInput("nothing to save: the state dict is empty")
         existing = None
         if step is not None:
@@ -322,45 +277,8 @@ class WeightStore:
         base_of = {t.name: t for t in parent_snap.tensors} if parent_snap else {}
 
         created = _now()
-        entries: list[TensorEntry] = [None] * len(names)  # type: ignore[list-item]
-
-        def hash_one(i: int) -> None:
-            name = names[i]
-            t = check_tensor(name, state[name])
-            raw = tensor_bytes(t)
-            d = digest(memoryview(raw))  # type: ignore[arg-type]
-            entries[i] = TensorEntry(name, dtype_info(t.dtype).name, tuple(t.shape), d, raw.size)
-
-        # Hash first, then pin every object this save may reference in one transaction (so gc
-        # spares them), then encode and store only what is new.
-        self._run_all(hash_one, range(len(names)))
-        first_use = {e.digest: e for e in reversed(entries)}
-        bases = {
-            e.digest: b
-            for e in first_use.values()
-            if (b := base_of.get(e.name)) is not None
-            and b.digest != e.digest
-            and (b.dtype, b.nbytes) == (e.dtype, e.nbytes)
-        }
-        pinned = self.index.pin_objects(
-            set(first_use) | {b.digest for b in bases.values()}, created
-        )
-        todo = [e for d, e in first_use.items() if d not in pinned or not self.objects.exists(d)]
-        if progress:
-            progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
-
-        batch = _Batch()
-
-        def store_one(entry: TensorEntry) -> None:
-            base = bases.get(entry.digest)
-            raw = tensor_bytes(state[entry.name])
-            rec, encoded = self._encode_object(
-                entry, raw, base if base and base.digest in pinned else None
-            )
-            self._write_objects(batch.add(entry, rec, encoded), state, created, progress)
-
-        self._run_all(store_one, todo)
-        self._write_objects(batch.drain(), state, created, progress)
+        entries = self.writer.hash_all(state)
+        self.writer.store(state, entries, base_of, created, progress)
         snapshot_id = digest(
             json.dumps(
                 [
@@ -400,96 +318,6 @@ class WeightStore:
             return self.show(parent)
         latest = self.index.latest_snapshot_id(task)
         return self.index.get_snapshot(latest) if latest else None
-
-    def _write_objects(
-        self,
-        items: list[tuple[TensorEntry, ObjectRecord, Encoded]],
-        state: Mapping[str, torch.Tensor],
-        now: datetime,
-        progress: Progress | None,
-    ) -> None:
-        """Record a batch of new objects in the index, then write their blobs durably.
-
-        Index rows go first: they pin the objects against a concurrent gc. A row that a
-        concurrent saver recorded first, with another base, wins: the blob follows it, since
-        readers go by the row.
-        """
-        if not items:
-            return
-        self.index.add_objects([rec for _, rec, _ in items], now)
-        rows = self.index.get_objects([rec.digest for _, rec, _ in items])
-        wrote: dict[str, tuple[TensorEntry, ObjectRecord]] = {}
-        blobs: list[tuple[str, bytes]] = []
-        for entry, rec, encoded in items:
-            row = rows.get(rec.digest, rec)
-            if not _same_chain(row, rec):
-                encoded = self._encode_like(row, tensor_bytes(state[entry.name]), entry)
-            blobs.append((rec.digest, encoded.blob))
-            wrote[rec.digest] = (entry, row)
-        self.objects.put_many(blobs)
-        if progress:
-            progress(sum(entry.nbytes for entry, _, _ in items))
-        # A gc with a grace shorter than this save may have dropped a row between our check
-        # and our put, and a concurrent saver recorded the object anew with another base:
-        # check again, so that the blob ends up following the row.
-        for _ in range(3):
-            rows = self.index.get_objects(list(wrote))
-            wrote = {
-                d: (entry, current)
-                for d, (entry, old) in wrote.items()
-                if (current := rows.get(d)) is not None and not _same_chain(current, old)
-            }
-            for d, (entry, current) in wrote.items():
-                raw = tensor_bytes(state[entry.name])
-                self.objects.put(d, self._encode_like(current, raw, entry).blob)
-
-    def _encode_object(
-        self, entry: TensorEntry, raw: U8, base: TensorEntry | None
-    ) -> tuple[ObjectRecord, Encoded]:
-        """Encode ``raw``, as a delta against ``base`` when that is smaller."""
-        against = self._encode_against(entry, raw, base.digest) if base else None
-        if against is None:
-            encoded, depth = self.codec.encode(raw, dtype_info(entry.dtype).layout), 0
-        else:
-            encoded, depth = against
-        record = ObjectRecord(
-            entry.digest,
-            encoded.raw_size,
-            encoded.stored_size,
-            encoded.encoding,
-            encoded.base,
-            depth,
-        )
-        return record, encoded
-
-    def _encode_like(self, rec: ObjectRecord, raw: U8, entry: TensorEntry) -> Encoded:
-        layout = dtype_info(entry.dtype).layout
-        if rec.encoding in DELTAS and rec.base:
-            base_raw = self.reader.decode(self.reader.chains([rec.base])[rec.base])
-            if rec.encoding == "sub":
-                return self.codec.encode_sub(raw, base_raw, rec.base, layout)
-            return self.codec.encode_delta(raw, base_raw, rec.base, layout)
-        if rec.encoding == "plain":
-            return self.codec.encode_plain(raw, layout)
-        return self.codec.encode_raw(raw)
-
-    def _encode_against(
-        self, entry: TensorEntry, raw: U8, base_digest: str
-    ) -> tuple[Encoded, int] | None:
-        """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
-        chain is already ``max_chain_depth`` long); None if there is no usable base."""
-        chain = self.reader.chains([base_digest])[base_digest]
-        max_depth = self.settings.codec.max_chain_depth
-        if max_depth <= 0:
-            return None
-        if chain[0].chain_depth + 1 > max_depth:
-            chain = chain[-1:]
-        base_raw = self.reader.decode(chain)
-        encoded = self.codec.encode(
-            raw, dtype_info(entry.dtype).layout, (chain[0].digest, base_raw)
-        )
-        depth = chain[0].chain_depth + 1 if encoded.encoding in DELTAS else 0
-        return encoded, depth
 
     # ----------------------------------------------------------------------------- restoring
 
@@ -580,9 +408,10 @@ class WeightStore:
             ) from e
         return {entry.name: t for entry, t in pairs}
 
-    def read_tensor_bytes(self, entry: TensorEntry, verify: bool = False) -> U8:
-        """The raw bytes of one stored tensor."""
-        return self.reader.decode(self.reader.chains([entry.digest])[entry.digest], verify=verify)
+    def read_tensor_bytes(self, entry: TensorEntry, verify: bool | None = None) -> U8:
+        """The raw bytes of one stored tensor, checked by the store's one read rule
+        (``verify_reads``) unless ``verify`` says otherwise."""
+        return self.reader.read(entry, self.reader.chains([entry.digest])[entry.digest], verify)
 
     def _run_all(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         """Run ``fn`` over ``items`` on the worker pool, at most a few in flight at a time so
@@ -639,6 +468,8 @@ class WeightStore:
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
         if grace < 0:
             raise InvalidInput("grace_seconds must be >= 0")
+        # Deleting is only safe when this index describes these objects (invariant 7).
+        location.require_bound(self.index, self.objects)
         return collect_garbage(self.index, self.objects, self._holder, grace, dry_run, progress)
 
     def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
@@ -651,9 +482,32 @@ class WeightStore:
             # Objects no snapshot reaches are garbage (a save interrupted between recording
             # and writing one leaves such a row): gc's business, not damage.
             digests = self.index.reachable_digests()
-        return verify_objects(
+        result = verify_objects(
             self.index, self.objects, self.reader, digests, self._run_all, progress
         )
+        if not self.read_only:
+            # Remembered so that a save of the same content rewrites these objects.
+            self.index.flag_damaged({p.digest: p.problem for p in result.problems}, _now())
+            self.index.clear_damaged(digests - {p.digest for p in result.problems})
+        return result
+
+    def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:
+        """Rewrite damaged objects (found by :meth:`verify`) from weights the caller still has:
+        modules, state dicts, or weights files. Returns, per damaged object found in the
+        sources, "repaired" or why not; damaged objects absent from every source are left."""
+        damaged = set(self.index.damaged())
+        outcome: dict[str, str] = {}
+        for source in sources:
+            if not damaged:
+                break
+            if isinstance(source, str | os.PathLike):
+                state = read_weights(source)
+            else:
+                state = _state_dict(source)
+            done = self.writer.repair(state, damaged)
+            outcome.update(done)
+            damaged -= {d for d, result in done.items() if result == "repaired"}
+        return outcome
 
     def stats(self) -> StoreStats:
         """The storage report: logical vs stored bytes per task, in total and over time."""

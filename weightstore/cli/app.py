@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -63,15 +62,18 @@ class ErrorMappingGroup(TyperGroup):
 class State:
     """What the app callback learned (where the store is); the open store, once opened."""
 
-    path: Path
+    path: str  # as given: a folder, or a URL that open() refuses by name
     index_url: str | None
     _store: WeightStore | None = field(default=None, repr=False)
 
-    def store(self, *, create: bool = False) -> WeightStore:
+    def store(self, *, create: bool = False, read_only: bool = False) -> WeightStore:
         """The store at ``path``; without ``create`` a missing store is an error, so a typo
-        in ``--store`` does not leave an empty store behind."""
+        in ``--store`` does not leave an empty store behind. ``read_only``: for commands that
+        only read, which then work on read-only media and write nothing."""
         if self._store is None:
-            self._store = WeightStore.open(self.path, index_url=self.index_url, create=create)
+            self._store = WeightStore.open(
+                self.path, index_url=self.index_url, create=create, read_only=read_only
+            )
         return self._store
 
     def close(self) -> None:

@@ -88,14 +88,14 @@ def _emit_json(value: Any) -> None:
 def _root(
     ctx: typer.Context,
     store: Annotated[
-        Path,
+        str,
         typer.Option(
             "--store",
             envvar="WEIGHTSTORE_PATH",
             help="Store folder.",
             show_default="./weightstore",
         ),
-    ] = Path("weightstore"),
+    ] = "weightstore",
     index_url: Annotated[
         str | None,
         typer.Option(
@@ -119,7 +119,7 @@ def _root(
 def init(
     ctx: typer.Context,
     path: Annotated[
-        Path | None, typer.Argument(help="Store folder (default: --store).", show_default=False)
+        str | None, typer.Argument(help="Store folder (default: --store).", show_default=False)
     ] = None,
 ) -> None:
     """Create a store (an existing one is left as it is).
@@ -130,7 +130,7 @@ def init(
     if path is not None:
         st.path = path
     st.store(create=True)
-    stdout().print(f"weightstore ready at {st.path.resolve()}")
+    stdout().print(f"weightstore ready at {Path(st.path).resolve()}")
 
 
 def _json_or_str(value: str) -> Any:
@@ -238,7 +238,7 @@ def export(
 
     Example: weightstore export sentiment:best best.safetensors
     """
-    store = state(ctx).store()
+    store = state(ctx).store(read_only=True)
     snap = store.show(ref)
     with ByteProgress(f"exporting {snap.short_id}", snap.logical_bytes) as bar:
         store.export(snap.id, out, progress=bar)
@@ -395,7 +395,7 @@ def log(
 
     Example: weightstore log sentiment -n 20
     """
-    snaps = state(ctx).store().log(task)[:max_count]
+    snaps = state(ctx).store(read_only=True).log(task)[:max_count]
     if json_out:
         _emit_json([snapshot_json(s) for s in snaps])
         return
@@ -411,7 +411,7 @@ def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
 
     Example: weightstore show sentiment:best
     """
-    snap = state(ctx).store().show(ref)
+    snap = state(ctx).store(read_only=True).show(ref)
     if json_out:
         _emit_json(snapshot_json(snap, tensors=True))
         return
@@ -434,7 +434,7 @@ def diff(
 
     Example: weightstore diff sentiment@1000 sentiment@1200
     """
-    d = state(ctx).store().diff(ref_a, ref_b)
+    d = state(ctx).store(read_only=True).diff(ref_a, ref_b)
     if json_out:
         _emit_json(diff_json(d))
         return
@@ -450,16 +450,34 @@ def verify(
     ref: Annotated[
         str | None, typer.Argument(help="Only this snapshot's objects (default: all).")
     ] = None,
+    repair: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--repair",
+            help="Weights file or folder holding the damaged tensors' content: damaged objects "
+            "found in it are rewritten, then checked again (repeat for several files).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Re-read stored objects and check their digests; exit status 5 if any is missing or
     corrupt, naming the snapshots it breaks.
 
-    Example: weightstore verify sentiment:best
+    Example: weightstore verify sentiment:best --repair checkpoints/epoch3.safetensors
     """
     store = state(ctx).store()
     with ByteProgress("verifying", None) as bar:
         result = store.verify(ref, progress=bar)
+    if repair and not result.ok:
+        outcome = store.repair(repair)
+        fixed = sum(1 for v in outcome.values() if v == "repaired")
+        for digest, why in sorted(outcome.items()):
+            if why != "repaired":
+                print_error(f"{digest[:12]}: {why}")
+        stderr().print(f"repaired {fixed} of {len(result.problems)} damaged object(s)")
+        with ByteProgress("verifying again", None) as bar:
+            result = store.verify(ref, progress=bar)
     if json_out:
         _emit_json(verify_json(result))
     elif result.ok:
@@ -481,7 +499,7 @@ def tasks(ctx: typer.Context, json_out: JsonFlag = False) -> None:
 
     Example: weightstore tasks --json
     """
-    store = state(ctx).store()
+    store = state(ctx).store(read_only=True)
     rows = task_summaries(store.tasks(), store.log())
     if json_out:
         _emit_json(rows)
@@ -511,7 +529,7 @@ def report_storage(
     Example: weightstore report storage --plot storage.png
     """
     st = state(ctx)
-    stats = st.store().stats()
+    stats = st.store(read_only=True).stats()
     if json_out:
         _emit_json(stats_json(stats))
     else:

@@ -90,8 +90,12 @@ def pack_header(
     return _HEAD.pack(*fields, crc) + table
 
 
-def read_header(blob: bytes | memoryview, name: str = "object") -> Header:
-    """Parse and check the header of ``blob``; raise :class:`CorruptObject` if it is damaged."""
+def read_header(blob: bytes | memoryview, name: str = "object", *, whole: bool = True) -> Header:
+    """Parse and check the header of ``blob``; raise :class:`CorruptObject` if it is damaged.
+
+    ``whole=False``: ``blob`` is only the start of the object (at least the header and frame
+    table, see :func:`header_length`); the payload's length is then not checked.
+    """
     if len(blob) < HEADER_SIZE:
         raise CorruptObject(f"{name}: {len(blob)} bytes is too short for an object header")
     magic, version, enc, k, flags, raw_len, frame_size, n_frames, base_raw, crc = _HEAD.unpack_from(
@@ -125,6 +129,8 @@ def read_header(blob: bytes | memoryview, name: str = "object") -> Header:
         frames,
         end,
     )
+    if not whole:
+        return header
     if encoding == "raw":
         if n_frames or len(blob) != end + raw_len:
             raise CorruptObject(f"{name}: raw payload is {len(blob) - end} bytes, not {raw_len}")
@@ -157,3 +163,11 @@ def read_chain(
         if not last and len(names) > i + 1 and h.base != names[i + 1]:
             raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
     return headers, labels
+
+
+def header_length(prefix: bytes | memoryview) -> int:
+    """How many leading bytes hold the header and frame table, given at least the header."""
+    if len(prefix) < HEADER_SIZE:
+        raise CorruptObject(f"{len(prefix)} bytes is too short for an object header")
+    n_frames = _HEAD.unpack_from(prefix)[7]
+    return HEADER_SIZE + 4 * int(n_frames)

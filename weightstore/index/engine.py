@@ -39,7 +39,7 @@ def make_engine(settings: IndexSettings) -> Engine:
         backend = url.get_backend_name()
         if backend == "sqlite":
             engine = create_engine(url, echo=settings.echo)
-            _setup_sqlite(engine, settings.busy_timeout_ms)
+            _setup_sqlite(engine, settings.busy_timeout_ms, url.query.get("mode") == "ro")
             return engine
         if backend == "postgresql":
             return create_engine(url, echo=settings.echo, pool_pre_ping=True)
@@ -68,7 +68,7 @@ def _set_wal(cursor: Any, busy_timeout_ms: int) -> None:
             delay = min(delay * 2, 0.2)
 
 
-def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _setup_sqlite(engine: Engine, busy_timeout_ms: int, read_only: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # pysqlite's legacy transaction control emits a deferred BEGIN only before DML, so reads
@@ -82,7 +82,9 @@ def _setup_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             # WAL with synchronous=NORMAL never loses or corrupts a committed transaction when a
             # process crashes (only an OS crash or power cut may drop the last commits), and it
             # lets readers proceed while one writer writes.
-            _set_wal(cursor, busy_timeout_ms)
+            # Asked first: switching is a write, which a read-only store must never attempt.
+            if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                _set_wal(cursor, busy_timeout_ms)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

@@ -168,4 +168,23 @@ class LockRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class StoreMetaRow(Base):
+    """A fact about the store as a whole; ``store_id`` ties the index to its objects."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class DamagedObjectRow(Base):
+    """An object ``verify`` found missing or corrupt: a save of its content rewrites it."""
+
+    __tablename__ = "damaged_objects"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    problem: Mapped[str] = mapped_column(Text)
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 WEIGHTSTORE_TABLES: frozenset[str] = frozenset(Base.metadata.tables)

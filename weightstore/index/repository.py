@@ -35,6 +35,7 @@ from weightstore.errors import (
     StorageError,
 )
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
+from weightstore.index.meta import MetaQueries
 from weightstore.index.models import (
     LockRow,
     ObjectRow,
@@ -75,7 +76,7 @@ class SnapshotUsageRow:
     tensors: tuple[tuple[str, int], ...]
 
 
-class Index:
+class Index(MetaQueries):
     """Metadata of tasks, snapshots, objects, tags and locks in a SQL database.
 
     Every public method runs in its own transaction. Datetimes going in must be tz-aware; all
@@ -506,6 +507,8 @@ class Index:
         that records the digest meanwhile waits on the primary key until we are done.
         """
         with self._write() as conn:
+            if conn.scalar(select(exists().where(TensorRow.digest == digest))):
+                return False  # a snapshot names it; only its row is missing (a damaged index)
             placeholder = (
                 _insert(conn, ObjectRow)
                 .values(

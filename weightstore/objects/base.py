@@ -168,6 +168,22 @@ class ObjectBackend(abc.ABC):
     def describe(self) -> str:
         """Return where the objects live, for messages: ``"local:/path"``, ``"memory"``."""
 
+    @abc.abstractmethod
+    def read_store_id(self) -> str | None:
+        """Return the id of the store these objects belong to, or None if none was written.
+
+        The id lives beside the objects but outside the key space: it is never listed by
+        :meth:`iterate` and no key can overwrite it.
+        """
+
+    @abc.abstractmethod
+    def write_store_id(self, store_id: str) -> None:
+        """Record the store's id durably (replacing any), creating the location if needed."""
+
+    def is_empty(self) -> bool:
+        """Return whether no object is stored."""
+        return next(iter(self.iterate()), None) is None
+
     def cleanup_temp(self, older_than_seconds: float = 3600) -> int:
         """Remove leftovers of puts that died (temp files, unfinished uploads) last touched over
         ``older_than_seconds`` ago; return how many. The default has none to remove."""

@@ -44,6 +44,8 @@ __all__ = ["LocalBackend"]
 
 _TEMP_PREFIX = ".tmp-"
 _FANOUT = 2
+# Longer than a fan-out folder's name, so it is never listed as one.
+_STORE_ID_FILE = "store-id"
 
 
 def _load_syncfs() -> Callable[[Path], None] | None:
@@ -296,6 +298,41 @@ class LocalBackend(ObjectBackend):
             except OSError as exc:
                 raise self._storage_error("delete", key, exc) from exc
         return True
+
+    def read_store_id(self) -> str | None:
+        path = self._root / _STORE_ID_FILE
+        try:
+            with open(path, "rb") as f:
+                if not stat_mod.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StorageError(f"{path} is not a regular file: move it out of the store")
+                text = f.read(200).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read the store id at {path}: {exc}") from exc
+        return text or None
+
+    def write_store_id(self, store_id: str) -> None:
+        path = self._root / _STORE_ID_FILE
+        tmp: str | None = None
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=self._root)
+            with os.fdopen(fd, "w") as f:
+                f.write(store_id + "\n")
+                f.flush()
+                if self._fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            if self._fsync:
+                _fsync_dir(self._root)
+        except OSError as exc:
+            raise StorageError(f"cannot write the store id at {path}: {exc}") from exc
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def _fanout_dirs(self) -> Iterator[os.DirEntry[str]]:
         try:

@@ -24,6 +24,7 @@ class MemoryBackend(ObjectBackend):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._objects: dict[str, tuple[bytes, float]] = {}
+        self._store_id: str | None = None
 
     def __repr__(self) -> str:
         return f"MemoryBackend(<{len(self._objects)} objects>)"
@@ -72,6 +73,12 @@ class MemoryBackend(ObjectBackend):
             items = list(self._objects.items())
         for key, (blob, modified) in items:
             yield ObjectInfo(key=key, size=len(blob), modified=modified)
+
+    def read_store_id(self) -> str | None:
+        return self._store_id
+
+    def write_store_id(self, store_id: str) -> None:
+        self._store_id = store_id
 
     def describe(self) -> str:
         return "memory"

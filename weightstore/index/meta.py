@@ -1,0 +1,88 @@
+"""Index queries about the store as a whole: its identity and the objects verify found damaged."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from sqlalchemy import Connection, delete, exists, insert, select
+
+from weightstore.index.models import DamagedObjectRow, ObjectRow, SnapshotRow, StoreMetaRow
+
+STORE_ID_KEY = "store_id"
+_CHUNK = 500
+
+
+def _chunks(items: Collection[str]) -> Iterator[list[str]]:
+    ordered = sorted(items)
+    for i in range(0, len(ordered), _CHUNK):
+        yield ordered[i : i + _CHUNK]
+
+
+class MetaQueries:
+    """Mixed into :class:`~weightstore.index.Index`, which provides the transactions."""
+
+    def _read(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        raise NotImplementedError
+
+    def store_id(self) -> str | None:
+        """The id of the store this index belongs to, or None if none was recorded yet."""
+        with self._read() as conn:
+            return conn.scalar(select(StoreMetaRow.value).where(StoreMetaRow.key == STORE_ID_KEY))
+
+    def claim_store_id(self, store_id: str) -> str:
+        """Record ``store_id`` unless an id is recorded already; return the id that holds."""
+        with self._write() as conn:
+            current = conn.scalar(
+                select(StoreMetaRow.value).where(StoreMetaRow.key == STORE_ID_KEY)
+            )
+            if current is not None:
+                return current
+            conn.execute(insert(StoreMetaRow).values(key=STORE_ID_KEY, value=store_id))
+            return store_id
+
+    def holds_data(self) -> bool:
+        """Whether any snapshot or object is recorded."""
+        with self._read() as conn:
+            return bool(
+                conn.scalar(select(exists().select_from(SnapshotRow)))
+                or conn.scalar(select(exists().select_from(ObjectRow)))
+            )
+
+    def flag_damaged(self, problems: Mapping[str, str], now: datetime) -> None:
+        """Remember objects found missing or corrupt (replacing earlier findings)."""
+        if not problems:
+            return
+        with self._write() as conn:
+            for chunk in _chunks(problems):
+                conn.execute(delete(DamagedObjectRow).where(DamagedObjectRow.digest.in_(chunk)))
+                conn.execute(
+                    insert(DamagedObjectRow),
+                    [{"digest": d, "problem": problems[d], "found_at": now} for d in chunk],
+                )
+
+    def clear_damaged(self, digests: Collection[str]) -> None:
+        """Forget findings about objects that were rewritten or verified whole."""
+        if not digests:
+            return
+        with self._write() as conn:
+            for chunk in _chunks(digests):
+                conn.execute(delete(DamagedObjectRow).where(DamagedObjectRow.digest.in_(chunk)))
+
+    def damaged(self, digests: Collection[str] | None = None) -> dict[str, str]:
+        """Objects flagged as damaged (among ``digests``, or all), with the problem found."""
+        with self._read() as conn:
+            if digests is None:
+                rows = conn.execute(select(DamagedObjectRow.digest, DamagedObjectRow.problem))
+                return {d: p for d, p in rows}
+            out: dict[str, str] = {}
+            for chunk in _chunks(digests):
+                query = select(DamagedObjectRow.digest, DamagedObjectRow.problem).where(
+                    DamagedObjectRow.digest.in_(chunk)
+                )
+                out.update({d: p for d, p in conn.execute(query)})
+            return out

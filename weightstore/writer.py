@@ -1,0 +1,324 @@
+"""Tensors -> stored objects: hashing, the encoding policy, batched durable writes, repair.
+
+The mirror of :mod:`weightstore.reader`. Invariant 8 of docs/design.md lives here: a snapshot is
+exactly the bytes that were read. Each new tensor is copied once into private memory, the copy is
+hashed again and must match the digest the snapshot records, and only that copy is encoded; a
+source that changed in between (a checkpoint rewritten in place, a model still training) is an
+:class:`InputChanged` error, never an object whose bytes do not match its name.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+
+from weightstore.codec import Codec, Encoded, digest
+from weightstore.codec.format import DELTAS, HEADER_SIZE, header_length, read_header
+from weightstore.codec.layout import U8
+from weightstore.errors import CorruptObject, InputChanged, NotFound, StorageError
+from weightstore.index import Index
+from weightstore.objects import ObjectBackend
+from weightstore.reader import ObjectReader
+from weightstore.settings import StoreSettings
+from weightstore.tensors import check_tensor, dtype_info, tensor_bytes
+from weightstore.types import ObjectRecord, TensorEntry
+
+Progress = Callable[[int], None]
+RunAll = Callable[[Callable[[Any], None], Iterable[Any]], None]
+
+# New objects are recorded and written in batches of this many bytes (raw + encoded) or objects.
+_BATCH_BYTES = 32 << 20
+_BATCH_OBJECTS = 64
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _same_chain(a: ObjectRecord, b: ObjectRecord) -> bool:
+    """Whether two records of one object need the same blob: same kind, same delta base."""
+    return (a.encoding, a.base) == (b.encoding, b.base) or (
+        a.encoding not in DELTAS and b.encoding not in DELTAS
+    )
+
+
+@dataclass
+class _Item:
+    entry: TensorEntry
+    raw: U8  # the private, verified copy that was hashed and is encoded
+    record: ObjectRecord
+    encoded: Encoded
+
+
+class _Batch:
+    """Encoded objects waiting to be written, handed out once they fill a batch: one index
+    transaction and one durability barrier per batch, memory bounded by the batch."""
+
+    def __init__(self) -> None:
+        self._items: list[_Item] = []
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, item: _Item) -> list[_Item]:
+        """Add one object; return a full batch to write (else an empty list)."""
+        with self._lock:
+            self._items.append(item)
+            self._bytes += item.encoded.stored_size + item.raw.size
+            if self._bytes < _BATCH_BYTES and len(self._items) < _BATCH_OBJECTS:
+                return []
+            return self._take()
+
+    def drain(self) -> list[_Item]:
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> list[_Item]:
+        items, self._items, self._bytes = self._items, [], 0
+        return items
+
+
+def stable_copy(entry: TensorEntry, t: torch.Tensor) -> U8:
+    """A private copy of ``t``'s bytes that still hashes to ``entry.digest``."""
+    raw = np.array(tensor_bytes(t), dtype=np.uint8, copy=True)
+    if raw.size != entry.nbytes or digest(memoryview(raw)) != entry.digest:  # type: ignore[arg-type]
+        raise InputChanged(
+            f"tensor {entry.name!r} changed while it was being saved (its bytes no longer "
+            "match what was hashed): nothing was committed; save from a stable copy "
+            "(stop training or clone the weights first) and try again"
+        )
+    return raw
+
+
+class SnapshotWriter:
+    """Stores a state dict's tensors as objects (deduplicated, delta-encoded, durable)."""
+
+    def __init__(
+        self,
+        index: Index,
+        objects: ObjectBackend,
+        reader: ObjectReader,
+        codec: Codec,
+        settings: StoreSettings,
+        run_all: RunAll,
+    ) -> None:
+        self.index = index
+        self.objects = objects
+        self.reader = reader
+        self.codec = codec
+        self.settings = settings
+        self._run_all = run_all
+
+    # ------------------------------------------------------------------------------- saving
+
+    def hash_all(self, state: Mapping[str, torch.Tensor]) -> list[TensorEntry]:
+        """One entry per tensor, in order: name, dtype, shape, digest of its bytes, size."""
+        names = list(state.keys())
+        entries: list[TensorEntry] = [None] * len(names)  # type: ignore[list-item]
+
+        def hash_one(i: int) -> None:
+            name = names[i]
+            t = check_tensor(name, state[name])
+            raw = tensor_bytes(t)
+            d = digest(memoryview(raw))  # type: ignore[arg-type]
+            entries[i] = TensorEntry(name, dtype_info(t.dtype).name, tuple(t.shape), d, raw.size)
+
+        self._run_all(hash_one, range(len(names)))
+        return entries
+
+    def store(
+        self,
+        state: Mapping[str, torch.Tensor],
+        entries: list[TensorEntry],
+        base_of: Mapping[str, TensorEntry],
+        created: datetime,
+        progress: Progress | None,
+    ) -> None:
+        """Make every object ``entries`` name durable and recorded in the index.
+
+        Objects already stored and healthy are reused (pinned so gc spares them); missing or
+        damaged ones are (re)written from ``state``. A tensor that also exists under the same
+        name, dtype and size in ``base_of`` is stored as a delta against it when smaller.
+        """
+        first_use = {e.digest: e for e in reversed(entries)}
+        bases = {
+            e.digest: b
+            for e in first_use.values()
+            if (b := base_of.get(e.name)) is not None
+            and b.digest != e.digest
+            and (b.dtype, b.nbytes) == (e.dtype, e.nbytes)
+        }
+        pinned = self.index.pin_objects(
+            set(first_use) | {b.digest for b in bases.values()}, created
+        )
+        unhealthy = self._unhealthy(pinned & set(first_use))
+        # Never delta against a damaged base: the new object would inherit the damage.
+        usable = pinned - unhealthy - set(self.index.damaged(pinned))
+        todo = [e for d, e in first_use.items() if d not in pinned or d in unhealthy]
+        if progress:
+            progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
+        batch = _Batch()
+
+        def store_one(entry: TensorEntry) -> None:
+            raw = stable_copy(entry, state[entry.name])
+            base = bases.get(entry.digest)
+            rec, encoded = self.encode_object(
+                entry, raw, base if base and base.digest in usable else None
+            )
+            self._write(batch.add(_Item(entry, raw, rec, encoded)), progress)
+
+        self._run_all(store_one, todo)
+        self._write(batch.drain(), progress)
+
+    def _unhealthy(self, digests: set[str]) -> set[str]:
+        """Objects whose blob is missing, of the wrong size, has a bad header, or was flagged
+        by ``verify``: a save of their content rewrites them instead of trusting them."""
+        bad = set(self.index.damaged(digests))
+        rows = self.index.get_objects(digests - bad)
+
+        def check(d: str) -> None:
+            rec = rows[d]
+            try:
+                if self.objects.size(d) != rec.stored_size:
+                    bad.add(d)
+                    return
+                size = header_length(self.objects.get_range(d, 0, HEADER_SIZE))
+                header = read_header(self.objects.get_range(d, 0, size), d, whole=False)
+            except (NotFound, StorageError, CorruptObject):
+                bad.add(d)
+                return
+            if header.raw_len != rec.raw_size or header.encoding != rec.encoding:
+                bad.add(d)
+
+        self._run_all(check, sorted(rows))
+        return bad
+
+    def _write(self, items: list[_Item], progress: Progress | None) -> None:
+        """Record a batch of new objects in the index, then write their blobs durably.
+
+        Index rows go first: they pin the objects against a concurrent gc. A row that a
+        concurrent saver recorded first, with another base, wins: the blob follows it, since
+        readers go by the row.
+        """
+        if not items:
+            return
+        self.index.add_objects([it.record for it in items], _now())
+        rows = self.index.get_objects([it.record.digest for it in items])
+        wrote: dict[str, tuple[_Item, ObjectRecord]] = {}
+        blobs: list[tuple[str, bytes]] = []
+        for it in items:
+            row = rows.get(it.record.digest, it.record)
+            encoded = it.encoded
+            if not _same_chain(row, it.record):
+                encoded = self.encode_like(row, it.raw, it.entry)
+            blobs.append((it.record.digest, encoded.blob))
+            wrote[it.record.digest] = (it, row)
+        self.objects.put_many(blobs)
+        self.index.clear_damaged(list(wrote))
+        if progress:
+            progress(sum(it.entry.nbytes for it in items))
+        # A gc with a grace shorter than this save may have dropped a row between our check
+        # and our put, and a concurrent saver recorded the object anew with another base:
+        # check again, so that the blob ends up following the row.
+        for _ in range(3):
+            rows = self.index.get_objects(list(wrote))
+            wrote = {
+                d: (it, current)
+                for d, (it, old) in wrote.items()
+                if (current := rows.get(d)) is not None and not _same_chain(current, old)
+            }
+            for d, (it, current) in wrote.items():
+                self.objects.put(d, self.encode_like(current, it.raw, it.entry).blob)
+
+    # ------------------------------------------------------------------------------- encoding
+
+    def encode_object(
+        self, entry: TensorEntry, raw: U8, base: TensorEntry | None
+    ) -> tuple[ObjectRecord, Encoded]:
+        """Encode ``raw``, as a delta against ``base`` when that is smaller."""
+        against = self._encode_against(entry, raw, base.digest) if base else None
+        if against is None:
+            encoded, depth = self.codec.encode(raw, dtype_info(entry.dtype).layout), 0
+        else:
+            encoded, depth = against
+        record = ObjectRecord(
+            entry.digest,
+            encoded.raw_size,
+            encoded.stored_size,
+            encoded.encoding,
+            encoded.base,
+            depth,
+        )
+        return record, encoded
+
+    def encode_like(self, rec: ObjectRecord, raw: U8, entry: TensorEntry) -> Encoded:
+        """Encode ``raw`` with the encoding and base the index row ``rec`` names."""
+        layout = dtype_info(entry.dtype).layout
+        if rec.encoding in DELTAS and rec.base:
+            base_raw = self._base_bytes(rec.base)
+            if rec.encoding == "sub":
+                return self.codec.encode_sub(raw, base_raw, rec.base, layout)
+            return self.codec.encode_delta(raw, base_raw, rec.base, layout)
+        if rec.encoding == "plain":
+            return self.codec.encode_plain(raw, layout)
+        return self.codec.encode_raw(raw)
+
+    def _base_bytes(self, base: str) -> U8:
+        # Always verified: a delta against wrong base bytes would carry the damage forward.
+        return self.reader.decode(self.reader.chains([base])[base], verify=True)
+
+    def _encode_against(
+        self, entry: TensorEntry, raw: U8, base_digest: str
+    ) -> tuple[Encoded, int] | None:
+        """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
+        chain is already ``max_chain_depth`` long); None if there is no usable base."""
+        max_depth = self.settings.codec.max_chain_depth
+        if max_depth <= 0:
+            return None
+        chain = self.reader.chains([base_digest])[base_digest]
+        if chain[0].chain_depth + 1 > max_depth:
+            chain = chain[-1:]
+        try:
+            base_raw = self.reader.decode(chain, verify=True)
+        except (CorruptObject, NotFound):
+            return None  # a damaged base: store this tensor on its own
+        encoded = self.codec.encode(
+            raw, dtype_info(entry.dtype).layout, (chain[0].digest, base_raw)
+        )
+        depth = chain[0].chain_depth + 1 if encoded.encoding in DELTAS else 0
+        return encoded, depth
+
+    # ------------------------------------------------------------------------------- repair
+
+    def repair(self, state: Mapping[str, torch.Tensor], damaged: set[str]) -> dict[str, str]:
+        """Rewrite the ``damaged`` objects whose content ``state`` holds, each as its index row
+        says (so the chains through it stay valid), and check each rewrite by decoding it.
+
+        Returns, per damaged digest found in ``state``, "repaired" or why it could not be.
+        Bases are repaired before the deltas on them.
+        """
+        entries = {e.digest: e for e in self.hash_all(state) if e.digest in damaged}
+        rows = self.index.get_objects(entries)
+        outcome: dict[str, str] = {}
+        for d in sorted(rows, key=lambda d: rows[d].chain_depth):
+            entry, rec = entries[d], rows[d]
+            try:
+                raw = stable_copy(entry, state[entry.name])
+                blob = self.encode_like(rec, raw, entry).blob
+            except (CorruptObject, NotFound) as e:
+                outcome[d] = f"not repaired: its delta base {rec.base} is damaged too ({e})"
+                continue
+            self.objects.put(d, blob)
+            try:
+                self.reader.decode(self.reader.chains([d])[d], verify=True)
+            except (CorruptObject, NotFound) as e:
+                outcome[d] = f"not repaired: the rewritten object does not verify ({e})"
+                continue
+            self.index.clear_damaged([d])
+            outcome[d] = "repaired"
+        return outcome
