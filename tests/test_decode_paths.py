@@ -172,3 +172,15 @@ def test_mixed_element_sizes_go_to_the_numpy_path() -> None:
     delta = codec.encode_delta(raw ^ 1, raw, digest(raw.tobytes()), Layout(4))
     with pytest.raises(CorruptObject):
         codec.decode([delta.blob, base.blob])
+
+
+def test_without_the_extension_the_fallback_decodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no compiler was present at install time the kernel is absent: the codec picks the
+    numpy path by itself and decodes the same bytes."""
+    import weightstore.codec.fused as fused
+
+    monkeypatch.setattr(fused, "library_path", lambda: None)
+    blobs, names, want = _large_chain()
+    codec = Codec(threads=2)
+    assert codec.decoder == "numpy+libzstd"
+    assert np.array_equal(codec.decode_verified(blobs, names), want)
