@@ -1,8 +1,10 @@
 """Encode raw bytes into a stored object (raw, plain or delta) and decode objects back.
 
 An object's name is the digest of its raw bytes; the encoding is only how those bytes are kept.
-``decode`` resolves a delta chain in the grouped domain: it decodes the chain's root into planes,
-XORs every delta's planes into them, and un-groups once at the end.
+``decode`` resolves a whole delta chain in one pass through the compiled kernel
+(``fused.py``) when it is built; the numpy path resolves XOR chains in the grouped domain (the
+root's planes, every delta's planes XORed in, one un-grouping at the end) and chains with
+arithmetic deltas level by level.
 """
 
 from __future__ import annotations
@@ -178,26 +180,9 @@ class Codec:
         chain's links do not match.
         """
         headers, labels = read_chain(chain, names)
-        fused = self._fused
-        if fused is not None and fused.takes(headers):
-            raw_len = headers[0].raw_len
-            if out is None:
-                out = np.empty(raw_len, dtype=np.uint8)
-            elif out.size != raw_len:
-                raise InvalidInput(f"output holds {out.size} bytes, object {raw_len}")
-            if out.ctypes.data % 8 == 0 and out.flags.c_contiguous and out.flags.writeable:
-                chunks = self._map_chunks if self._threads > 1 else None
-                scratch = self._scratch
-                return fused.decode(
-                    chain,
-                    headers,
-                    labels,
-                    out,
-                    lambda n: scratch.get("fused", n),
-                    self._threads,
-                    chunks,
-                    PARALLEL_FROM,
-                )
+        fast = self._decode_fused(chain, headers, labels, out)
+        if fast is not None:
+            return fast
         if any(h.encoding == "sub" for h in headers):
             return self._decode_in_order(chain, headers, labels, out)
         layout = headers[0].layout
@@ -214,6 +199,37 @@ class Codec:
                     planes[j] = np.bitwise_xor(planes[j], d, out=acc)
         chunks = self._map_chunks if self._threads > 1 else None
         return ungroup(planes, layout, out, chunks)
+
+    def _decode_fused(
+        self,
+        chain: Sequence[bytes | memoryview],
+        headers: list[Header],
+        labels: list[str],
+        out: U8 | None,
+    ) -> U8 | None:
+        """Decode through the compiled kernel; None when it is absent or does not take this
+        chain or output (then the numpy path decodes, or rejects, it as before)."""
+        fused = self._fused
+        if fused is None or not fused.takes(headers):
+            return None
+        raw_len = headers[0].raw_len
+        if out is None:
+            out = np.empty(raw_len, dtype=np.uint8)
+        elif out.size != raw_len:
+            raise InvalidInput(f"output holds {out.size} bytes, object {raw_len}")
+        if out.ctypes.data % 8 or not (out.flags.c_contiguous and out.flags.writeable):
+            return None
+        scratch = self._scratch
+        return fused.decode(
+            chain,
+            headers,
+            labels,
+            out,
+            lambda n: scratch.get("fused", n),
+            self._threads,
+            self._map_chunks if self._threads > 1 else None,
+            PARALLEL_FROM,
+        )
 
     def _decode_in_order(
         self,
