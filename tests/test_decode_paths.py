@@ -184,3 +184,35 @@ def test_without_the_extension_the_fallback_decodes(monkeypatch: pytest.MonkeyPa
     codec = Codec(threads=2)
     assert codec.decoder == "numpy+libzstd"
     assert np.array_equal(codec.decode_verified(blobs, names), want)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chains())
+def test_deltas_apply_to_a_held_base_alike(
+    case: tuple[int, Layout, list[np.ndarray], list[str], str],
+) -> None:
+    """A delta whose base is already decoded (a cached tensor) is applied to it directly,
+    never by replaying the base's chain; ``out`` may be the base itself."""
+    frame, layout, versions, kinds, root = case
+    codecs = _codecs(frame)
+    blobs, names = _encode_chain(codecs["reference"], layout, versions, kinds, root)
+    for top in range(len(blobs) - 1):
+        for held in range(top + 1, len(blobs)):
+            chain, chain_names = blobs[top:held], names[top:held]
+            base = versions[len(versions) - 1 - held]
+            want = versions[len(versions) - 1 - top]
+            for label, codec in codecs.items():
+                kept = base.copy()
+                got = codec.decode_verified(chain, chain_names, base=kept)
+                assert np.array_equal(got, want) and np.array_equal(kept, base), label
+                codec.decode(chain, chain_names, kept, base=kept)  # in place
+                assert np.array_equal(kept, want), label
+
+
+def test_a_held_base_must_fit_and_links_must_be_deltas() -> None:
+    blobs, names, want = _large_chain()
+    codec = Codec()
+    with pytest.raises(InvalidInput):
+        codec.decode(blobs[:1], names[:1], base=np.zeros(10, np.uint8))
+    with pytest.raises(CorruptObject):  # the root is no delta: nothing to apply to a base
+        codec.decode(blobs, names, base=np.zeros(want.size, np.uint8))

@@ -86,7 +86,8 @@ static void combine_1(const uint8_t *const *p, size_t n, uint8_t *out, int rotat
 /* Decode blocks [first, stop) of a chain into out (the raw bytes of the whole object).
  *
  * levels: n_levels rows of 4 uint64 (payload address, frame table address, op, rotate), root
- * first, then each delta towards the object wanted. Every level with frames has elem_size k and
+ * first (a raw object's payload, or a base held by the caller), then each delta towards the
+ * object wanted. Every level with frames has elem_size k and
  * frame_size F; the caller checked the headers (CRC, frame count, payload length). scratch holds
  * k * min(F, plane_len) bytes. Returns WS_OK or an error code with err[0..2] filled in.
  */
@@ -130,7 +131,8 @@ int ws_decode_blocks(const uint64_t *levels, uint32_t n_levels, uint32_t k, uint
             const int op = (int)levels[4 * l + 2];
             const int rotate = (int)levels[4 * l + 3];
             if (op == OP_RAW) {
-                memcpy(dst, payload + e0 * k, n * k);
+                if (dst != payload + e0 * k) /* a base decoded in place: already there */
+                    memcpy(dst, payload + e0 * k, n * k);
                 continue;
             }
             for (uint32_t p = 0; p < k; p++) {

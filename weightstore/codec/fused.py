@@ -88,17 +88,20 @@ class FusedDecoder:
         threads: int,
         map_chunks: MapChunks | None,
         parallel_from: int,
+        base: U8 | None = None,
     ) -> U8:
         """Write ``chain[0]``'s raw bytes into ``out`` (aligned to the element size).
         ``scratch(size)`` is the calling thread's buffer; ``map_chunks`` runs block ranges on
-        the codec's threads for objects of at least ``parallel_from`` bytes."""
+        the codec's threads for objects of at least ``parallel_from`` bytes. With ``base``
+        (raw bytes, aligned) every link is a delta applied to it: it is the chain's root,
+        copied block by block like a raw object's payload."""
         framed = next(h for h in headers if h.encoding != "raw")
         k, frame_size = framed.layout.elem_size, framed.frame_size
         raw_len = headers[0].raw_len
         plane_len = raw_len // k
         # Views keep every blob's buffer alive (and its address fixed) until the calls return.
         views = [np.frombuffer(blob, dtype=np.uint8) for blob in chain]
-        rows: list[int] = []
+        rows: list[int] = [] if base is None else [base.ctypes.data, 0, _OPS["raw"], 0]
         for view, h in zip(reversed(views), reversed(headers), strict=True):
             addr = view.ctypes.data if view.size else 0
             rows += [addr + h.payload_offset, addr + HEADER_SIZE, _OPS[h.encoding]]
@@ -112,7 +115,7 @@ class FusedDecoder:
             buf = scratch(k * slot)
             rc = self._fn(
                 levels.ctypes.data,
-                len(chain),
+                len(levels) // 4,
                 k,
                 plane_len,
                 frame_size,
@@ -126,19 +129,20 @@ class FusedDecoder:
                 err.ctypes.data,
             )
             if rc:
-                self._raise(rc, err, labels, len(chain))
+                self._raise(rc, err, labels, len(levels) // 4)
 
         if map_chunks is None or threads <= 1 or raw_len < parallel_from or n_blocks < 2:
             run(0, n_blocks)
         else:
             step = -(-n_blocks // threads)
             map_chunks(run, [(a, min(a + step, n_blocks)) for a in range(0, n_blocks, step)])
-        del views
+        del views, base  # kept alive (and in place) until here
         return out
 
     def _raise(self, rc: int, err: np.ndarray, labels: Sequence[str], n: int) -> None:
         level, frame, detail = (int(x) for x in err)
-        name = labels[n - 1 - level] if 0 <= level < n else "object"
+        at = n - 1 - level  # levels run root first; with a caller's base, one more than links
+        name = labels[at] if 0 <= at < len(labels) else "object"
         if rc == _ZSTD:
             what = self._zstd.error_name(detail)
             raise CorruptObject(f"{name}: frame {frame} does not decompress: {what}")

@@ -172,19 +172,26 @@ class Codec:
         chain: Sequence[bytes | memoryview],
         names: Sequence[str] = (),
         out: U8 | None = None,
+        *,
+        base: U8 | None = None,
     ) -> U8:
         """Decode ``chain[0]`` given its delta chain ``chain[1:]`` (its base, its base's base...).
 
         With ``out`` (uint8, the object's raw length) the raw bytes are written there.
+        With ``base`` (the raw bytes of the last link's base, e.g. a cached tensor's), every
+        link is a delta and is applied to it, so a cached base is not decoded again; ``base``
+        itself is only read (``out`` may be ``base``). Its digest is the caller's to know.
         Raises :class:`CorruptObject` if a header is damaged, a frame fails to decode, or the
         chain's links do not match.
         """
-        headers, labels = read_chain(chain, names)
-        fast = self._decode_fused(chain, headers, labels, out)
+        headers, labels = read_chain(chain, names, rooted=base is None)
+        if base is not None and base.size != headers[0].raw_len:
+            raise InvalidInput(f"the base holds {base.size} bytes, the object {headers[0].raw_len}")
+        fast = self._decode_fused(chain, headers, labels, out, base)
         if fast is not None:
             return fast
-        if any(h.encoding == "sub" for h in headers):
-            return self._decode_in_order(chain, headers, labels, out)
+        if base is not None or any(h.encoding == "sub" for h in headers):
+            return self._decode_in_order(chain, headers, labels, out, base)
         layout = headers[0].layout
         planes = self._planes(headers[-1], chain[-1], labels[-1], layout)
         for i in range(len(chain) - 2, -1, -1):
@@ -206,11 +213,14 @@ class Codec:
         headers: list[Header],
         labels: list[str],
         out: U8 | None,
+        base: U8 | None,
     ) -> U8 | None:
         """Decode through the compiled kernel; None when it is absent or does not take this
         chain or output (then the numpy path decodes, or rejects, it as before)."""
         fused = self._fused
         if fused is None or not fused.takes(headers):
+            return None
+        if base is not None and (base.ctypes.data % 8 or not base.flags.c_contiguous):
             return None
         raw_len = headers[0].raw_len
         if out is None:
@@ -229,6 +239,7 @@ class Codec:
             self._threads,
             self._map_chunks if self._threads > 1 else None,
             PARALLEL_FROM,
+            base,
         )
 
     def _decode_in_order(
@@ -237,16 +248,24 @@ class Codec:
         headers: list[Header],
         labels: list[str],
         out: U8 | None,
+        base: U8 | None = None,
     ) -> U8:
-        """Resolve a chain with arithmetic deltas: each level is applied to the fully decoded
-        level below it (XOR levels could stay grouped, arithmetic ones cannot)."""
+        """Resolve a chain with arithmetic deltas, or over a given ``base``: each level is
+        applied to the fully decoded level below it (XOR levels could stay grouped, arithmetic
+        ones cannot)."""
         chunks = self._map_chunks if self._threads > 1 else None
-        root = headers[-1]
-        raw_len = root.raw_len
+        raw_len = headers[0].raw_len
         acc = self._scratch.get("chain-acc", raw_len)
-        ungroup(self._planes(root, chain[-1], labels[-1], root.layout), root.layout, acc, chunks)
+        if base is None:
+            root = headers[-1]
+            planes = self._planes(root, chain[-1], labels[-1], root.layout)
+            ungroup(planes, root.layout, acc, chunks)
+            top = len(chain) - 2
+        else:
+            acc[:] = base
+            top = len(chain) - 1
         level = self._scratch.get("chain-level", raw_len)
-        for i in range(len(chain) - 2, -1, -1):
+        for i in range(top, -1, -1):
             h = headers[i]
             k = h.layout.elem_size
             if h.encoding == "sub" and (h.layout.rotate or k == 1):
@@ -288,10 +307,15 @@ class Codec:
         )
 
     def decode_verified(
-        self, chain: Sequence[bytes | memoryview], names: Sequence[str], out: U8 | None = None
+        self,
+        chain: Sequence[bytes | memoryview],
+        names: Sequence[str],
+        out: U8 | None = None,
+        *,
+        base: U8 | None = None,
     ) -> U8:
         """Decode and check that the result's digest is ``names[0]``."""
-        raw = self.decode(chain, names, out)
+        raw = self.decode(chain, names, out, base=base)
         got = digest_of(memoryview(raw))  # type: ignore[arg-type]
         if got != names[0]:
             raise CorruptObject(f"{names[0]}: decoded bytes have digest {got}")
