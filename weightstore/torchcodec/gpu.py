@@ -153,10 +153,18 @@ class DeviceDecoder:
 
     def _ship(self, host: np.ndarray) -> torch.Tensor:
         """One copy of host bytes to the device (through pinned memory on CUDA)."""
-        cpu = self.device.type == "cpu"
-        staged = torch.empty(host.size, dtype=torch.uint8, pin_memory=not cpu)
-        staged.numpy()[:] = host  # numpy copies from read-only blobs; torch would warn
-        return staged if cpu else staged.to(self.device, non_blocking=True)
+        staging = self._staging(host.size)
+        staging.numpy()[:] = host  # numpy copies from read-only blobs; torch would warn
+        return self._to_device(staging)
+
+    def _staging(self, size: int) -> torch.Tensor:
+        """A host buffer to fill for one copy to the device: pinned for a GPU."""
+        return torch.empty(size, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+
+    def _to_device(self, staging: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return staging
+        return staging.to(self.device, non_blocking=True)
 
     def _planes(self, h: Header, blob: bytes | memoryview, name: str) -> torch.Tensor:
         """A framed object's planes on the device, ``(k, plane_len)``."""
@@ -182,11 +190,12 @@ class DeviceDecoder:
         comp_total = int(aligned[packed].sum())
         at[packed] = np.cumsum(aligned[packed]) - aligned[packed]
         at[~packed] = comp_total + np.cumsum(sizes[~packed]) - sizes[~packed]
-        host = np.zeros(comp_total + int(sizes[~packed].sum()), dtype=np.uint8)
+        staging = self._staging(comp_total + int(sizes[~packed].sum()))
+        host = staging.numpy()
         for f in range(len(entries)):
             n, a, s = int(sizes[f]), int(at[f]), int(stored[f])
             host[a : a + n] = payload[s : s + n]
-        staged = self._ship(host)
+        staged = self._to_device(staging)
         slots = torch.empty(k * per_plane * size, dtype=torch.uint8, device=self.device)
         dst = np.arange(len(entries), dtype=np.uint64) * np.uint64(size)
         # Stored frames: a run of consecutive ones is contiguous in staging, and in the slots
