@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2,4,8,16", help="thread counts to try")
     parser.add_argument("--decoders", default="auto,numpy", help="CodecSettings.decoder values")
     args = parser.parse_args()
+    if args.chain < 1:
+        parser.error("--chain must be at least 1")
     dev = torch.device(args.device)
     sync = dev.type == "cuda"
     dtype = getattr(torch, args.dtype)
