@@ -87,3 +87,50 @@ def index(index_url: str) -> Iterator[Index]:
         yield idx
     finally:
         idx.close()
+
+
+# ----------------------------------------------------------------------------------- S3 (moto)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """Endpoint URL of moto's standalone S3 server on 127.0.0.1, one for the session.
+
+    Fails when moto is not installed (the ``test`` extra has it) unless WEIGHTSTORE_SKIP_S3=1.
+    """
+    if os.environ.get("WEIGHTSTORE_SKIP_S3") == "1":
+        pytest.skip("S3 tests skipped: WEIGHTSTORE_SKIP_S3=1")
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(
+            f"S3 tests need boto3 and moto[server] ({exc}): pip install -e '.[test]', or set "
+            "WEIGHTSTORE_SKIP_S3=1",
+            pytrace=False,
+        )
+    from weightstore.testing.s3server import TEST_CREDENTIALS, moto_server
+
+    saved = {k: os.environ.get(k) for k in TEST_CREDENTIALS}
+    os.environ.update(TEST_CREDENTIALS)  # clients in this process must never find real ones
+    try:
+        with moto_server() as server:
+            yield server.endpoint_url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str) -> str:
+    """``s3://bucket/prefix`` of a fresh, empty bucket on the moto server."""
+    import boto3
+
+    bucket = f"ws-test-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    return f"s3://{bucket}/store"

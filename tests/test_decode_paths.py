@@ -216,3 +216,7 @@ def test_a_held_base_must_fit_and_links_must_be_deltas() -> None:
         codec.decode(blobs[:1], names[:1], base=np.zeros(10, np.uint8))
     with pytest.raises(CorruptObject):  # the root is no delta: nothing to apply to a base
         codec.decode(blobs, names, base=np.zeros(want.size, np.uint8))
+    base = codec.decode(blobs[1:], names[1:])
+    assert np.array_equal(codec.decode_verified(blobs[:1], names[:2], base=base), want)
+    with pytest.raises(CorruptObject):  # the held base is named, and it is not the link's base
+        codec.decode(blobs[:1], [names[0], names[2]], base=base)

@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text
 from weightstore import StoreSettings, WeightStore
 from weightstore.errors import (
     CorruptObject,
+    IndexRequired,
     InputChanged,
     NotFound,
     StoreMismatch,
@@ -431,7 +432,7 @@ def test_a_store_on_a_read_only_filesystem_can_be_read(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- 13. URL schemes
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://b/p", "http://host:8000"])
+@pytest.mark.parametrize("url", ["gs://b/p", "http://host:8000"])
 def test_a_url_no_backend_serves_is_refused_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
@@ -441,6 +442,17 @@ def test_a_url_no_backend_serves_is_refused_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
     done = cli("--store", url, "init", cwd=tmp_path)
     assert done.returncode == 2 and "error:" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_s3_url_without_an_index_url_is_refused_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IndexRequired, match="--index-url"):
+        WeightStore.open("s3://bucket/prefix")
+    done = cli("--store", "s3://bucket/prefix", "init", cwd=tmp_path)
+    assert done.returncode == 2 and "--index-url" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,6 +7,7 @@ store.restore("task-a@100", into=model)
 """
 
 from weightstore.errors import WeightstoreError
+from weightstore.loader import SwapReport, TaskLoader
 from weightstore.settings import CodecSettings, StoreSettings
 from weightstore.store import WeightStore
 from weightstore.types import Diff, GcResult, Snapshot, StoreStats, TensorEntry, VerifyResult
@@ -18,6 +19,8 @@ __all__ = [
     "Snapshot",
     "StoreSettings",
     "StoreStats",
+    "SwapReport",
+    "TaskLoader",
     "TensorEntry",
     "VerifyResult",
     "WeightStore",

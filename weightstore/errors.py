@@ -67,6 +67,10 @@ class UnsupportedLocation(InvalidInput):
     """A store location (URL scheme) that no object backend serves."""
 
 
+class IndexRequired(InvalidInput):
+    """An object location (``s3://...``) opened without the index URL it needs."""
+
+
 class InputChanged(InvalidInput):
     """Weights that changed while they were being saved: the snapshot would not be what was read."""
 
@@ -96,6 +100,11 @@ class StorageError(WeightstoreError, OSError):
     http_status = 503
 
 
+class TransientStorageError(StorageError):
+    """A storage failure that may pass if the call is tried again: a 5xx or throttling answer,
+    a timeout, a reset connection. Retries have already been spent when a caller sees it."""
+
+
 class SchemaOutdated(WeightstoreError, RuntimeError):
     """The index schema is older (or newer) than this version of weightstore expects."""
 
@@ -108,3 +117,11 @@ class LockHeld(WeightstoreError, RuntimeError):
 
     exit_code = 7
     http_status = 423
+
+
+class SwapFailed(WeightstoreError, RuntimeError):
+    """A swap failed after it began writing into the model: the model holds a mix of old and
+    new weights and ``TaskLoader.active`` is None until a swap succeeds."""
+
+    exit_code = 5
+    http_status = 500

@@ -26,15 +26,24 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from weightstore.errors import InvalidInput, NotFound, StoreMismatch, UnsupportedLocation
+from weightstore.errors import (
+    IndexRequired,
+    InvalidInput,
+    NotFound,
+    StoreMismatch,
+    UnsupportedLocation,
+)
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
+from weightstore.objects.s3config import S3Settings, parse_s3_url
 
 CONFIG_FILE = "weightstore.json"
 INDEX_FILE = "index.sqlite"
 OBJECTS_DIR = "objects"
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: URL schemes of object locations that a backend serves (a store's index is then elsewhere).
+OBJECT_SCHEMES = ("s3",)
 # How many stored objects are looked up in the index to decide whether the two belong together
 # when one of them carries no id yet (a store made before ids, or a crash while creating one).
 _SAMPLE = 64
@@ -97,8 +106,8 @@ def locate(
     if _SCHEME.match(text):
         scheme = text.split("://", 1)[0]
         raise UnsupportedLocation(
-            f"cannot open {text!r}: no object backend serves {scheme}:// yet; "
-            "a store is a local folder path (with --index-url for a PostgreSQL index)"
+            f"cannot open {text!r}: no object backend serves {scheme}://; a store is a local "
+            "folder path, or s3://bucket/prefix with --index-url"
         )
     root = Path(os.path.abspath(text))
     if root.exists() and not root.is_dir():
@@ -120,6 +129,39 @@ def locate(
         )
     writable = os.access(root, os.W_OK)
     return StoreLocation(root, sqlite_url(index_file, read_only=read_only and not writable))
+
+
+def object_url(path: str | os.PathLike[str]) -> str | None:
+    """``path`` if it is the URL of an object location a backend serves (``s3://...``),
+    checked; None for a folder path (which :func:`locate` handles)."""
+    text = os.fspath(path)
+    if isinstance(text, str) and text.startswith(tuple(f"{s}://" for s in OBJECT_SCHEMES)):
+        parse_s3_url(text)
+        return text
+    return None
+
+
+def url_index(url: str, index_url: str | None) -> str:
+    """The index URL for the object location ``url``: required, as a bucket holds no index."""
+    if index_url is None:
+        raise IndexRequired(
+            f"{url} holds only objects: pass the index database too, with --index-url (or "
+            "WEIGHTSTORE_INDEX_URL), e.g. postgresql+psycopg://user@host/db"
+        )
+    return _absolute_sqlite(_check_url(index_url), Path.cwd())
+
+
+def url_backend(url: str, s3: S3Settings | None = None) -> ObjectBackend:
+    """The object backend serving ``url``: ``s3`` (its location replaced by ``url``), or
+    settings from the AWS environment variables, read now."""
+    settings = s3.with_location(url) if s3 is not None else S3Settings.from_environ(url)
+    try:
+        from weightstore.objects.s3 import S3Backend
+    except ImportError as e:
+        raise UnsupportedLocation(
+            f"cannot open {url}: the S3 backend needs boto3 (pip install 'weightstore[s3]')"
+        ) from e
+    return S3Backend(settings)
 
 
 def read_config(root: Path) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Reading objects back: resolve delta chains through the index and decode tensors onto a
-device (CPU memory, or a GPU through per-thread pinned staging buffers and streams).
+device (CPU memory, or a GPU through the transfer layer's pinned staging and streams).
 
 The one verification rule (docs/design.md, "Verification"): every path that hands tensor bytes
 to a user (restore, export, the loader, the service) reads through :meth:`ObjectReader.read` or
@@ -10,7 +10,6 @@ checked always. Internal reads that feed new objects (delta bases) are always ve
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -21,6 +20,7 @@ from weightstore.errors import CorruptObject, ObjectNotFound
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.tensors import byte_view, dtype_info, empty_tensor
+from weightstore.transfer import Transfer
 from weightstore.types import ObjectRecord, TensorEntry
 
 _MAX_CHAIN = 10_000  # only stops a corrupt, looping chain
@@ -36,7 +36,7 @@ class ObjectReader:
         self.objects = objects
         self.codec = codec
         self.verify = verify  # the store's rule for bytes handed out
-        self._local = threading.local()  # per thread: pinned staging buffer, CUDA streams
+        self.transfer = Transfer()  # pinned staging buffers and CUDA streams, per thread
 
     def chains(self, digests: Iterable[str]) -> dict[str, list[ObjectRecord]]:
         """Every digest's delta chain (itself first, root last), fetched level by level: one
@@ -99,9 +99,7 @@ class ObjectReader:
         shape on ``dev``) when given, else into a new tensor.
 
         A contiguous CPU target takes the bytes directly. For a GPU the bytes are decoded into
-        this thread's pinned staging buffer and copied on this thread's own CUDA stream, so
-        decoding on many threads overlaps the copies; pinned memory moves ~7x faster than
-        pageable, and a reused buffer avoids a slow pinned allocation per tensor.
+        this thread's pinned staging buffer and copied on its own stream (``Transfer.upload``).
         """
         if dev.type != "cuda":
             if into is not None and into.device.type == "cpu" and into.is_contiguous():
@@ -115,23 +113,7 @@ class ObjectReader:
         out = into
         if out is None or not out.is_contiguous():
             out = torch.empty(entry.shape, dtype=dtype_info(entry.dtype).torch_dtype, device=dev)
-        if entry.nbytes == 0:
-            return out if into is None else into
-        local = self._local
-        staging: torch.Tensor | None = getattr(local, "staging", None)
-        if staging is None or staging.numel() < entry.nbytes:
-            size = max(entry.nbytes, staging.numel() * 5 // 4 if staging is not None else 0)
-            staging = local.staging = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-        streams: dict[torch.device, torch.cuda.Stream] = local.__dict__.setdefault("streams", {})
-        stream = streams.get(dev)
-        if stream is None:
-            stream = streams[dev] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
-        view = staging[: entry.nbytes]
-        self.read(entry, chain, verify, byte_view(view))
-        stream.wait_stream(torch.cuda.current_stream(dev))  # `out` was allocated or used there
-        with torch.cuda.stream(stream):
-            out.reshape(-1).view(torch.uint8).copy_(view, non_blocking=True)
-            if into is not None and out is not into:
-                into.copy_(out)
-        stream.synchronize()  # the staging buffer is reused by this thread's next tensor
+        self.transfer.upload(lambda buf: self.read(entry, chain, verify, buf), entry.nbytes, out)
+        if into is not None and out is not into:
+            into.copy_(out)
         return out if into is None else into

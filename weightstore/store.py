@@ -35,6 +35,7 @@ from weightstore.files import read_weights, write_safetensors
 from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
+from weightstore.objects.s3config import S3Settings
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
@@ -116,13 +117,20 @@ class WeightStore:
         settings: StoreSettings | None = None,
         create: bool = True,
         read_only: bool = False,
+        s3: S3Settings | None = None,
     ) -> WeightStore:
         """Open the store in folder ``path``: SQLite inside it unless ``index_url`` names another
         database (remembered in ``weightstore.json`` once it opened), objects in
         ``path/objects``. ``read_only`` writes nothing (for stores on read-only media); with
-        ``create`` a missing store is made, else it is an error."""
+        ``create`` a missing store is made, else it is an error.
+
+        ``path`` may instead be ``s3://bucket/prefix``: objects there (reached with ``s3``, or
+        the AWS environment variables), the index at ``index_url``, which is then required."""
         settings = settings or StoreSettings()
         create = create and not read_only
+        url = location.object_url(path)
+        if url is not None:
+            return cls._open_url(url, index_url, settings, create, read_only, s3)
         where = location.locate(path, index_url, create=create, read_only=read_only)
         made = [] if where.root.is_dir() else [where.root]
         if create:
@@ -145,6 +153,29 @@ class WeightStore:
         if not read_only:
             location.remember_index_url(where)
         return store
+
+    @classmethod
+    def _open_url(
+        cls,
+        url: str,
+        index_url: str | None,
+        settings: StoreSettings,
+        create: bool,
+        read_only: bool,
+        s3: S3Settings | None,
+    ) -> WeightStore:
+        index_url = location.url_index(url, index_url)
+        backend = location.url_backend(url, s3)
+        try:
+            index = Index.open(IndexSettings(url=index_url), create=create)
+            try:
+                return cls(index, backend, settings, read_only=read_only)
+            except BaseException:
+                index.close()
+                raise
+        except BaseException:
+            backend.close()
+            raise
 
     @classmethod
     def upgrade_schema(
@@ -170,8 +201,12 @@ class WeightStore:
         cls, path: str | os.PathLike[str], index_url: str | None
     ) -> Iterator[Engine]:
         """An engine on the store's index that does not check its schema, for migrations."""
-        where = location.locate(path, index_url, create=False)
-        engine = make_engine(IndexSettings(url=where.index_url))
+        url = location.object_url(path)
+        if url is not None:
+            index_url = location.url_index(url, index_url)
+        else:
+            index_url = location.locate(path, index_url, create=False).index_url
+        engine = make_engine(IndexSettings(url=index_url))
         try:
             yield engine
         finally:
@@ -386,7 +421,7 @@ class WeightStore:
         # straight into the target's memory (or through one tensor-sized staging buffer), so
         # memory stays bounded by the largest tensor, not by a second copy of the model.
         needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
-        absent = sorted(d for d in needed if not self.objects.exists(d))
+        absent = sorted(needed - self.objects.exists_many(needed))
         if absent:
             raise ObjectNotFound(
                 f"object {absent[0]} of snapshot {snap.short_id} is missing from "

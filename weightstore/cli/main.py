@@ -92,7 +92,8 @@ def _root(
         typer.Option(
             "--store",
             envvar="WEIGHTSTORE_PATH",
-            help="Store folder.",
+            help="Store folder, or s3://bucket/prefix (then --index-url is required; endpoint "
+            "and credentials come from the AWS_* environment variables).",
             show_default="./weightstore",
         ),
     ] = "weightstore",
@@ -130,7 +131,8 @@ def init(
     if path is not None:
         st.path = path
     st.store(create=True)
-    stdout().print(f"weightstore ready at {Path(st.path).resolve()}")
+    where = st.path if "://" in st.path else Path(st.path).resolve()
+    stdout().print(f"weightstore ready at {where}")
 
 
 def _json_or_str(value: str) -> Any:
@@ -539,6 +541,32 @@ def report_storage(
 
         path = plot_storage(stats.snapshots, plot, title=f"weightstore storage: {st.path}")
         (stderr() if json_out else stdout()).print(f"plot written to {path}")
+
+
+@report_app.command("swap")
+def report_swap(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Snapshots to swap between. " + REFS_HELP)],
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1)] = 5,
+    json_out: JsonFlag = False,
+    plot: Annotated[Path | None, typer.Option("--plot", metavar="OUT.png")] = None,
+) -> None:
+    """Swap latency per tier (GPU cache, host cache, store) and per pair of REFs, beside
+    safetensors' load_file and a raw copy; without a GPU, the CPU tiers only.
+
+    Example: weightstore report swap base sentiment:prod --device cuda --plot swap.png
+    """
+    from weightstore.cli.swap import plot_swaps, swap_table
+    from weightstore.loader.bench import measure_swaps
+
+    result = measure_swaps(state(ctx).store(), refs, device, iterations)
+    if json_out:
+        _emit_json(result)
+    else:
+        stdout().print(swap_table(result))
+    if plot is not None:
+        (stderr() if json_out else stdout()).print(f"plot written to {plot_swaps(result, plot)}")
 
 
 # ------------------------------------------------------------------------------------ schema

@@ -149,7 +149,8 @@ def read_chain(
 ) -> tuple[list[Header], list[str]]:
     """Parse and check the headers of a delta chain (the object first, then its base, ...) and
     name each link for messages. ``rooted``: the chain ends with a plain or raw object; else
-    every link is a delta and the last one's base is held elsewhere (a cached tensor)."""
+    every link is a delta and the last one's base is held elsewhere (a cached tensor), whose
+    name, given as one more entry of ``names``, is checked too."""
     if not chain:
         raise InvalidInput("decode needs at least one object")
     labels = list(names) + [f"object #{i}" for i in range(len(names), len(chain))]
@@ -160,7 +161,8 @@ def read_chain(
             raise CorruptObject(f"{labels[i]}: delta chain is broken at this link")
         if i and h.raw_len != headers[0].raw_len:
             raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
-        if not last and len(names) > i + 1 and h.base != names[i + 1]:
+        # names[i + 1] is the next link's name, or past a base-less chain the held base's
+        if len(names) > i + 1 and h.base != names[i + 1]:
             raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
     return headers, labels
 

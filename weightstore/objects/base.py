@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -143,6 +143,37 @@ class ObjectBackend(abc.ABC):
     @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under ``key``."""
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        """Return the keys of ``keys`` under which an object is stored; every key is checked
+        before any is looked up. Backends where each lookup is a request batch them."""
+        checked = {validate_key(key) for key in keys}
+        return {key for key in checked if self.exists(key)}
+
+    def create(self, key: str, data: bytes | bytearray | memoryview) -> bool:
+        """Store ``data`` under ``key`` only if no object is stored there; return whether it
+        was stored. Atomic (two racing creates: exactly one returns True) only where
+        :attr:`atomic_create` says so; the default checks, then puts."""
+        if self.exists(key):
+            return False
+        self.put(key, data)
+        return True
+
+    @property
+    def atomic_create(self) -> bool:
+        """Whether :meth:`create` is atomic against concurrent writers."""
+        return False
+
+    @property
+    def ranged_reads(self) -> bool:
+        """Whether :meth:`get_range` reads only the requested bytes (the contract says so;
+        a backend that must fetch whole objects says False)."""
+        return True
+
+    @property
+    def listing(self) -> bool:
+        """Whether :meth:`iterate` can list the objects (gc needs it to find orphans)."""
+        return True
 
     def size(self, key: str) -> int:
         """Return the object's length in bytes; raise ``ObjectNotFound`` if there is none."""

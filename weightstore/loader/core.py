@@ -1,0 +1,451 @@
+"""TaskLoader: swap a task's weights into a live model in place, moving only what differs.
+
+Tiers, each keyed by digest and bounded by its budget: a GPU cache (device targets only), a
+host cache of decoded tensors (pinned when CUDA is present), and the store. A delta whose base
+sits in the host cache is decoded against it instead of replaying its chain.
+
+Failure rule: when the bytes to decode fit the staging budget, everything is decoded and
+verified before the first write, so a bad object leaves the model as it was (the error is the
+reader's: :class:`CorruptObject`, :class:`ObjectNotFound`). Otherwise tensors are written as
+they are decoded; a failure then raises :class:`SwapFailed` and ``active`` becomes None.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from weightstore.codec.layout import U8
+from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
+from weightstore.loader.budget import parse_bytes
+from weightstore.loader.cache import TierCache, nbytes
+from weightstore.loader.report import LoaderStats, SwapReport
+from weightstore.loader.target import MemoryKey, Slot, Weights, match, target_tensors
+from weightstore.store import WeightStore
+from weightstore.tensors import byte_view
+from weightstore.transfer import Transfer, copy_all, host_empty
+from weightstore.types import ObjectRecord, Snapshot, TensorEntry
+
+Chains = dict[str, list[ObjectRecord]]
+# GPU memory left free when admitting a tensor to the GPU cache: room for activations.
+_GPU_HEADROOM_FRACTION = 0.05
+_GPU_HEADROOM_MIN = 256 << 20
+_SNAPSHOTS_KEPT = 1024  # manifests remembered, so a swap costs one query to resolve its ref
+
+
+_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _as_bits(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``src`` and ``dst`` viewed as integers, so a copy moves bits, never converted values
+    (NaN payloads, -0.0); as flat bytes when ``dst`` is contiguous, else element-wise (a
+    non-contiguous target keeps its strides). ``src`` is contiguous and holds ``dst``'s bytes,
+    maybe under another shape or dtype (equal bytes have one digest, hence one cache entry)."""
+    if dst.numel() == 0:
+        return dst, dst
+    flat = src.reshape(-1).view(torch.uint8)
+    if dst.is_contiguous():
+        return flat, dst.reshape(-1).view(torch.uint8)
+    ints = _INTS[dst.element_size()]
+    return flat.view(ints).reshape(dst.shape), dst.view(ints)
+
+
+class TaskLoader:
+    """Swaps snapshots into ``model`` (an nn.Module or a state dict) on ``device``.
+
+    ``gpu_cache`` / ``host_cache`` / ``staging``: byte budgets (int or "8GiB"). ``strict``: the
+    target's names must equal the snapshot's, as in ``load_state_dict``. Thread-safe: swaps
+    run one at a time; prefetches run beside them on the loader's own threads.
+    """
+
+    def __init__(
+        self,
+        store: WeightStore,
+        model: Weights,
+        device: str | torch.device | None = None,
+        gpu_cache: int | str = "8GiB",
+        host_cache: int | str = "32GiB",
+        strict: bool = True,
+        staging: int | str = "1GiB",
+        threads: int | None = None,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.strict = strict
+        tensors = target_tensors(model)
+        self.device = torch.device(device) if device is not None else _device_of(tensors)
+        _check_device(tensors, self.device)
+        cuda = self.device.type == "cuda"
+        self._gpu = TierCache(parse_bytes(gpu_cache, "gpu_cache") if cuda else 0)
+        self._host = TierCache(parse_bytes(host_cache, "host_cache"))
+        self._staging_budget = parse_bytes(staging, "staging")
+        self._staging_peak = 0
+        self._verify = store.settings.verify_reads
+        self._transfer = Transfer()
+        self._workers = threads or store.settings.worker_count()
+        self._decoders = ThreadPoolExecutor(self._workers, "weightstore-loader")
+        self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
+        self._swap_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._held: dict[MemoryKey, str] = {}  # target memory -> digest of the bytes it holds
+        self._active: Snapshot | None = None
+        self._pins: dict[str, list[str]] = {}  # snapshot id -> its digests, once per pin
+        self._swaps = self._failed = self._moved = 0
+        self._closed = False
+        self._snaps: dict[str, Snapshot] = {}  # by id: snapshots never change, refs may
+
+    # ----------------------------------------------------------------------------- public
+
+    @property
+    def active(self) -> Snapshot | None:
+        """The snapshot the model holds, or None (before the first swap, after a failed one,
+        or after ``invalidate``)."""
+        return self._active
+
+    def activate(self, ref: str) -> SwapReport:
+        """Make the model hold snapshot ``ref`` bit-exactly, copying into its own tensors."""
+        self._check_open()
+        start = time.perf_counter()
+        with self._swap_lock:
+            snap = self._snapshot(ref)
+            slots = match(snap, target_tensors(self.model), self.strict)
+            changed = [s for s in slots if self._held.get(s.key) != s.entry.digest]
+            tiers = self._swap(snap, changed)
+            with self._state_lock:
+                for s in slots:
+                    self._held[s.key] = s.entry.digest
+                self._active = snap
+                self._swaps += 1
+                self._moved += sum(tiers.values())
+        wall = time.perf_counter() - start
+        moved = sum(tiers.values())
+        return SwapReport(
+            ref=ref,
+            snapshot_id=snap.id,
+            tensors_total=sum(len(s.names) for s in slots),
+            tensors_changed=sum(len(s.names) for s in changed),
+            tensors_moved=len(changed),
+            bytes_gpu_cache=tiers["gpu_cache"],
+            bytes_host_cache=tiers["host_cache"],
+            bytes_store=tiers["store"],
+            wall_ms=wall * 1e3,
+            gb_per_s=moved / wall / 1e9 if wall > 0 else 0.0,
+            verified=self._verify,
+        )
+
+    def prefetch(self, ref: str) -> Future[Snapshot]:
+        """Warm the caches with ``ref``'s tensors in the background; the future gives the
+        snapshot (or the error that stopped it)."""
+        self._check_open()
+        snap = self._snapshot(ref)  # a bad ref fails here, in the caller
+        return self._prefetcher.submit(self._warm, snap)
+
+    def pin(self, ref: str) -> Snapshot:
+        """Keep ``ref``'s tensors in the caches, never evicted, and load them now. Tensors
+        that do not fit next to other pinned ones stay in the store."""
+        self._check_open()
+        snap = self._snapshot(ref)
+        digests = list({t.digest for t in snap.tensors})
+        with self._state_lock:
+            self._pins.setdefault(snap.id, []).extend(digests)
+        self._host.pin(digests)
+        self._gpu.pin(digests)
+        self._warm(snap)
+        return snap
+
+    def unpin(self, ref: str) -> None:
+        """Undo one ``pin(ref)`` (its tensors become evictable again)."""
+        snap = self._snapshot(ref)
+        with self._state_lock:
+            held = self._pins.pop(snap.id, [])
+        self._host.unpin(held)
+        self._gpu.unpin(held)
+
+    def evict(self) -> int:
+        """Drop every unpinned cached tensor; return the bytes freed."""
+        return self._gpu.evict() + self._host.evict()
+
+    def invalidate(self) -> None:
+        """Forget what the model holds (after changing its weights outside the loader): the
+        next swap writes every tensor."""
+        with self._swap_lock, self._state_lock:
+            self._held.clear()
+            self._active = None
+
+    def stats(self) -> LoaderStats:
+        with self._state_lock:
+            return LoaderStats(
+                gpu_cache=self._gpu.stats(),
+                host_cache=self._host.stats(),
+                staging_budget=self._staging_budget,
+                staging_peak=self._staging_peak,
+                swaps=self._swaps,
+                failed_swaps=self._failed,
+                bytes_moved=self._moved,
+            )
+
+    def close(self) -> None:
+        """Stop prefetching (waiting for the running one) and drop the caches."""
+        if self._closed:
+            return
+        self._closed = True
+        self._prefetcher.shutdown(wait=True, cancel_futures=True)
+        self._decoders.shutdown(wait=True, cancel_futures=True)
+        self._gpu.clear()
+        self._host.clear()
+
+    def __enter__(self) -> TaskLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- swapping
+
+    def _swap(self, snap: Snapshot, changed: list[Slot]) -> dict[str, int]:
+        """Write ``changed`` slots; return bytes written per tier."""
+        tiers = {"gpu_cache": 0, "host_cache": 0, "store": 0}
+        if not changed:
+            return tiers
+        sources: dict[str, tuple[torch.Tensor, str]] = {}
+        for s in changed:
+            d = s.entry.digest
+            if d not in sources:
+                hit = self._cached(d)
+                if hit is not None:
+                    sources[d] = hit
+        todo = _unique([s.entry for s in changed if s.entry.digest not in sources])
+        need = sum(e.nbytes for e in todo)
+        try:
+            chains = self.store.reader.chains({e.digest for e in todo})
+        except (WeightstoreError, OSError) as e:
+            self._count_failure()
+            raise type(e)(f"{e}; the model still holds {self._holding()}") from e
+        if need <= self._staging_budget:
+            self._note_staging(need)
+            try:
+                decoded = self._decode_all(todo, chains)
+            except (WeightstoreError, OSError) as e:
+                self._count_failure()
+                raise type(e)(
+                    f"{e}; nothing was written: the model still holds {self._holding()}"
+                ) from e
+            sources.update({d: (t, "store") for d, t in decoded.items()})
+            return self._write(snap, changed, sources, {}, tiers)
+        return self._write(snap, changed, sources, chains, tiers)
+
+    def _write(
+        self,
+        snap: Snapshot,
+        changed: list[Slot],
+        sources: dict[str, tuple[torch.Tensor, str]],
+        chains: Chains,
+        tiers: dict[str, int],
+    ) -> dict[str, int]:
+        """Copy every source into its slots, decoding what has no source straight into the
+        target; from the first write on, a failure leaves the model unknown (SwapFailed)."""
+        with self._state_lock:
+            self._active = None
+            for s in changed:
+                self._held.pop(s.key, None)
+        try:
+            with torch.no_grad():
+                pairs = []
+                for s in changed:
+                    src = sources.get(s.entry.digest)
+                    if src is not None:
+                        pairs.append(_as_bits(src[0], s.tensor))
+                        tiers[src[1]] += s.entry.nbytes
+                copy_all(pairs, self._transfer, self._decoders, self._workers)
+                direct = [s for s in changed if s.entry.digest not in sources]
+                self._run(lambda s: self._decode_into_slot(s, chains[s.entry.digest]), direct)
+                tiers["store"] += sum(s.entry.nbytes for s in direct)
+            self._admit_gpu(
+                [s for s in changed if sources.get(s.entry.digest, (0, ""))[1] != "gpu_cache"]
+            )
+        except Exception as e:  # whatever stopped it, the model now holds a mix
+            self._count_failure()
+            raise SwapFailed(
+                f"swap to {snap.task} ({snap.short_id}) failed after writing began: {e}; the "
+                "model holds a mix and loader.active is None: activate a snapshot again"
+            ) from e
+        return tiers
+
+    def _decode_into_slot(self, s: Slot, chain: list[ObjectRecord]) -> None:
+        """Decode one tensor into its slot: through the host cache when it has room (so the
+        next swap finds it), else straight into a contiguous CPU target, else via staging."""
+        t = s.tensor
+        if self._host.fits(s.entry.nbytes):
+            host = host_empty(s.entry.dtype, s.entry.shape)
+            self._decode_bytes(chain, byte_view(host))
+            self._host.put(s.entry.digest, host)
+            self._transfer.copy(*_as_bits(host, t))
+        elif t.device.type == "cpu" and t.is_contiguous():
+            self._decode_bytes(chain, byte_view(t))
+        elif t.device.type == "cuda" and t.is_contiguous():
+            self._transfer.upload(lambda buf: self._decode_bytes(chain, buf), s.entry.nbytes, t)
+        else:
+            host = host_empty(s.entry.dtype, s.entry.shape)
+            self._decode_bytes(chain, byte_view(host))
+            self._transfer.copy(*_as_bits(host, t))
+
+    # ----------------------------------------------------------------------------- tiers
+
+    def _cached(self, digest: str) -> tuple[torch.Tensor, str] | None:
+        if self._gpu.budget:
+            t = self._gpu.get(digest)
+            if t is not None:
+                return t, "gpu_cache"
+        t = self._host.get(digest)
+        return (t, "host_cache") if t is not None else None
+
+    def _decode_all(self, entries: list[TensorEntry], chains: Chains) -> dict[str, torch.Tensor]:
+        """Every entry decoded (and verified) into a new host tensor, offered to the host
+        cache; nothing is written anywhere else."""
+        out: dict[str, torch.Tensor] = {}
+
+        def one(e: TensorEntry) -> None:
+            t = host_empty(e.dtype, e.shape)
+            self._decode_bytes(chains[e.digest], byte_view(t))
+            out[e.digest] = t
+
+        self._run(one, entries)
+        for d, t in out.items():
+            self._host.put(d, t)
+        return out
+
+    def _decode_bytes(self, chain: list[ObjectRecord], out: U8) -> None:
+        """Decode ``chain[0]`` into ``out``. If a base further down the chain is in the host
+        cache, only the deltas above it are decoded, applied to the cached bytes (handed to
+        the codec as a raw object: one copy of the base instead of replaying the chain)."""
+        for i in range(1, len(chain)):
+            base = self._host.peek(chain[i].digest)
+            if base is not None:
+                codec = self.store.codec
+                blobs: list[bytes | memoryview] = [
+                    self.store.objects.get_view(r.digest) for r in chain[:i]
+                ]
+                blobs.append(codec.encode_raw(byte_view(base)).blob)
+                names = [r.digest for r in chain[: i + 1]]
+                if self._verify:
+                    codec.decode_verified(blobs, names, out)
+                else:
+                    codec.decode(blobs, names, out)
+                return
+        self.store.reader.decode(chain, out, self._verify)
+
+    def _warm(self, snap: Snapshot) -> Snapshot:
+        """Bring the snapshot's tensors into the host cache (and the GPU cache on a GPU)."""
+        entries = _unique(list(snap.tensors))
+        cold = [e for e in entries if e.digest not in self._host and e.digest not in self._gpu]
+        cold = [e for e in cold if self._host.fits(e.nbytes)]
+        if cold:
+            chains = self.store.reader.chains({e.digest for e in cold})
+
+            def one(e: TensorEntry) -> None:
+                if self._host.fits(e.nbytes):
+                    t = host_empty(e.dtype, e.shape)
+                    self._decode_bytes(chains[e.digest], byte_view(t))
+                    self._host.put(e.digest, t)
+
+            self._run(one, cold)
+        if self._gpu.budget:
+            for e in entries:
+                host = self._host.peek(e.digest)
+                if host is not None and e.digest not in self._gpu:
+                    self._offer_gpu(e.digest, host)
+        return snap
+
+    def _admit_gpu(self, written: list[Slot]) -> None:
+        """Keep a device copy of what was just written, for the next swap back to it."""
+        if not self._gpu.budget:
+            return
+        for s in written:
+            if s.entry.digest not in self._gpu:
+                self._offer_gpu(s.entry.digest, s.tensor)
+
+    def _offer_gpu(self, digest: str, src: torch.Tensor) -> None:
+        size = nbytes(src)
+        if not self._gpu.fits(size):
+            return
+        free, total = torch.cuda.mem_get_info(self.device)
+        if free - size < max(_GPU_HEADROOM_MIN, int(total * _GPU_HEADROOM_FRACTION)):
+            return
+        copy = torch.empty(src.shape, dtype=src.dtype, device=self.device)
+        self._transfer.copy(src, copy)
+        self._gpu.put(digest, copy)
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _run(self, fn: Callable[[Any], None], items: Sequence[Any]) -> None:
+        """``fn`` over ``items`` on the decoding threads; re-raise the first error after all
+        have finished (none is left writing when the caller reacts)."""
+        if len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        futures = [self._decoders.submit(fn, item) for item in items]
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def _snapshot(self, ref: str) -> Snapshot:
+        """The snapshot ``ref`` names now: one query to resolve it, its manifest read once."""
+        sid = self.store.resolve(ref)
+        with self._state_lock:
+            snap = self._snaps.get(sid)
+        if snap is None:
+            snap = self.store.index.get_snapshot(sid)
+            with self._state_lock:
+                if len(self._snaps) >= _SNAPSHOTS_KEPT:
+                    self._snaps.clear()
+                self._snaps[sid] = snap
+        return snap
+
+    def _note_staging(self, size: int) -> None:
+        with self._state_lock:
+            self._staging_peak = max(self._staging_peak, size)
+
+    def _count_failure(self) -> None:
+        with self._state_lock:
+            self._failed += 1
+
+    def _holding(self) -> str:
+        snap = self._active
+        return f"{snap.task} ({snap.short_id})" if snap else "what it held before"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("this TaskLoader is closed")
+
+
+def _unique(entries: list[TensorEntry]) -> list[TensorEntry]:
+    """One entry per digest, largest first (so the long decodes start first)."""
+    by_digest = {e.digest: e for e in entries}
+    return sorted(by_digest.values(), key=lambda e: -e.nbytes)
+
+
+def _device_of(tensors: dict[str, torch.Tensor]) -> torch.device:
+    for t in tensors.values():
+        return t.device
+    return torch.device("cpu")
+
+
+def _check_device(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Every target tensor must live on ``device``: the loader never moves the model."""
+    for name, t in tensors.items():
+        d = t.device
+        if d.type != device.type or (device.index is not None and (d.index or 0) != device.index):
+            raise InvalidInput(
+                f"target {name!r} is on {d}, not on {device}: move the model there first "
+                "(the loader copies in place and never reallocates)"
+            )
+
+
+__all__ = ["TaskLoader"]
