@@ -432,12 +432,14 @@ def test_a_store_on_a_read_only_filesystem_can_be_read(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- 13. URL schemes
 
 
-@pytest.mark.parametrize("url", ["gs://b/p", "http://host:8000"])
+@pytest.mark.parametrize(
+    ("url", "advice"), [("gs://b/p", "local folder path"), ("http://host:8000", "open_store")]
+)
 def test_a_url_no_backend_serves_is_refused_and_creates_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, advice: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UnsupportedLocation, match="local folder path"):
+    with pytest.raises(UnsupportedLocation, match=advice):
         WeightStore.open(url)
     assert list(tmp_path.iterdir()) == []
     done = cli("--store", url, "init", cwd=tmp_path)

@@ -205,3 +205,23 @@ def test_unusable_databases_raise_weightstore_errors(tmp_path: Path) -> None:
         make_engine(IndexSettings(url="mysql://user@host/db"))
     with pytest.raises(InvalidInput, match="invalid index URL"):
         make_engine(IndexSettings(url="not a url"))
+
+
+def test_upgrade_from_0001_adds_identity_and_token_tables_and_keeps_the_data(
+    engine: Engine,
+) -> None:
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO tasks (name, created_at) VALUES ('kept', '2026-01-01 00:00:00')")
+        )
+    assert not {"api_tokens", "store_meta", "damaged_objects"} & tables(engine)
+    with pytest.raises(SchemaOutdated, match="at revision 0001, this weightstore needs 0003"):
+        ensure_schema(engine, create=True)
+    upgrade(engine)
+    ensure_schema(engine, create=False)
+    assert current_revision(engine) == HEAD == "0003"
+    assert tables(engine) == WEIGHTSTORE_TABLES
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT name FROM tasks")).scalars()) == ["kept"]
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

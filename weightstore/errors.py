@@ -55,6 +55,25 @@ class CorruptFile(InvalidInput):
     """A weights file that is truncated or not in the format it claims."""
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request body or upload over the service's size limit."""
+
+    http_status = 413
+
+
+class Unauthorized(WeightstoreError, PermissionError):
+    """A request without a valid token where one is needed."""
+
+    exit_code = 8
+    http_status = 401
+
+
+class Forbidden(Unauthorized):
+    """A valid token whose scope does not allow the request."""
+
+    http_status = 403
+
+
 class UnsupportedDtype(InvalidInput):
     """A tensor dtype weightstore cannot store losslessly."""
 

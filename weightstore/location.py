@@ -105,6 +105,11 @@ def locate(
         raise InvalidInput(f"a store path must be a non-empty folder path, not {path!r}")
     if _SCHEME.match(text):
         scheme = text.split("://", 1)[0]
+        if scheme in ("http", "https"):
+            raise UnsupportedLocation(
+                f"cannot open {text!r} as a local store: a weightstore service is opened with "
+                "weightstore.remote.open_store(url, token=...) (the CLI's push / pull take it)"
+            )
         raise UnsupportedLocation(
             f"cannot open {text!r}: no object backend serves {scheme}://; a store is a local "
             "folder path, or s3://bucket/prefix with --index-url"

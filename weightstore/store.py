@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,6 +34,7 @@ from weightstore.errors import (
     RefNotFound,
 )
 from weightstore.files import read_weights, write_safetensors
+from weightstore.forms import export_metadata
 from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
@@ -69,6 +72,22 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     raise InvalidInput(
         f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
     )
+
+
+def write_snapshot_file(
+    snap: Snapshot,
+    path: str | os.PathLike[str],
+    read: Callable[[TensorEntry], U8],
+    progress: Progress | None = None,
+) -> None:
+    """Write ``snap`` as a standard safetensors file, reading each tensor's bytes with ``read``
+    (local objects, or a remote store's): one layout for every export."""
+    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
+
+    def fill(i: int) -> memoryview:
+        return memoryview(read(snap.tensors[i]))  # type: ignore[arg-type]
+
+    write_safetensors(path, entries, fill, export_metadata(snap), progress)
 
 
 class WeightStore:
@@ -341,6 +360,51 @@ class WeightStore:
         )
         return self.index.get_snapshot(snapshot_id)
 
+    def commit_manifest(self, snap: Snapshot) -> Snapshot:
+        """Commit a snapshot whose objects are all stored already (push, pull, the service),
+        keeping its id, so a snapshot has one id in every store. Committing one that is here
+        already only moves its tags."""
+        if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
+            raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
+        try:
+            here: Snapshot | None = self.index.get_snapshot(snap.id)
+        except RefNotFound:
+            here = None
+        if here is not None:
+            if (here.task, here.tensors) != (snap.task, snap.tensors):
+                raise Conflict(f"snapshot {snap.short_id} exists here with other content")
+            for tag in snap.tags:
+                self.index.set_tag(snap.id, check_name(tag, "tag"))
+            return self.index.get_snapshot(snap.id)
+        records = self.index.get_objects({t.digest for t in snap.tensors})
+        for t in snap.tensors:
+            info = dtype_info(t.dtype)
+            size = math.prod(t.shape) * torch.empty((), dtype=info.torch_dtype).element_size()
+            rec = records.get(t.digest)
+            if rec is None or not self.objects.exists(t.digest):
+                raise InvalidInput(
+                    f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
+                    "here: send the objects first, then the manifest"
+                )
+            if not t.nbytes == size == rec.raw_size:
+                raise InvalidInput(
+                    f"{t.name!r}: {t.dtype}{list(t.shape)} is {size} bytes, the manifest says "
+                    f"{t.nbytes} and object {t.digest[:12]} holds {rec.raw_size}"
+                )
+        self.index.commit_snapshot(
+            snapshot_id=snap.id,
+            task=snap.task,
+            step=snap.step,
+            parent_id=snap.parent,
+            created_at=snap.created_at,
+            message=snap.message,
+            metadata=snap.metadata,
+            logical_bytes=sum(t.nbytes for t in snap.tensors),
+            tensors=snap.tensors,
+            tags=snap.tags,
+        )
+        return self.index.get_snapshot(snap.id)
+
     def _find(self, ref: Ref) -> str | None:
         """The id ``ref`` names, or None."""
         try:
@@ -555,15 +619,7 @@ class WeightStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
-        entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-        meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
-        if snap.step is not None:
-            meta["weightstore.step"] = str(snap.step)
-
-        def fill(i: int) -> memoryview:
-            return memoryview(self.read_tensor_bytes(snap.tensors[i]))  # type: ignore[arg-type]
-
-        write_safetensors(path, entries, fill, meta, progress)
+        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
         return snap
 
     def import_file(

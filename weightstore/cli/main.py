@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from weightstore.cli import service
 from weightstore.cli.app import (
     EXIT_INTERRUPTED,
     ErrorMappingGroup,
@@ -26,27 +27,23 @@ from weightstore.cli.app import (
 from weightstore.cli.info import info
 from weightstore.cli.progress import ByteProgress, estimate_bytes
 from weightstore.cli.render import (
-    diff_json,
     diff_summary,
     diff_table,
     dump_json,
-    gc_json,
     human_bytes,
     log_table,
     metadata_table,
     ref_text,
     result_table,
-    snapshot_json,
     snapshot_table,
-    stats_json,
     storage_table,
     task_summaries,
     tasks_table,
     tensor_table,
-    verify_json,
     verify_table,
 )
 from weightstore.errors import CorruptObject
+from weightstore.forms import diff_json, gc_json, snapshot_json, stats_json, verify_json
 from weightstore.store import WeightStore
 
 REFS_HELP = (
@@ -61,7 +58,7 @@ app = typer.Typer(
         "Versioned, content-addressed, delta-compressed snapshots of neural-network weights, "
         f"per task.\n\n{REFS_HELP}\n\n"
         "Exit codes: 1 error, 2 invalid input, 3 not found, 4 conflict, 5 corrupt or "
-        "storage failure, 6 schema outdated, 7 lock held, 130 interrupted."
+        "storage failure, 6 schema outdated, 7 lock held, 8 refused by a service, 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -71,6 +68,9 @@ db_app = typer.Typer(help="Manage the index database schema.", no_args_is_help=T
 report_app = typer.Typer(help="Reports about the store.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(report_app, name="report")
+app.add_typer(service.token_app, name="token")
+for _command in (service.serve, service.push, service.pull, service.clone):
+    app.command()(_command)
 app.command()(info)
 
 JsonFlag = Annotated[

@@ -187,4 +187,18 @@ class DamagedObjectRow(Base):
     found_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class TokenRow(Base):
+    """A bearer token of the REST service: only the SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),)
+
+
 WEIGHTSTORE_TABLES: frozenset[str] = frozenset(Base.metadata.tables)

@@ -19,7 +19,7 @@ from weightstore.errors import SchemaOutdated, StorageError
 from weightstore.index.engine import READ_ONLY_OPTION
 from weightstore.index.models import WEIGHTSTORE_TABLES
 
-HEAD = "0002"
+HEAD = "0003"
 """The schema revision this version of weightstore reads and writes."""
 
 # Any constant works; it only has to be the same in every weightstore process so that two

@@ -1,0 +1,108 @@
+"""A real uvicorn server on 127.0.0.1 (a free port, in a thread of the test process) over a
+store on disk, with tokens of every scope; shared by the service and remote-client tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from weightstore.index.tokens import Tokens
+from weightstore.server import ServerSettings, create_app
+from weightstore.settings import StoreSettings
+from weightstore.store import WeightStore
+
+MAX_UPLOAD = 4 << 20
+
+
+@dataclass
+class Served:
+    url: str
+    root: Path
+    store: WeightStore  # a second handle on the same store, for seeding and checking
+    tokens: dict[str, str]  # scope -> token
+    server: uvicorn.Server
+
+    def client(self, scope: str | None = "read") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[scope]}"} if scope else {}
+        return httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[Served]:
+    store = WeightStore.open(root, index_url=index_url, settings=StoreSettings(threads=2))
+    tokens = {
+        s: Tokens(store.index.engine).create(s, f"test {s}")[1] for s in ("read", "write", "admin")
+    }
+    settings = ServerSettings(
+        str(root),
+        index_url,
+        public_read=public_read,
+        max_upload_bytes=MAX_UPLOAD,
+        max_object_bytes=MAX_UPLOAD * 4,
+        threads=2,
+    )
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", root, store, tokens, server)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        store.close()
+
+
+@contextmanager
+def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``weightstore serve`` in its own process (for several workers, or to kill it)."""
+    port = _free_port()
+    cli = [sys.executable, "-m", "weightstore.cli.main", "--store", str(root), "serve"]
+    proc = subprocess.Popen(
+        [*cli, "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # a loaded CI machine starts processes slowly
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("weightstore serve did not start")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,186 @@
+"""The JSON forms of the results, one contract for the CLI's ``--json`` and the REST API.
+
+Keys are stable, datetimes are ISO 8601 with their UTC offset, byte counts are plain integers and
+ids are full length. The ``*_from_json`` functions are the inverses the HTTP client uses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from weightstore.types import (
+    Diff,
+    GcResult,
+    Snapshot,
+    StoreStats,
+    TensorChange,
+    TensorEntry,
+    UsageRow,
+    VerifyResult,
+)
+
+
+def tensor_json(t: TensorEntry) -> dict[str, Any]:
+    return {
+        "name": t.name,
+        "dtype": t.dtype,
+        "shape": list(t.shape),
+        "nbytes": t.nbytes,
+        "digest": t.digest,
+    }
+
+
+def snapshot_json(s: Snapshot, *, tensors: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": s.id,
+        "short_id": s.short_id,
+        "task": s.task,
+        "step": s.step,
+        "parent": s.parent,
+        "created_at": s.created_at.isoformat(),
+        "message": s.message,
+        "metadata": s.metadata,
+        "tags": list(s.tags),
+        "tensor_count": len(s.tensors),
+        "logical_bytes": s.logical_bytes,
+    }
+    if tensors:
+        out["tensors"] = [tensor_json(t) for t in s.tensors]
+    return out
+
+
+def unchanged_bytes(d: Diff) -> int:
+    keep = set(d.unchanged)
+    return sum(t.nbytes for t in d.b.tensors if t.name in keep)
+
+
+def diff_json(d: Diff) -> dict[str, Any]:
+    return {
+        "a": snapshot_json(d.a),
+        "b": snapshot_json(d.b),
+        "added": [tensor_json(t) for t in d.added],
+        "removed": [tensor_json(t) for t in d.removed],
+        "changed": [
+            {
+                "name": c.name,
+                "old": tensor_json(c.old),
+                "new": tensor_json(c.new),
+                "dtype_changed": c.old.dtype != c.new.dtype,
+                "shape_changed": c.old.shape != c.new.shape,
+            }
+            for c in d.changed
+        ],
+        "unchanged": list(d.unchanged),
+        "unchanged_count": len(d.unchanged),
+        "unchanged_bytes": unchanged_bytes(d),
+    }
+
+
+def gc_json(r: GcResult) -> dict[str, Any]:
+    return {
+        "dry_run": r.dry_run,
+        "objects_removed": r.objects_removed,
+        "bytes_freed": r.bytes_freed,
+        "objects_spared": r.objects_spared,
+        "objects_kept": r.objects_kept,
+    }
+
+
+def verify_json(r: VerifyResult) -> dict[str, Any]:
+    return {
+        "ok": r.ok,
+        "objects_checked": r.objects_checked,
+        "bytes_checked": r.bytes_checked,
+        "problems": [
+            {"object": p.digest, "problem": p.problem, "snapshots": list(p.snapshots)}
+            for p in r.problems
+        ],
+    }
+
+
+def ratio(row: UsageRow) -> float:
+    return round(row.ratio, 4)
+
+
+def usage_json(row: UsageRow) -> dict[str, Any]:
+    return {
+        "task": row.task,
+        "snapshots": row.snapshots,
+        "logical_bytes": row.logical_bytes,
+        "stored_bytes": row.stored_bytes,
+        "ratio": ratio(row),
+        "saved_by_dedup": row.saved_by_dedup,
+        "saved_by_delta": row.saved_by_delta,
+        "saved_by_compression": row.saved_by_compression,
+    }
+
+
+def stats_json(s: StoreStats) -> dict[str, Any]:
+    return {
+        "tasks": [usage_json(r) for r in s.tasks],
+        "total": usage_json(s.total),
+        "snapshots": [
+            {
+                "id": u.id,
+                "task": u.task,
+                "step": u.step,
+                "created_at": u.created_at.isoformat(),
+                "logical_bytes": u.logical_bytes,
+                "stored_bytes": u.stored_bytes,
+            }
+            for u in s.snapshots
+        ],
+        "objects": s.objects,
+        "objects_by_encoding": dict(sorted(s.objects_by_encoding.items())),
+    }
+
+
+def tensor_from_json(d: dict[str, Any]) -> TensorEntry:
+    return TensorEntry(
+        str(d["name"]),
+        str(d["dtype"]),
+        tuple(int(x) for x in d["shape"]),
+        str(d["digest"]),
+        int(d["nbytes"]),
+    )
+
+
+def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
+    """The snapshot of :func:`snapshot_json` (with ``tensors``; without, it has none)."""
+    return Snapshot(
+        id=str(d["id"]),
+        task=str(d["task"]),
+        step=None if d["step"] is None else int(d["step"]),
+        parent=d["parent"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        message=str(d["message"]),
+        metadata=dict(d["metadata"]),
+        tags=tuple(d["tags"]),
+        logical_bytes=int(d["logical_bytes"]),
+        tensors=tuple(tensor_from_json(t) for t in d.get("tensors", ())),
+    )
+
+
+def diff_from_json(d: dict[str, Any], a: Snapshot, b: Snapshot) -> Diff:
+    """The diff of :func:`diff_json` between the full snapshots ``a`` and ``b``."""
+    return Diff(
+        a,
+        b,
+        added=tuple(tensor_from_json(t) for t in d["added"]),
+        removed=tuple(tensor_from_json(t) for t in d["removed"]),
+        changed=tuple(
+            TensorChange(c["name"], tensor_from_json(c["old"]), tensor_from_json(c["new"]))
+            for c in d["changed"]
+        ),
+        unchanged=tuple(d["unchanged"]),
+    )
+
+
+def export_metadata(snap: Snapshot) -> dict[str, str]:
+    """The ``__metadata__`` of a snapshot exported as safetensors (export, the service, the
+    client: one form, so their files are equal byte for byte)."""
+    meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
+    if snap.step is not None:
+        meta["weightstore.step"] = str(snap.step)
+    return meta

@@ -1,0 +1,37 @@
+"""Settings of the REST service, passed to :func:`weightstore.server.create_app`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from weightstore.errors import InvalidInput
+
+SETTINGS_ENV = "WEIGHTSTORE_SERVER_SETTINGS"
+"""Where ``weightstore serve --workers N`` hands the settings to each worker process (JSON)."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``store``: the store folder; ``index_url``: its index database when not the folder's own.
+    ``public_read``: serve reads without a token. ``max_upload_bytes``: the largest request body
+    (a safetensors upload, one encoded object). ``max_object_bytes``: the largest raw size an
+    uploaded object may decode to (a small object must not claim terabytes).
+    ``threads``: the store's worker threads (0: every core)."""
+
+    store: str
+    index_url: str | None = None
+    public_read: bool = False
+    max_upload_bytes: int = 64 << 30
+    max_object_bytes: int = 64 << 30
+    threads: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerSettings:
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"invalid server settings {text[:200]!r}: {e}") from e

@@ -1,0 +1,108 @@
+"""A snapshot as a standard safetensors file built on the fly, with byte ranges.
+
+The file is laid out exactly as ``WeightStore.export`` writes it (same header, metadata and
+order), so a download equals an export bit for bit and its size is known before any tensor is
+decoded (``Content-Length``). Bytes are produced tensor by tensor: memory stays bounded by the
+largest tensor, and a range decodes only the tensors it overlaps. Each tensor is decoded and
+verified (its digest re-derived) before its first byte is sent, so a corrupt object ends the
+response early (the client sees a short body), never as wrong bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from weightstore.errors import InvalidInput
+from weightstore.forms import export_metadata
+from weightstore.store import WeightStore
+from weightstore.tensors import dtype_info
+from weightstore.types import Snapshot, TensorEntry
+
+CHUNK = 1 << 20
+_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(InvalidInput):
+    """A Range header that selects no byte of the file."""
+
+    http_status = 416
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """The safetensors file of one snapshot: its header bytes and where each tensor starts."""
+
+    head: bytes  # the 8-byte length and the JSON header
+    tensors: tuple[tuple[int, TensorEntry], ...]  # (absolute offset, entry), in file order
+    size: int
+
+
+def layout(snap: Snapshot) -> FileLayout:
+    header: dict[str, object] = {"__metadata__": export_metadata(snap)}
+    offset = 0
+    for t in snap.tensors:
+        header[t.name] = {
+            "dtype": dtype_info(t.dtype).safetensors,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    head = struct.pack("<Q", len(blob)) + blob
+    starts, at = [], len(head)
+    for t in snap.tensors:
+        starts.append((at, t))
+        at += t.nbytes
+    return FileLayout(head, tuple(starts), at)
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a ``Range`` header asks for, or None for the whole file (no
+    header, a unit other than bytes, several ranges: the server may answer with all of it)."""
+    if value is None:
+        return None
+    m = _RANGE_RE.fullmatch(value.strip())
+    if m is None:
+        return None
+    first, last = m.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable(f"range {value!r} selects nothing of {size} bytes")
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        raise RangeNotSatisfiable(f"range {value!r} is outside the file's {size} bytes")
+    return start, end
+
+
+def iter_bytes(
+    store: WeightStore,
+    file: FileLayout,
+    start: int,
+    end: int,
+    sent: Callable[[int], None],
+) -> Iterator[bytes]:
+    """Bytes ``start..end`` (inclusive) of the file; ``sent`` is told each chunk's size."""
+    stop = end + 1
+    if start < len(file.head):
+        piece = file.head[start:stop]
+        sent(len(piece))
+        yield piece
+    for offset, entry in file.tensors:
+        lo, hi = max(start, offset), min(stop, offset + entry.nbytes)
+        if lo >= hi:
+            continue
+        raw = memoryview(store.read_tensor_bytes(entry, verify=True))  # type: ignore[arg-type]
+        for at in range(lo, hi, CHUNK):
+            piece = bytes(raw[at - offset : min(hi, at + CHUNK) - offset])
+            sent(len(piece))
+            yield piece
