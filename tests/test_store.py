@@ -315,8 +315,9 @@ def test_a_flipped_byte_on_disk_is_found_and_named(store: WeightStore) -> None:
     with pytest.raises(CorruptObject):
         store.restore("t@1")
     model = {k: torch.zeros_like(v) for k, v in sd.items()}
-    with pytest.raises(CorruptObject, match="partly overwritten"):
+    with pytest.raises(CorruptObject):
         store.restore("t@1", into=model)
+    assert all(not v.any() for v in model.values())  # decoded into staging first
     path.unlink()
     missing = store.verify("t@1")
     assert missing.problems[0].problem.startswith("missing")

@@ -144,3 +144,13 @@ class SwapFailed(WeightstoreError, RuntimeError):
 
     exit_code = 5
     http_status = 500
+
+
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """Ctrl-C arrived once a save had committed: the snapshot ``snapshot_id`` is stored.
+
+    A KeyboardInterrupt (so the interrupt still stops the caller), not a WeightstoreError."""
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(f"interrupted after snapshot {snapshot_id[:12]} was committed")
+        self.snapshot_id = snapshot_id

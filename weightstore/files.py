@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import struct
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from weightstore.errors import CorruptFile, InvalidInput, NotFound
+from weightstore.errors import CorruptFile, InvalidInput, NotFound, StorageError, WeightstoreError
+from weightstore.inputs import load_json_object
 from weightstore.tensors import check_tensor, dtype_info
 
 SHARD_INDEX = "model.safetensors.index.json"
@@ -64,7 +67,7 @@ def _safetensors_names(path: Path) -> list[str]:
             names = set(f.keys())
         with path.open("rb") as raw:
             (size,) = struct.unpack("<Q", raw.read(8))
-            header = json.loads(raw.read(size))
+            header = load_json_object(raw.read(size), f"{path}: header", CorruptFile)
     except (SafetensorError, OSError, ValueError, struct.error) as e:
         raise CorruptFile(f"{path}: not a readable safetensors file ({e})") from e
     return sorted(names, key=lambda n: (header[n]["data_offsets"][0], n))
@@ -72,9 +75,10 @@ def _safetensors_names(path: Path) -> list[str]:
 
 def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
     try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CorruptFile(f"{index_file}: not a sharded-safetensors index ({e})") from e
+        text = index_file.read_bytes()
+    except OSError as e:
+        raise CorruptFile(f"{index_file}: cannot be read ({e})") from e
+    weight_map = load_json_object(text, str(index_file), CorruptFile).get("weight_map")
     if not isinstance(weight_map, dict):
         raise CorruptFile(f"{index_file}: weight_map must be an object")
     files: dict[str, Path] = {}
@@ -93,20 +97,31 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
     return SafetensorsWeights(files)
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+def _torch_load(path: Path) -> object:
+    """``torch.load`` with ``weights_only``, every failure mapped to a typed error."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise CorruptFile(f"{path}: not a readable torch file ({e})") from e
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+        # Files in the legacy (non-zip) format cannot be memory-mapped: read them whole.
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise InvalidInput(
-            f"{path}: refused to unpickle objects other than tensors ({e}); "
-            "save a plain state_dict or convert to safetensors"
+            f"{path}: not a torch state-dict file, or it holds objects other than tensors, "
+            f"which are never unpickled ({first}); save a plain state_dict or convert to "
+            "safetensors"
         ) from e
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        raise CorruptFile(f"{path}: not a readable torch file ({e})") from e
+    except Exception as e:
+        # Unpickling untrusted bytes fails in open-ended ways (KeyError, EOFError, struct
+        # errors, MemoryError...): every one of them means the same thing here.
+        raise CorruptFile(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise InvalidInput(f"{path}: holds a {type(obj).__name__}, not a state_dict")
     return {str(k): check_tensor(str(k), v) for k, v in obj.items()}
@@ -125,18 +140,36 @@ def read_weights(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
             p = single
         else:
             raise InvalidInput(f"{p}: folder has neither {SHARD_INDEX} nor model.safetensors")
-    if p.suffix == ".safetensors" or _looks_like_safetensors(p):
+    size = _regular_file_size(p)
+    if p.suffix == ".safetensors" or _looks_like_safetensors(p, size):
         return SafetensorsWeights(dict.fromkeys(_safetensors_names(p), p))
     return _read_torch(p)
 
 
-def _looks_like_safetensors(p: Path) -> bool:
-    with p.open("rb") as f:
-        head = f.read(9)
+def _regular_file_size(p: Path) -> int:
+    """The size of ``p`` if it is a non-empty regular file: reading a FIFO would block, a
+    device never ends, and /proc files claim a size of 0 and may not be readable at all."""
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise InvalidInput(f"{p}: cannot be read ({e.strerror or e})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput(f"{p}: not a regular file (a device, FIFO or socket): save from a file")
+    if st.st_size == 0:
+        raise CorruptFile(f"{p}: the file is empty")
+    return st.st_size
+
+
+def _looks_like_safetensors(p: Path, size: int) -> bool:
+    try:
+        with p.open("rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise CorruptFile(f"{p}: cannot be read ({e.strerror or e})") from e
     if len(head) < 9:
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    return head[8:9] == b"{" and 0 < n < p.stat().st_size
+    return head[8:9] == b"{" and 0 < n < size
 
 
 def write_safetensors(
@@ -145,40 +178,117 @@ def write_safetensors(
     fill: Callable[[int], bytes | memoryview],
     metadata: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    protected: Sequence[Path] = (),
 ) -> None:
     """Write a standard safetensors file, streaming tensor data.
 
     ``entries``: (name, dtype name, shape, nbytes) in file order; ``fill(i)`` returns the raw
-    bytes of entry ``i``. Written to a temporary file and renamed, so a crash leaves no half file.
+    bytes of entry ``i``. Where it may go is :func:`open_destination`'s rule; ``protected``
+    names the store's own files and folders, which it refuses.
     """
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     for name, dtype, shape, nbytes in entries:
+        info = dtype_info(dtype)
         header[name] = {
-            "dtype": dtype_info(dtype).safetensors,
-            "shape": list(shape),
+            "dtype": info.safetensors,
+            "shape": info.safetensors_shape(shape),
             "data_offsets": [offset, offset + nbytes],
         }
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with open_destination(path, protected) as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for i, (name, _, _, nbytes) in enumerate(entries):
+            data = fill(i)
+            if len(data) != nbytes:
+                raise InvalidInput(f"{name}: got {len(data)} bytes, expected {nbytes}")
+            f.write(data)
+            if progress:
+                progress(nbytes)
+
+
+def store_paths(objects_root: Path | None, sqlite_database: str | None) -> list[Path]:
+    """The files and folders a store owns, as an export must never overwrite them: the store
+    folder (the parent of a local objects folder: objects, SQLite index, config) and a SQLite
+    index kept elsewhere, with its journal files."""
+    paths = []
+    if objects_root is not None:
+        paths.append(objects_root.parent)
+    if sqlite_database and sqlite_database != ":memory:":
+        db = Path(sqlite_database)
+        paths += [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return [Path(os.path.realpath(p)) for p in paths]
+
+
+@contextmanager
+def open_destination(
+    path: str | os.PathLike[str], protected: Sequence[Path] = ()
+) -> Iterator[BinaryIO]:
+    """A binary file to write an export into, by these rules (docs/design.md, "Bad input and
+    destinations"): symlinks are followed, never replaced; a new path or an existing regular
+    file is written to a temporary file beside it and renamed over it once complete, so a
+    failure leaves the old file or nothing; an existing FIFO or character device (a pipe,
+    /dev/null, a terminal) is written in place as a stream; a folder, a missing folder, a
+    socket or block device, and anything inside ``protected`` are refused with nothing written.
+    """
+    text = os.fspath(path)
+    target = Path(text)
+    if text.endswith(("/", os.sep)) or target.is_dir():
+        raise InvalidInput(
+            f"{text} is a folder: give the file to write, e.g. {target / 'model.safetensors'}"
+        )
     try:
-        with tmp.open("wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for i, (name, _, _, nbytes) in enumerate(entries):
-                data = fill(i)
-                if len(data) != nbytes:
-                    raise InvalidInput(f"{name}: got {len(data)} bytes, expected {nbytes}")
-                f.write(data)
-                if progress:
-                    progress(nbytes)
+        mode: int | None = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise InvalidInput(f"{text}: cannot be written ({e.strerror or e})") from e
+    if mode is not None and not stat.S_ISREG(mode):
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+            kind = "socket" if stat.S_ISSOCK(mode) else "block device or other special file"
+            raise InvalidInput(
+                f"{text} is a {kind}: export to a file, a pipe or a character device"
+            )
+        _refuse_protected(target, Path(os.path.realpath(target)), protected)
+        with _storage_errors(target), open(target, "wb", buffering=0) as stream:
+            yield stream
+        return
+    real = Path(os.path.realpath(target))
+    folder = real.parent
+    if not folder.is_dir():
+        raise NotFound(f"folder {target.parent} does not exist: create it first")
+    _refuse_protected(target, real, protected)
+    tmp = folder / f".{real.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with _storage_errors(target), tmp.open("xb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+            os.replace(tmp, real)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _refuse_protected(target: Path, real: Path, protected: Sequence[Path]) -> None:
+    for own in protected:
+        if real == own or own in real.parents:
+            raise InvalidInput(
+                f"{target} is inside the store's own files ({own}): export somewhere else"
+            )
+
+
+@contextmanager
+def _storage_errors(target: Path) -> Iterator[None]:
+    """Writing failures (disk full, permissions) as :class:`StorageError`; weightstore's own
+    errors (some of which are OSErrors too) pass through unchanged."""
+    try:
+        yield
+    except WeightstoreError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot write {target}: {e.strerror or e}; nothing was exported") from e

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 
-from weightstore.errors import CorruptObject, ObjectNotFound
+from weightstore.errors import CorruptObject, ObjectNotFound, StorageError
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.reader import ObjectReader
@@ -108,7 +108,9 @@ def verify_objects(
             for r in chain:
                 if not objects.exists(r.digest):
                     problems[r.digest] = "missing from the object store"
-        except CorruptObject as e:
+        except (CorruptObject, StorageError) as e:
+            # StorageError: an unreadable object (a folder or FIFO in its place, an I/O
+            # error) is reported like a damaged one, and verify goes on.
             problems[d] = str(e)
         checked += 1
         nbytes += chain[0].raw_size

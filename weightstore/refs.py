@@ -50,13 +50,19 @@ def _bad_path(name: str) -> bool:
 def check_name(name: str, what: str = "task") -> str:
     """Return ``name`` if it is a valid task or tag name, else raise :class:`InvalidRef`."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or _bad_path(name):
+        shown = repr(name) if len(repr(name)) <= 80 else f"{repr(name)[:60]}... ({len(name)} long)"
         raise InvalidRef(
-            f"invalid {what} name {name!r}: use 1-200 letters, digits or '._-/', "
+            f"invalid {what} name {shown}: use 1-200 letters, digits or '._-/', "
             "not starting with '-' or '/', without empty, '.' or '..' path segments"
         )
     if what == "tag" and name.isdigit():
         raise InvalidRef(f"invalid tag name {name!r}: a tag cannot be all digits")
     return name
+
+
+def looks_like_id(name: str) -> bool:
+    """Whether ``name`` would also read as a snapshot id prefix (4 to 64 hex digits)."""
+    return _HEX_RE.fullmatch(name) is not None
 
 
 def parse_ref(text: str) -> Ref:

@@ -43,6 +43,9 @@ class StoreSettings:
     ``fsync``: make object writes durable before the index commits (turn off only for tests).
     ``verify_reads``: re-derive every tensor's digest on restore, so a flipped bit on disk is
     an error, never silently wrong weights (headers and frame sizes are checked always).
+    ``restore_staging_bytes``: ``restore(into=...)`` decodes a snapshot up to this size into
+    staging memory before writing any target, so a corrupt object cannot leave a model half
+    restored; larger ones are decoded straight into their targets.
     """
 
     codec: CodecSettings = CodecSettings()
@@ -50,6 +53,7 @@ class StoreSettings:
     gc_grace_seconds: float = 3600.0
     fsync: bool = True
     verify_reads: bool = True
+    restore_staging_bytes: int = 1 << 30
 
     def worker_count(self) -> int:
         return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)

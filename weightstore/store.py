@@ -13,10 +13,11 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,21 +28,29 @@ from weightstore.codec import Codec, digest
 from weightstore.codec.layout import U8
 from weightstore.errors import (
     Conflict,
-    CorruptObject,
-    IncompatibleTensor,
+    InterruptedAfterCommit,
     InvalidInput,
     ObjectNotFound,
     RefNotFound,
 )
-from weightstore.files import read_weights, write_safetensors
+from weightstore.files import read_weights, store_paths, write_safetensors
 from weightstore.forms import export_metadata
 from weightstore.index import Index, IndexSettings, make_engine, schema
+from weightstore.inputs import (
+    check_grace,
+    check_message,
+    check_metadata,
+    check_new_task,
+    check_step,
+    check_tags,
+)
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.objects.s3config import S3Settings
 from weightstore.reader import ObjectReader
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
+from weightstore.targets import check_targets, restore_pairs
 from weightstore.tensors import dtype_info
 from weightstore.types import (
     Diff,
@@ -79,15 +88,31 @@ def write_snapshot_file(
     path: str | os.PathLike[str],
     read: Callable[[TensorEntry], U8],
     progress: Progress | None = None,
+    protected: Sequence[Path] = (),
 ) -> None:
     """Write ``snap`` as a standard safetensors file, reading each tensor's bytes with ``read``
-    (local objects, or a remote store's): one layout for every export."""
+    (local objects, or a remote store's): one layout for every export. ``protected``: paths
+    the file must not replace (the store's own)."""
     entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
 
     def fill(i: int) -> memoryview:
         return memoryview(read(snap.tensors[i]))  # type: ignore[arg-type]
 
-    write_safetensors(path, entries, fill, export_metadata(snap), progress)
+    write_safetensors(path, entries, fill, export_metadata(snap), progress, protected)
+
+
+@contextmanager
+def _interrupt_after_commit(index: Index, snapshot_id: str) -> Iterator[None]:
+    """A Ctrl-C during a save's commit becomes :class:`InterruptedAfterCommit` when the
+    snapshot did commit, so that callers can tell the user it is saved."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        try:
+            index.get_snapshot(snapshot_id)
+        except RefNotFound:
+            raise interrupt from None
+        raise InterruptedAfterCommit(snapshot_id) from None
 
 
 class WeightStore:
@@ -305,17 +330,11 @@ class WeightStore:
         stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
         smaller.
         """
-        check_name(task)
-        tag_list = [check_name(t, "tag") for t in dict.fromkeys(tags)]
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-            raise InvalidInput(f"step must be a non-negative integer, not {step!r}")
-        meta = dict(metadata or {})
-        try:
-            meta_json = json.dumps(meta, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"metadata must be JSON-serialisable: {e}") from e
-        if not isinstance(message, str):
-            raise InvalidInput("message must be a string")
+        check_new_task(task)
+        tag_list = check_tags(tags)
+        step = check_step(step)
+        meta, meta_json = check_metadata(metadata)
+        check_message(message)
         state = _state_dict(weights)
         if not state:
             raise InvalidInput("nothing to save: the state dict is empty")
@@ -332,7 +351,7 @@ class WeightStore:
 
         created = _now()
         entries = self.writer.hash_all(state)
-        self.writer.store(state, entries, base_of, created, progress)
+        self.writer.store(state, entries, base_of, progress)
         snapshot_id = digest(
             json.dumps(
                 [
@@ -346,19 +365,20 @@ class WeightStore:
                 ],
             ).encode()
         )
-        self.index.commit_snapshot(
-            snapshot_id=snapshot_id,
-            task=task,
-            step=step,
-            parent_id=parent_snap.id if parent_snap else None,
-            created_at=created,
-            message=message,
-            metadata=meta,
-            logical_bytes=sum(e.nbytes for e in entries),
-            tensors=entries,
-            tags=tag_list,
-        )
-        return self.index.get_snapshot(snapshot_id)
+        with _interrupt_after_commit(self.index, snapshot_id):
+            self.index.commit_snapshot(
+                snapshot_id=snapshot_id,
+                task=task,
+                step=step,
+                parent_id=parent_snap.id if parent_snap else None,
+                created_at=created,
+                message=message,
+                metadata=meta,
+                logical_bytes=sum(e.nbytes for e in entries),
+                tensors=entries,
+                tags=tag_list,
+            )
+            return self.index.get_snapshot(snapshot_id)
 
     def commit_manifest(self, snap: Snapshot) -> Snapshot:
         """Commit a snapshot whose objects are all stored already (push, pull, the service),
@@ -424,7 +444,7 @@ class WeightStore:
         self,
         ref: str,
         *,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         into: Weights | None = None,
         strict: bool = True,
         verify: bool | None = None,
@@ -434,15 +454,18 @@ class WeightStore:
         module's (or state dict's) own tensors in place and return those.
 
         ``strict`` (with ``into``): the names must match exactly, as in ``load_state_dict``.
-        Every shape and dtype is checked before anything is written. ``verify`` re-derives each
-        tensor's digest (default: the store setting ``verify_reads``).
+        Every target is checked before anything is written (weightstore/targets.py); with
+        ``device`` too, the targets must be on it. ``verify`` re-derives each tensor's digest
+        (default: the store setting ``verify_reads``).
         """
         snap = self.show(ref)
         check = self.settings.verify_reads if verify is None else verify
         chains = self.reader.chains({t.digest for t in snap.tensors})
         if into is not None:
-            return self._restore_into(snap, _state_dict(into), strict, chains, check, progress)
-        dev = torch.device(device)
+            asked = None if device is None else torch.device(device)
+            pairs = check_targets(snap, _state_dict(into), strict, asked)
+            return self._restore_into(snap, pairs, chains, check, progress)
+        dev = torch.device("cpu" if device is None else device)
         out: dict[str, torch.Tensor] = {}
 
         def load(entry: TensorEntry) -> None:
@@ -456,34 +479,12 @@ class WeightStore:
     def _restore_into(
         self,
         snap: Snapshot,
-        target: Mapping[str, torch.Tensor],
-        strict: bool,
+        pairs: list[tuple[TensorEntry, torch.Tensor]],
         chains: Mapping[str, list[ObjectRecord]],
         check: bool,
         progress: Progress | None,
     ) -> dict[str, torch.Tensor]:
-        stored = {t.name: t for t in snap.tensors}
-        if strict:
-            missing = [n for n in target if n not in stored]
-            unexpected = [n for n in stored if n not in target]
-            if missing or unexpected:
-                raise IncompatibleTensor(
-                    f"snapshot {snap.short_id} does not match the target: "
-                    f"missing in snapshot {missing[:5]}, not in target {unexpected[:5]} "
-                    "(pass strict=False to copy only the names both have)"
-                )
-        pairs = [(stored[n], target[n]) for n in target if n in stored]
-        for entry, t in pairs:
-            if not isinstance(t, torch.Tensor):
-                raise IncompatibleTensor(f"target {entry.name!r} is not a tensor")
-            if tuple(t.shape) != entry.shape or dtype_info(t.dtype).name != entry.dtype:
-                raise IncompatibleTensor(
-                    f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
-                    f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
-                )
-        # Every blob must be there before anything is written; then each tensor is decoded
-        # straight into the target's memory (or through one tensor-sized staging buffer), so
-        # memory stays bounded by the largest tensor, not by a second copy of the model.
+        # Every blob must be there before anything is written.
         needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
         absent = sorted(needed - self.objects.exists_many(needed))
         if absent:
@@ -491,20 +492,15 @@ class WeightStore:
                 f"object {absent[0]} of snapshot {snap.short_id} is missing from "
                 f"{self.objects.describe()}: run `weightstore verify`; nothing was restored"
             )
-
-        def load(pair: tuple[TensorEntry, torch.Tensor]) -> None:
-            entry, t = pair
-            with torch.no_grad():
-                self.reader.tensor(entry, chains[entry.digest], t.device, check, into=t)
-            if progress:
-                progress(entry.nbytes)
-
-        try:
-            self._run_all(load, pairs)
-        except (CorruptObject, ObjectNotFound) as e:
-            raise type(e)(
-                f"{e}; the target was partly overwritten: restore it from a good snapshot"
-            ) from e
+        restore_pairs(
+            self.reader,
+            pairs,
+            chains,
+            check,
+            self._run_all,
+            self.settings.restore_staging_bytes,
+            progress,
+        )
         return {entry.name: t for entry, t in pairs}
 
     def read_tensor_bytes(self, entry: TensorEntry, verify: bool | None = None) -> U8:
@@ -564,9 +560,9 @@ class WeightStore:
     ) -> GcResult:
         """Remove objects no snapshot reaches (directly or as a delta base) that have not been
         used for ``grace_seconds``. Holds the gc lock; safe to run while saves run."""
-        grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-        if grace < 0:
-            raise InvalidInput("grace_seconds must be >= 0")
+        grace = check_grace(
+            self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+        )
         # Deleting is only safe when this index describes these objects (invariant 7).
         location.require_bound(self.index, self.objects)
         return collect_garbage(self.index, self.objects, self._holder, grace, dry_run, progress)
@@ -619,8 +615,14 @@ class WeightStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
-        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
+        write_snapshot_file(snap, path, self.read_tensor_bytes, progress, self._own_paths())
         return snap
+
+    def _own_paths(self) -> list[Path]:
+        """What an export must not overwrite: the store's folder and its SQLite index."""
+        local = self.objects.root if isinstance(self.objects, LocalBackend) else None
+        url = self.index.engine.url
+        return store_paths(local, url.database if url.get_backend_name() == "sqlite" else None)
 
     def import_file(
         self,

@@ -15,6 +15,7 @@ import torch
 from weightstore.codec import Layout
 from weightstore.codec.layout import U8
 from weightstore.errors import InvalidInput, UnsupportedDtype
+from weightstore.inputs import check_tensor_name
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,16 @@ class DtypeInfo:
     torch_dtype: torch.dtype
     safetensors: str
     layout: Layout
+    # Values per torch element: safetensors counts float4_e2m1fn_x2 in single 4-bit values,
+    # so its last dimension is twice torch's.
+    packed: int = 1
+
+    def safetensors_shape(self, shape: tuple[int, ...]) -> list[int]:
+        """The shape a safetensors header gives a tensor of this dtype and torch ``shape``."""
+        dims = list(shape)
+        if self.packed != 1 and dims:
+            dims[-1] *= self.packed
+        return dims
 
 
 def _table() -> dict[str, DtypeInfo]:
@@ -36,6 +47,9 @@ def _table() -> dict[str, DtypeInfo]:
         ("float8_e4m3fn", "F8_E4M3", 1, False),
         ("float8_e5m2", "F8_E5M2", 1, False),
         ("float8_e8m0fnu", "F8_E8M0", 1, False),
+        ("float8_e4m3fnuz", "F8_E4M3FNUZ", 1, False),
+        ("float8_e5m2fnuz", "F8_E5M2FNUZ", 1, False),
+        ("float4_e2m1fn_x2", "F4", 1, False),
         ("int64", "I64", 8, False),
         ("int32", "I32", 4, False),
         ("int16", "I16", 2, False),
@@ -52,7 +66,8 @@ def _table() -> dict[str, DtypeInfo]:
     for name, st, size, rotate in rows:
         dt = getattr(torch, name, None)
         if isinstance(dt, torch.dtype):
-            table[name] = DtypeInfo(name, dt, st, Layout(size, rotate))
+            packed = 2 if st == "F4" else 1
+            table[name] = DtypeInfo(name, dt, st, Layout(size, rotate), packed)
     return table
 
 
@@ -80,8 +95,7 @@ def safetensors_dtype(code: str) -> DtypeInfo:
 
 def check_tensor(name: str, t: object) -> torch.Tensor:
     """Return ``t`` if it is a dense tensor with data that weightstore can store."""
-    if not isinstance(name, str) or not name:
-        raise InvalidInput(f"tensor names must be non-empty strings, got {name!r}")
+    check_tensor_name(name)
     if not isinstance(t, torch.Tensor):
         raise InvalidInput(f"{name!r} is a {type(t).__name__}, not a torch.Tensor")
     if t.layout != torch.strided:

@@ -136,7 +136,6 @@ class SnapshotWriter:
         state: Mapping[str, torch.Tensor],
         entries: list[TensorEntry],
         base_of: Mapping[str, TensorEntry],
-        created: datetime,
         progress: Progress | None,
     ) -> None:
         """Make every object ``entries`` name durable and recorded in the index.
@@ -153,9 +152,9 @@ class SnapshotWriter:
             and b.digest != e.digest
             and (b.dtype, b.nbytes) == (e.dtype, e.nbytes)
         }
-        pinned = self.index.pin_objects(
-            set(first_use) | {b.digest for b in bases.values()}, created
-        )
+        # Pins are dated when taken, not when the save began (as rows are, in _write): gc's
+        # grace counts from the last moment this save vouched for an object.
+        pinned = self.index.pin_objects(set(first_use) | {b.digest for b in bases.values()}, _now())
         unhealthy = self._unhealthy(pinned & set(first_use))
         # Never delta against a damaged base: the new object would inherit the damage.
         usable = pinned - unhealthy - set(self.index.damaged(pinned))

@@ -28,15 +28,17 @@ EXIT_INTERRUPTED = 130
 _PIPE_WIDTH = 160
 
 
+# markup=False: messages carry paths, names and metadata, and "[/x]" in a path must print as
+# itself, not be read as a closing tag (a MarkupError after the work was done).
 def stdout() -> Console:
-    console = Console(highlight=False)
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, width=_PIPE_WIDTH)
+        console = Console(highlight=False, markup=False, width=_PIPE_WIDTH)
     return console
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False)
 
 
 def print_error(message: str) -> None:

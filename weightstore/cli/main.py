@@ -42,7 +42,8 @@ from weightstore.cli.render import (
     tensor_table,
     verify_table,
 )
-from weightstore.errors import CorruptObject
+from weightstore.demo.command import demo as demo_command
+from weightstore.errors import CorruptObject, InterruptedAfterCommit, InvalidInput
 from weightstore.forms import diff_json, gc_json, snapshot_json, stats_json, verify_json
 from weightstore.store import WeightStore
 
@@ -143,6 +144,8 @@ def _json_or_str(value: str) -> Any:
         return json.loads(value, parse_constant=reject)
     except ValueError:
         return value
+    except RecursionError:
+        raise InvalidInput(f"--meta value is nested too deeply: {value[:40]}...") from None
 
 
 def parse_meta(items: list[str]) -> dict[str, Any]:
@@ -200,17 +203,21 @@ def save(
     metadata = parse_meta(meta or [])
     store = state(ctx).store()
     before = store.stats().total.stored_bytes
-    with ByteProgress(f"saving {task}", estimate_bytes(file)) as bar:
-        snap = store.import_file(
-            task,
-            file,
-            step=step,
-            tags=tag or [],
-            metadata=metadata,
-            parent=parent,
-            message=message,
-            progress=bar,
-        )
+    try:
+        with ByteProgress(f"saving {task}", estimate_bytes(file)) as bar:
+            snap = store.import_file(
+                task,
+                file,
+                step=step,
+                tags=tag or [],
+                metadata=metadata,
+                parent=parent,
+                message=message,
+                progress=bar,
+            )
+    except InterruptedAfterCommit as e:
+        stderr().print(f"{e}: it is saved")
+        snap = store.show(e.snapshot_id)
     added = store.stats().total.stored_bytes - before
     if json_out:
         _emit_json({**snapshot_json(snap), "added_bytes": added})
@@ -234,7 +241,14 @@ def save(
 def export(
     ctx: typer.Context,
     ref: RefArg,
-    out: Annotated[Path, typer.Argument(help="Safetensors file to write.")],
+    # A str, not a Path: Path drops the trailing "/" that marks a folder, which is refused.
+    out: Annotated[
+        str,
+        typer.Argument(
+            help="Safetensors file to write (replaced atomically), or a pipe or character "
+            "device to stream into; never a folder or a path inside the store."
+        ),
+    ],
 ) -> None:
     """Write a snapshot as a standard safetensors file.
 
@@ -356,10 +370,12 @@ def gc(
         float | None,
         typer.Option(
             "--grace",
-            min=0,
             metavar="SECONDS",
-            help="Spare unreferenced objects used more recently than this "
-            "(default: the store setting, 3600).",
+            help="Spare unreferenced objects used more recently than this many seconds "
+            "(default: the store setting, 3600). Grace protects saves running now: an object "
+            "a save has written or reused but not yet committed is unreferenced, and is "
+            "dated when the save pins it, so keep grace above your longest save's "
+            "write-to-commit time.",
         ),
     ] = None,
     json_out: JsonFlag = False,
@@ -567,6 +583,11 @@ def report_swap(
         stdout().print(swap_table(result))
     if plot is not None:
         (stderr() if json_out else stdout()).print(f"plot written to {plot_swaps(result, plot)}")
+
+
+# ------------------------------------------------------------------------------------ demo
+
+app.command("demo")(demo_command)
 
 
 # ------------------------------------------------------------------------------------ schema

@@ -135,8 +135,11 @@ def read_header(blob: bytes | memoryview, name: str = "object", *, whole: bool =
         if n_frames or len(blob) != end + raw_len:
             raise CorruptObject(f"{name}: raw payload is {len(blob) - end} bytes, not {raw_len}")
     else:
-        # frame_plan()'s length, without building it: every plane in ceil(plane / frame) frames
-        if frame_size <= 0 or raw_len % k or k * -(-(raw_len // k) // frame_size) != n_frames:
+        # Counted, not planned: a crafted raw_len must not make a reader build (or later
+        # allocate) anything beyond what the frame table, bounded by the blob, describes; a
+        # frame is at most 2 GiB - 1 bytes, as writers allow.
+        count = k * -(-(raw_len // k) // frame_size) if 0 < frame_size < RAW_FRAME else -1
+        if raw_len % k or count != n_frames:
             raise CorruptObject(f"{name}: frame table does not match the raw length")
         payload = sum(f & ~RAW_FRAME for f in frames)
         if len(blob) != end + payload:

@@ -277,7 +277,8 @@ class Codec:
             else:
                 np.bitwise_xor(acc, level, out=acc)
         if out is None:
-            return acc.copy()
+            fresh: U8 = acc.copy()
+            return fresh
         out[:] = acc
         return out
 

@@ -319,6 +319,8 @@ class Index(MetaQueries):
                     latest = _latest(conn, task_id)
                     if latest is None:
                         raise RefNotFound(f"task {ref.task!r} has no snapshots")
+                    if ref.id_prefix is not None:
+                        _refuse_task_shadowing_id(conn, ref.id_prefix, latest)
                     return latest
                 if ref.id_prefix is not None:
                     return _by_prefix(conn, ref.id_prefix)
@@ -767,6 +769,22 @@ def _latest(conn: Connection, task_id: int) -> str | None:
         .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
         .limit(1)
     )
+
+
+def _refuse_task_shadowing_id(conn: Connection, prefix: str, latest: str) -> None:
+    # A task named like an id prefix (only possible for tasks made before such names were
+    # refused) must not silently win over the snapshot the user may mean: `rm` would then
+    # delete another snapshot than the one shown by that id.
+    other = conn.scalar(
+        select(SnapshotRow.id)
+        .where(SnapshotRow.id.startswith(prefix, autoescape=True), SnapshotRow.id != latest)
+        .limit(1)
+    )
+    if other is not None:
+        raise AmbiguousRef(
+            f"{prefix!r} is both a task and the start of snapshot id {other[:12]}: write "
+            f"{prefix}@STEP or {prefix}:TAG for the task, or more digits of the id"
+        )
 
 
 def _by_prefix(conn: Connection, prefix: str) -> str:

@@ -68,7 +68,28 @@ def upgrade(engine: Engine, revision: str = "head", *, script_location: str | No
     SQLite and PostgreSQL, so a failed migration leaves the schema as it was)."""
     with _db_errors(engine), engine.begin() as conn:
         _lock_schema(conn)
-        command.upgrade(alembic_config(conn, script_location=script_location), revision)
+        config = alembic_config(conn, script_location=script_location)
+        _refuse_unknown(ScriptDirectory.from_config(config), conn)
+        command.upgrade(config, revision)
+
+
+def _refuse_unknown(script: ScriptDirectory, conn: Connection) -> None:
+    """Refuse to touch a schema at a revision this weightstore does not know (written by a
+    newer one): alembic would fail half-way with an untyped error."""
+    revision = MigrationContext.configure(conn).get_current_revision()
+    if revision is None:
+        return
+    try:
+        known = script.get_revision(revision) is not None
+    except CommandError:
+        known = False
+    if not known:
+        head = script.get_current_head()
+        raise SchemaOutdated(
+            f"index schema is at revision {revision}, which this weightstore does not know (it "
+            f"needs {head}): the index was upgraded by a newer weightstore; upgrade weightstore. "
+            "Nothing was changed"
+        )
 
 
 def ensure_schema(engine: Engine, *, create: bool, script_location: str | None = None) -> None:

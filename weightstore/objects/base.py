@@ -8,9 +8,12 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import TypeVar
 
 from weightstore.errors import InvalidInput
+
+# A TypeVar rather than typing.Self, which Python 3.10 lacks.
+_Backend = TypeVar("_Backend", bound="ObjectBackend")
 
 __all__ = [
     "KEY_PATTERN",
@@ -223,7 +226,7 @@ class ObjectBackend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - a deliberate no-op default, not a forgotten abstract
         """Release resources the backend holds; the default holds none and does nothing."""
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Backend) -> _Backend:
         return self
 
     def __exit__(

@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from weightstore.errors import InvalidInput, ObjectNotFound, StorageError
 from weightstore.objects.base import (
@@ -228,35 +229,50 @@ class LocalBackend(ObjectBackend):
             )
         return result
 
-    def get(self, key: str) -> bytes:
-        key = validate_key(key)
+    def _open_regular(self, key: str) -> BinaryIO:
+        """The object's file opened for reading, if it is a regular file. O_NONBLOCK so that a
+        FIFO put in an object's place cannot block the open (it has no effect on regular
+        files); anything but a regular file is a :class:`StorageError`."""
+        path = self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             # Also covers a file deleted between a caller's exists() and this open.
             raise self._not_found(key) from None
         except OSError as exc:
             raise self._storage_error("read", key, exc) from exc
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageError(
+                f"object {key!r} in {self.describe()} is not a regular file ({path}); "
+                "move it out of the store"
+            )
+        return os.fdopen(fd, "rb")
+
+    def get(self, key: str) -> bytes:
+        key = validate_key(key)
+        with self._open_regular(key) as f:
+            try:
+                return f.read()
+            except OSError as exc:
+                raise self._storage_error("read", key, exc) from exc
 
     def get_view(self, key: str) -> bytes | memoryview:
         key = validate_key(key)
-        try:
-            with open(self._path(key), "rb") as f:
+        with self._open_regular(key) as f:
+            try:
                 if os.fstat(f.fileno()).st_size == 0:
                     return b""  # mmap refuses empty files
                 # The map outlives the file handle; it is unmapped when the last view goes.
                 return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-        except FileNotFoundError:
-            raise self._not_found(key) from None
-        except OSError as exc:
-            raise self._storage_error("read", key, exc) from exc
+            except OSError as exc:
+                raise self._storage_error("read", key, exc) from exc
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         key = validate_key(key)
         start, length = validate_range(start, length)
-        try:
-            with open(self._path(key), "rb") as f:
+        with self._open_regular(key) as f:
+            try:
                 # Clip before reading: f.read(n) allocates n bytes up front, and callers may ask
                 # for "everything from start" with a huge length.
                 end = min(start + length, os.fstat(f.fileno()).st_size)
@@ -264,10 +280,8 @@ class LocalBackend(ObjectBackend):
                     return b""
                 f.seek(start)
                 return f.read(end - start)
-        except FileNotFoundError:
-            raise self._not_found(key) from None
-        except OSError as exc:
-            raise self._storage_error("read", key, exc) from exc
+            except OSError as exc:
+                raise self._storage_error("read", key, exc) from exc
 
     def exists(self, key: str) -> bool:
         key = validate_key(key)
