@@ -3,6 +3,8 @@ python-zstandard, on every encoding, element size, chain shape and thread count.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -220,3 +222,22 @@ def test_a_held_base_must_fit_and_links_must_be_deltas() -> None:
     assert np.array_equal(codec.decode_verified(blobs[:1], names[:2], base=base), want)
     with pytest.raises(CorruptObject):  # the held base is named, and it is not the link's base
         codec.decode(blobs[:1], [names[0], names[2]], base=base)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "numpy"])
+def test_an_error_in_one_thread_waits_for_the_others(decoder: str) -> None:
+    """A damaged frame seen by one of the codec's threads raises only once every thread is
+    done with the buffers: none may still write into ``out`` after decode returns."""
+    blobs, names, _ = _large_chain()
+    h = read_header(blobs[0])
+    at = next(i for i, f in enumerate(h.frames) if not f & 0x8000_0000)
+    start = h.payload_offset + sum(f & 0x7FFF_FFFF for f in h.frames[:at])
+    bad = bytearray(blobs[0])
+    bad[start + 1 : start + 9] = bytes(8)
+    codec = Codec(CodecSettings(decoder=decoder), threads=4)
+    out = np.zeros(h.raw_len, np.uint8)
+    with pytest.raises(CorruptObject):
+        codec.decode([bytes(bad), *blobs[1:]], names, out)
+    snapshot = out.copy()
+    time.sleep(0.05)  # a straggling thread would still be changing it
+    assert np.array_equal(out, snapshot)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,11 @@ class Codec:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, "weightstore-codec")
-        for f in [self._pool.submit(fn, a, b) for a, b in chunks]:
+        futures = [self._pool.submit(fn, a, b) for a, b in chunks]
+        # Every chunk must be done with the caller's buffers before an error in one of them
+        # propagates: a chunk still running would write into memory its caller has freed.
+        wait(futures)
+        for f in futures:
             f.result()
 
     @property
