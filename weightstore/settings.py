@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+DECODERS = ("auto", "numpy")
+DECODER_ENV = "WEIGHTSTORE_DECODER"
+
 
 @dataclass(frozen=True)
 class CodecSettings:
@@ -15,13 +18,20 @@ class CodecSettings:
     parameters. ``max_chain_depth``: longest delta chain a new object may end; past it the
     object deltas against the root of its base's chain instead (docs/design.md has the
     measurements behind the default). ``delta_accept_ratio``: a delta at most this fraction
-    of the raw size is kept without also trying a plain encoding.
+    of the raw size is kept without also trying a plain encoding. ``decoder``: ``"auto"``
+    decodes with the compiled kernel when it was built, ``"numpy"`` always with the numpy
+    fallback (the environment variable ``WEIGHTSTORE_DECODER`` overrides it).
+    ``plane_min_saving``: a byte plane whose sampled frames zstd does not shrink by this
+    fraction is stored uncompressed, which costs nothing to decode (docs/design.md,
+    "Decoding speed", measures 0.10 against the default).
     """
 
     frame_size: int = 64 * 1024
     level: int | None = None
     max_chain_depth: int = 4
     delta_accept_ratio: float = 0.5
+    decoder: str = "auto"
+    plane_min_saving: float = 0.01
 
 
 @dataclass(frozen=True)

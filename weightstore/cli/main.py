@@ -24,6 +24,7 @@ from weightstore.cli.app import (
     stderr,
     stdout,
 )
+from weightstore.cli.info import info
 from weightstore.cli.progress import ByteProgress, estimate_bytes
 from weightstore.cli.render import (
     deletion_text,
@@ -72,6 +73,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(service.token_app, name="token")
 for _command in (service.serve, service.push, service.pull, service.clone):
     app.command()(_command)
+app.command()(info)
 
 JsonFlag = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON, alone on stdout.")

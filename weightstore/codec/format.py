@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from weightstore.codec.layout import Layout
-from weightstore.errors import CorruptObject
+from weightstore.errors import CorruptObject, InvalidInput
 
 MAGIC = b"WSOB"
 VERSION = 1
@@ -144,6 +145,29 @@ def read_header(blob: bytes | memoryview, name: str = "object", *, whole: bool =
         if len(blob) != end + payload:
             raise CorruptObject(f"{name}: payload is {len(blob) - end} bytes, frames say {payload}")
     return header
+
+
+def read_chain(
+    chain: Sequence[bytes | memoryview], names: Sequence[str] = (), rooted: bool = True
+) -> tuple[list[Header], list[str]]:
+    """Parse and check the headers of a delta chain (the object first, then its base, ...) and
+    name each link for messages. ``rooted``: the chain ends with a plain or raw object; else
+    every link is a delta and the last one's base is held elsewhere (a cached tensor), whose
+    name, given as one more entry of ``names``, is checked too."""
+    if not chain:
+        raise InvalidInput("decode needs at least one object")
+    labels = list(names) + [f"object #{i}" for i in range(len(names), len(chain))]
+    headers = [read_header(blob, labels[i]) for i, blob in enumerate(chain)]
+    for i, h in enumerate(headers):
+        last = i == len(headers) - 1
+        if (h.encoding in DELTAS) == (last and rooted):
+            raise CorruptObject(f"{labels[i]}: delta chain is broken at this link")
+        if i and h.raw_len != headers[0].raw_len:
+            raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
+        # names[i + 1] is the next link's name, or past a base-less chain the held base's
+        if len(names) > i + 1 and h.base != names[i + 1]:
+            raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
+    return headers, labels
 
 
 def header_length(prefix: bytes | memoryview) -> int:

@@ -33,7 +33,7 @@ _FAST = {
 
 
 # Objects with fewer compressed bytes decode on the calling thread: zstd's threads would cost more.
-_PARALLEL_FROM = 4 << 20
+PARALLEL_FROM = 4 << 20
 
 # Planes with fewer frames are always compressed whole: probing them saves nothing.
 _PROBE_MIN_FRAMES = 8
@@ -42,8 +42,11 @@ _PROBE_MIN_FRAMES = 8
 class FrameCodec:
     """Compresses and decompresses frames; one instance may be shared by many threads."""
 
-    def __init__(self, level: int | None = None, native: NativeZstd | None = None) -> None:
+    def __init__(
+        self, level: int | None = None, native: NativeZstd | None = None, min_saving: float = 0.01
+    ) -> None:
         self._native = native
+        self._min_saving = min_saving
         if level is None:
             self._params = zstd.ZstdCompressionParameters(write_content_size=True, **_FAST)
         else:
@@ -67,9 +70,10 @@ class FrameCodec:
     ) -> tuple[list[int], list[memoryview | bytes]]:
         """Compress each planned frame; return the frame table and the payload pieces.
 
-        A plane whose sampled frames do not shrink by 1% (the low mantissa bytes of trained
-        weights) is stored uncompressed without compressing the rest: that halves encoding time
-        on fp32 for a size cost below 0.1%.
+        A plane whose sampled frames do not shrink by ``min_saving`` (1% by default: the low
+        mantissa bytes of trained weights) is stored uncompressed without compressing the
+        rest: that halves encoding time on fp32 for a size cost below 0.1%, and such a plane
+        costs nothing to decode.
         """
         view = memoryview(planes)  # type: ignore[arg-type]
         pieces = [view[off : off + n] for off, n in plan]
@@ -84,13 +88,13 @@ class FrameCodec:
                 probe = [idx[0], idx[len(idx) // 2], idx[-1]]
                 sizes = cctx.multi_compress_to_buffer([pieces[i] for i in probe], threads=1)
                 packed = sum(len(sizes[i]) for i in range(len(probe)))
-                if packed >= 0.99 * sum(len(pieces[i]) for i in probe):
+                if packed >= (1 - self._min_saving) * sum(len(pieces[i]) for i in probe):
                     continue
             todo.extend(idx)
         table = [len(piece) | RAW_FRAME for piece in pieces]
         payload: list[memoryview | bytes] = list(pieces)
         if todo:
-            big = threads > 1 and sum(len(pieces[i]) for i in todo) >= _PARALLEL_FROM
+            big = threads > 1 and sum(len(pieces[i]) for i in todo) >= PARALLEL_FROM
             out = cctx.multi_compress_to_buffer(
                 [pieces[i] for i in todo], threads=threads if big else 1
             )
@@ -178,7 +182,7 @@ class FrameCodec:
             native.decompress_many(jobs[start:stop], name)
 
         total = sum(n for _, _, _, _, n in packed)
-        if map_chunks is None or threads <= 1 or total < _PARALLEL_FROM:
+        if map_chunks is None or threads <= 1 or total < PARALLEL_FROM:
             run(0, len(packed))
             return
         step = -(-len(packed) // threads)
@@ -198,7 +202,7 @@ class FrameCodec:
             payload[at : at + size] for at, size, _, _, _ in packed
         ]
         try:
-            if threads > 1 and total >= _PARALLEL_FROM:
+            if threads > 1 and total >= PARALLEL_FROM:
                 sizes = struct.pack(f"<{len(packed)}Q", *(n for _, _, _, _, n in packed))
                 out = self._dctx().multi_decompress_to_buffer(
                     frames, decompressed_sizes=sizes, threads=threads

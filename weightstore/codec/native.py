@@ -36,6 +36,24 @@ class NativeZstd:
         lib.ZSTD_getErrorName.argtypes = [ctypes.c_size_t]
         self._local = threading.local()
 
+    @property
+    def version(self) -> str:
+        """libzstd's version, as "1.5.4"."""
+        n = int(self._lib.ZSTD_versionNumber())
+        return f"{n // 10000}.{n // 100 % 100}.{n % 100}"
+
+    def addresses(self) -> tuple[int, int]:
+        """Addresses of ``ZSTD_decompressDCtx`` and ``ZSTD_isError``, for compiled callers."""
+        fns = (self._lib.ZSTD_decompressDCtx, self._lib.ZSTD_isError)
+        return tuple(ctypes.cast(f, ctypes.c_void_p).value or 0 for f in fns)  # type: ignore[return-value]
+
+    def error_name(self, code: int) -> str:
+        return str(self._lib.ZSTD_getErrorName(code).decode())
+
+    def context(self) -> int:
+        """This thread's decompression context."""
+        return self._dctx()
+
     def _dctx(self) -> int:
         dctx: int | None = getattr(self._local, "dctx", None)
         if dctx is None:

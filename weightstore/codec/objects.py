@@ -1,15 +1,18 @@
 """Encode raw bytes into a stored object (raw, plain or delta) and decode objects back.
 
 An object's name is the digest of its raw bytes; the encoding is only how those bytes are kept.
-``decode`` resolves a delta chain in the grouped domain: it decodes the chain's root into planes,
-XORs every delta's planes into them, and un-groups once at the end.
+``decode`` resolves a whole delta chain in one pass through the compiled kernel
+(``fused.py``) when it is built; the numpy path resolves XOR chains in the grouped domain (the
+root's planes, every delta's planes XORed in, one un-grouping at the end) and chains with
+arithmetic deltas level by level.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,19 +20,19 @@ import numpy as np
 from weightstore.codec.arith import add_delta, sub_delta
 from weightstore.codec.digest import digest as digest_of
 from weightstore.codec.format import (
-    DELTAS,
     HEADER_SIZE,
     Header,
     frame_plan,
     pack_header,
-    read_header,
+    read_chain,
 )
-from weightstore.codec.frames import FrameCodec
+from weightstore.codec.frames import PARALLEL_FROM, FrameCodec
+from weightstore.codec.fused import load_fused
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
 from weightstore.codec.native import load_native
 from weightstore.codec.scratch import Scratch
 from weightstore.errors import CorruptObject, InvalidInput
-from weightstore.settings import CodecSettings
+from weightstore.settings import DECODER_ENV, DECODERS, CodecSettings
 
 
 def raw_object_size(raw_len: int) -> int:
@@ -57,11 +60,24 @@ class Codec:
     def __init__(
         self, settings: CodecSettings | None = None, threads: int = 1, native: bool = True
     ) -> None:
-        """``native``: decompress through the system libzstd when there is one."""
+        """``native``: decompress through the system libzstd when there is one.
+
+        The decoder is the compiled one when it was built and libzstd is found, unless
+        ``settings.decoder`` or the environment variable ``WEIGHTSTORE_DECODER`` (read here,
+        when the codec is made) is ``"numpy"``; see :attr:`decoder`.
+        """
         self.settings = settings or CodecSettings()
         if self.settings.frame_size <= 0 or self.settings.frame_size >= 1 << 31:
             raise InvalidInput("frame_size must be between 1 byte and 2 GiB")
-        self._frames = FrameCodec(self.settings.level, load_native() if native else None)
+        if not 0 <= self.settings.plane_min_saving < 1:
+            raise InvalidInput("plane_min_saving must be at least 0 and below 1")
+        choice = os.environ.get(DECODER_ENV) or self.settings.decoder
+        if choice not in DECODERS:
+            raise InvalidInput(f"decoder must be one of {', '.join(DECODERS)}, not {choice!r}")
+        zstd = load_native() if native else None
+        self._frames = FrameCodec(self.settings.level, zstd, self.settings.plane_min_saving)
+        self._fused = load_fused(zstd) if choice == "auto" else None
+        self.zstd_version = zstd.version if zstd else None
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -73,8 +89,19 @@ class Codec:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, "weightstore-codec")
-        for f in [self._pool.submit(fn, a, b) for a, b in chunks]:
+        futures = [self._pool.submit(fn, a, b) for a, b in chunks]
+        # Every chunk must be done with the caller's buffers before an error in one of them
+        # propagates: a chunk still running would write into memory its caller has freed.
+        wait(futures)
+        for f in futures:
             f.result()
+
+    @property
+    def decoder(self) -> str:
+        """``"compiled"`` (fused C kernel), ``"numpy+libzstd"`` or ``"numpy+python-zstandard"``."""
+        if self._fused is not None:
+            return "compiled"
+        return "numpy+libzstd" if self.zstd_version else "numpy+python-zstandard"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -149,27 +176,26 @@ class Codec:
         chain: Sequence[bytes | memoryview],
         names: Sequence[str] = (),
         out: U8 | None = None,
+        *,
+        base: U8 | None = None,
     ) -> U8:
         """Decode ``chain[0]`` given its delta chain ``chain[1:]`` (its base, its base's base...).
 
         With ``out`` (uint8, the object's raw length) the raw bytes are written there.
+        With ``base`` (the raw bytes of the last link's base, e.g. a cached tensor's), every
+        link is a delta and is applied to it, so a cached base is not decoded again; ``base``
+        itself is only read (``out`` may be ``base``). Its digest is the caller's to know.
         Raises :class:`CorruptObject` if a header is damaged, a frame fails to decode, or the
         chain's links do not match.
         """
-        if not chain:
-            raise InvalidInput("decode needs at least one object")
-        labels = list(names) + [f"object #{i}" for i in range(len(names), len(chain))]
-        headers = [read_header(blob, labels[i]) for i, blob in enumerate(chain)]
-        for i, h in enumerate(headers):
-            last = i == len(headers) - 1
-            if (h.encoding in DELTAS) == last:
-                raise CorruptObject(f"{labels[i]}: delta chain is broken at this link")
-            if i and h.raw_len != headers[0].raw_len:
-                raise CorruptObject(f"{labels[i]}: base length differs from {labels[0]}")
-            if not last and names and h.base != names[i + 1]:
-                raise CorruptObject(f"{labels[i]}: base is {h.base}, not {names[i + 1]}")
-        if any(h.encoding == "sub" for h in headers):
-            return self._decode_in_order(chain, headers, labels, out)
+        headers, labels = read_chain(chain, names, rooted=base is None)
+        if base is not None and base.size != headers[0].raw_len:
+            raise InvalidInput(f"the base holds {base.size} bytes, the object {headers[0].raw_len}")
+        fast = self._decode_fused(chain, headers, labels, out, base)
+        if fast is not None:
+            return fast
+        if base is not None or any(h.encoding == "sub" for h in headers):
+            return self._decode_in_order(chain, headers, labels, out, base)
         layout = headers[0].layout
         planes = self._planes(headers[-1], chain[-1], labels[-1], layout)
         for i in range(len(chain) - 2, -1, -1):
@@ -185,22 +211,65 @@ class Codec:
         chunks = self._map_chunks if self._threads > 1 else None
         return ungroup(planes, layout, out, chunks)
 
+    def _decode_fused(
+        self,
+        chain: Sequence[bytes | memoryview],
+        headers: list[Header],
+        labels: list[str],
+        out: U8 | None,
+        base: U8 | None,
+    ) -> U8 | None:
+        """Decode through the compiled kernel; None when it is absent or does not take this
+        chain or output (then the numpy path decodes, or rejects, it as before)."""
+        fused = self._fused
+        if fused is None or not fused.takes(headers):
+            return None
+        if base is not None and (base.ctypes.data % 8 or not base.flags.c_contiguous):
+            return None
+        raw_len = headers[0].raw_len
+        if out is None:
+            out = np.empty(raw_len, dtype=np.uint8)
+        elif out.size != raw_len:
+            raise InvalidInput(f"output holds {out.size} bytes, object {raw_len}")
+        if out.ctypes.data % 8 or not (out.flags.c_contiguous and out.flags.writeable):
+            return None
+        scratch = self._scratch
+        return fused.decode(
+            chain,
+            headers,
+            labels,
+            out,
+            lambda n: scratch.get("fused", n),
+            self._threads,
+            self._map_chunks if self._threads > 1 else None,
+            PARALLEL_FROM,
+            base,
+        )
+
     def _decode_in_order(
         self,
         chain: Sequence[bytes | memoryview],
         headers: list[Header],
         labels: list[str],
         out: U8 | None,
+        base: U8 | None = None,
     ) -> U8:
-        """Resolve a chain with arithmetic deltas: each level is applied to the fully decoded
-        level below it (XOR levels could stay grouped, arithmetic ones cannot)."""
+        """Resolve a chain with arithmetic deltas, or over a given ``base``: each level is
+        applied to the fully decoded level below it (XOR levels could stay grouped, arithmetic
+        ones cannot)."""
         chunks = self._map_chunks if self._threads > 1 else None
-        root = headers[-1]
-        raw_len = root.raw_len
+        raw_len = headers[0].raw_len
         acc = self._scratch.get("chain-acc", raw_len)
-        ungroup(self._planes(root, chain[-1], labels[-1], root.layout), root.layout, acc, chunks)
+        if base is None:
+            root = headers[-1]
+            planes = self._planes(root, chain[-1], labels[-1], root.layout)
+            ungroup(planes, root.layout, acc, chunks)
+            top = len(chain) - 2
+        else:
+            acc[:] = base
+            top = len(chain) - 1
         level = self._scratch.get("chain-level", raw_len)
-        for i in range(len(chain) - 2, -1, -1):
+        for i in range(top, -1, -1):
             h = headers[i]
             k = h.layout.elem_size
             if h.encoding == "sub" and (h.layout.rotate or k == 1):
@@ -243,10 +312,15 @@ class Codec:
         )
 
     def decode_verified(
-        self, chain: Sequence[bytes | memoryview], names: Sequence[str], out: U8 | None = None
+        self,
+        chain: Sequence[bytes | memoryview],
+        names: Sequence[str],
+        out: U8 | None = None,
+        *,
+        base: U8 | None = None,
     ) -> U8:
         """Decode and check that the result's digest is ``names[0]``."""
-        raw = self.decode(chain, names, out)
+        raw = self.decode(chain, names, out, base=base)
         got = digest_of(memoryview(raw))  # type: ignore[arg-type]
         if got != names[0]:
             raise CorruptObject(f"{names[0]}: decoded bytes have digest {got}")
