@@ -94,6 +94,14 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
         if name not in shards[shard]:
             raise CorruptFile(f"{index_file}: {name!r} is not in shard {shard}")
         files[name] = folder / shard
+    for shard, names in shards.items():
+        unlisted = [n for n in names if files.get(n) != folder / shard]
+        if unlisted:
+            raise CorruptFile(
+                f"{index_file}: shard {shard} holds tensors the weight_map does not list "
+                f"({', '.join(map(repr, unlisted[:5]))}{', ...' if len(unlisted) > 5 else ''}): "
+                "they would be dropped; fix the index"
+            )
     return SafetensorsWeights(files)
 
 
@@ -120,15 +128,68 @@ def _torch_load(path: Path) -> object:
         raise CorruptFile(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
 
 
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    obj = _torch_load(path)
+# Where training scripts (Lightning, plain loops, DDP wrappers) nest the weights in a checkpoint.
+NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module")
+
+
+def _state_dict_of(path: Path, obj: object, key: str | None) -> Mapping[object, object]:
+    """The mapping of tensors inside a loaded checkpoint: ``obj`` itself, the entry ``key``
+    (``a/b`` for deeper nesting), or the one usual nesting that holds tensors."""
     if not isinstance(obj, Mapping):
         raise InvalidInput(f"{path}: holds a {type(obj).__name__}, not a state_dict")
-    return {str(k): check_tensor(str(k), v) for k, v in obj.items()}
+    if key is not None:
+        for part in key.split("/"):
+            if not isinstance(obj, Mapping) or part not in obj:
+                raise InvalidInput(f"{path}: has no entry {key!r} (it has {_keys(obj)})")
+            obj = obj[part]
+        if not isinstance(obj, Mapping):
+            raise InvalidInput(f"{path}: {key!r} holds a {type(obj).__name__}, not a state_dict")
+        return obj
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    for nested in NESTED_KEYS:
+        inner = obj.get(nested)
+        if isinstance(inner, Mapping) and inner:
+            return inner
+    raise InvalidInput(
+        f"{path}: not a flat state_dict and none of {', '.join(NESTED_KEYS)} holds one "
+        f"(it has {_keys(obj)}): choose the entry with --key"
+    )
 
 
-def read_weights(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
-    """Open a weights file or folder; tensors are read lazily where the format allows."""
+def _keys(obj: object) -> str:
+    keys = [repr(k) for k in obj] if isinstance(obj, Mapping) else []
+    return ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "") if keys else "no entries"
+
+
+def _read_torch(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    state = _state_dict_of(path, _torch_load(path), key)
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, object] = {}
+    for k, v in state.items():
+        name = str(k)
+        if name in out:
+            # {1: a, "1": b} would silently keep one of the two.
+            raise InvalidInput(
+                f"{path}: keys {origin[name]!r} and {k!r} both name tensor {name!r}: "
+                "rename one, nothing was saved"
+            )
+        try:
+            out[name] = check_tensor(name, v)
+        except InvalidInput as e:
+            raise type(e)(f"{path}: {e}") from None
+        origin[name] = k
+    return out
+
+
+def read_weights(
+    path: str | os.PathLike[str], *, key: str | None = None
+) -> Mapping[str, torch.Tensor]:
+    """Open a weights file or folder; tensors are read lazily where the format allows.
+
+    Torch checkpoints may nest the weights (``{"state_dict": ..., "epoch": 3}``): the usual
+    nestings are found, ``key`` chooses one explicitly.
+    """
     p = Path(path)
     if not p.exists():
         raise NotFound(f"{p}: no such file or folder")
@@ -142,8 +203,10 @@ def read_weights(path: str | os.PathLike[str]) -> Mapping[str, torch.Tensor]:
             raise InvalidInput(f"{p}: folder has neither {SHARD_INDEX} nor model.safetensors")
     size = _regular_file_size(p)
     if p.suffix == ".safetensors" or _looks_like_safetensors(p, size):
+        if key is not None:
+            raise InvalidInput(f"{p}: --key applies to torch checkpoints, not safetensors")
         return SafetensorsWeights(dict.fromkeys(_safetensors_names(p), p))
-    return _read_torch(p)
+    return _read_torch(p, key)
 
 
 def _regular_file_size(p: Path) -> int:

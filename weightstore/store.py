@@ -640,12 +640,14 @@ class WeightStore:
         parent: str | None = None,
         message: str = "",
         progress: Progress | None = None,
+        key: str | None = None,
     ) -> Snapshot:
         """Save the weights in a safetensors file, a sharded safetensors folder or a torch
-        state-dict file as a new snapshot of ``task``."""
+        state-dict file as a new snapshot of ``task``; ``key`` picks the entry of a torch
+        checkpoint that holds the weights (found by itself for the usual nestings)."""
         return self.save(
             task,
-            read_weights(path),
+            read_weights(path, key=key),
             step=step,
             tags=tags,
             metadata=metadata,

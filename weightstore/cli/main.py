@@ -192,6 +192,14 @@ def save(
             "else kept as a string.",
         ),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            help="Entry of a torch checkpoint that holds the weights (a/b for deeper nesting); "
+            "state_dict, model_state_dict, model and module are found without it.",
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Save a weights file as a new snapshot of TASK.
@@ -214,6 +222,7 @@ def save(
                 parent=parent,
                 message=message,
                 progress=bar,
+                key=key,
             )
     except InterruptedAfterCommit as e:
         stderr().print(f"{e}: it is saved")
