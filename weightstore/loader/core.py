@@ -321,21 +321,19 @@ class TaskLoader:
 
     def _decode_bytes(self, chain: list[ObjectRecord], out: U8) -> None:
         """Decode ``chain[0]`` into ``out``. If a base further down the chain is in the host
-        cache, only the deltas above it are decoded, applied to the cached bytes (handed to
-        the codec as a raw object: one copy of the base instead of replaying the chain)."""
+        cache, only the deltas above it are decoded, applied to the cached bytes in place of
+        replaying the chain."""
         for i in range(1, len(chain)):
             base = self._host.peek(chain[i].digest)
             if base is not None:
                 codec = self.store.codec
-                blobs: list[bytes | memoryview] = [
-                    self.store.objects.get_view(r.digest) for r in chain[:i]
-                ]
-                blobs.append(codec.encode_raw(byte_view(base)).blob)
+                blobs = [self.store.objects.get_view(r.digest) for r in chain[:i]]
                 names = [r.digest for r in chain[: i + 1]]
+                held = byte_view(base)
                 if self._verify:
-                    codec.decode_verified(blobs, names, out)
+                    codec.decode_verified(blobs, names, out, base=held)
                 else:
-                    codec.decode(blobs, names, out)
+                    codec.decode(blobs, names, out, base=held)
                 return
         self.store.reader.decode(chain, out, self._verify)
 
