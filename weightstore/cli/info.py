@@ -12,7 +12,6 @@ from rich.table import Table
 from weightstore.cli.app import stdout
 from weightstore.cli.render import dump_json
 from weightstore.settings import StoreSettings
-from weightstore.torchcodec.info import decode_info
 
 _HINTS = {
     "numpy+libzstd": "the compiled decoder is not built: reinstall with a C compiler present",
@@ -29,6 +28,9 @@ def info(
 
     Example: weightstore info --json
     """
+    # Imported here: it loads torch, which the CLI's other commands must not pay for at start.
+    from weightstore.torchcodec.info import decode_info
+
     found = decode_info(StoreSettings().worker_count())
     if json_out:
         typer.echo(dump_json(found.as_json()))

@@ -101,6 +101,7 @@ class SnapshotRow(Base):
         UniqueConstraint("task_id", "step"),
         # id too: "newest first" breaks created_at ties by id, so the latest is one probe.
         Index("ix_snapshots_task_id_created_at_id", "task_id", "created_at", "id"),
+        Index("ix_snapshots_created_at_id", "created_at", "id"),
     )
 
 
