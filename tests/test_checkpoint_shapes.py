@@ -114,3 +114,17 @@ def test_cli_save_with_key(tmp_path: Path) -> None:
     with WeightStore.open(root, settings=FAST) as s:
         out = s.restore("t")
     assert all(torch.equal(out[k], v) for k, v in sd().items())
+
+
+def test_export_hands_back_the_source_files_metadata(tmp_path: Path, store: WeightStore) -> None:
+    from safetensors import safe_open
+
+    src = tmp_path / "in.safetensors"
+    save_file(sd(), src, metadata={"format": "pt", "config": '{"hidden": 3}'})
+    snap = store.import_file("t", src, step=1)
+    out = tmp_path / "out.safetensors"
+    store.export("t@1", out)
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and meta["config"] == '{"hidden": 3}'
+    assert meta["weightstore.snapshot"] == snap.id

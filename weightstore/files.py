@@ -182,6 +182,22 @@ def _read_torch(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
     return out
 
 
+def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (or of a folder's ``model.safetensors``),
+    so that an export can hand it back; empty for other formats."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file() or p.suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return {}  # read_weights reports a damaged file
+    return {str(k): str(v) for k, v in meta.items()}
+
+
 def read_weights(
     path: str | os.PathLike[str], *, key: str | None = None
 ) -> Mapping[str, torch.Tensor]:

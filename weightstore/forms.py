@@ -182,10 +182,17 @@ def diff_from_json(d: dict[str, Any], a: Snapshot, b: Snapshot) -> Diff:
     )
 
 
+#: Snapshot metadata key holding the ``__metadata__`` of the safetensors file it was saved from.
+SOURCE_METADATA = "safetensors.metadata"
+
+
 def export_metadata(snap: Snapshot) -> dict[str, str]:
     """The ``__metadata__`` of a snapshot exported as safetensors (export, the service, the
-    client: one form, so their files are equal byte for byte)."""
-    meta = {"weightstore.snapshot": snap.id, "weightstore.task": snap.task}
+    client: one form, so their files are equal byte for byte): the source file's, if the
+    snapshot was saved from one, then weightstore's own keys."""
+    source = snap.metadata.get(SOURCE_METADATA)
+    meta = {str(k): str(v) for k, v in source.items()} if isinstance(source, dict) else {}
+    meta.update({"weightstore.snapshot": snap.id, "weightstore.task": snap.task})
     if snap.step is not None:
         meta["weightstore.step"] = str(snap.step)
     return meta

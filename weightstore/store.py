@@ -33,8 +33,8 @@ from weightstore.errors import (
     ObjectNotFound,
     RefNotFound,
 )
-from weightstore.files import read_weights, store_paths, write_safetensors
-from weightstore.forms import export_metadata
+from weightstore.files import read_weights, safetensors_metadata, store_paths, write_safetensors
+from weightstore.forms import SOURCE_METADATA, export_metadata
 from weightstore.index import Index, IndexSettings, make_engine, schema
 from weightstore.inputs import (
     check_grace,
@@ -645,9 +645,14 @@ class WeightStore:
         """Save the weights in a safetensors file, a sharded safetensors folder or a torch
         state-dict file as a new snapshot of ``task``; ``key`` picks the entry of a torch
         checkpoint that holds the weights (found by itself for the usual nestings)."""
+        weights = read_weights(path, key=key)
+        source = safetensors_metadata(path)
+        if source:
+            # Handed back by export, so tools that read it (format, config) keep working.
+            metadata = {SOURCE_METADATA: source, **(metadata or {})}
         return self.save(
             task,
-            read_weights(path, key=key),
+            weights,
             step=step,
             tags=tags,
             metadata=metadata,
