@@ -78,6 +78,20 @@ def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[
         store.close()
 
 
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the server at ``url`` answers /readyz; raise if its process exits first."""
+    deadline = time.monotonic() + 180  # a loaded CI machine starts processes slowly
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("weightstore serve did not start")
+        time.sleep(0.2)
+
+
 @contextmanager
 def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``weightstore serve`` in its own process (for several workers, or to kill it)."""
@@ -91,16 +105,7 @@ def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Pope
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # a loaded CI machine starts processes slowly
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("weightstore serve did not start")
-            time.sleep(0.2)
+        wait_ready(url, proc)
         yield url, proc
     finally:
         if proc.poll() is None:

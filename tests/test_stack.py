@@ -10,15 +10,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 from procs.workload import same
+from served import wait_ready
 
 from weightstore.objects.s3config import S3Settings
 from weightstore.remote import RemoteStore
@@ -62,16 +61,7 @@ def served(env: dict[str, str]) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # a loaded CI machine starts processes slowly
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "weightstore serve exited"
-            assert time.monotonic() < deadline, "weightstore serve did not become ready"
-            time.sleep(0.2)
+        wait_ready(url, proc)
         yield url
     finally:
         proc.terminate()
