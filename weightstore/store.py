@@ -588,7 +588,8 @@ class WeightStore:
         if not self.read_only:
             # Remembered so that a save of the same content rewrites these objects.
             self.index.flag_damaged({p.digest: p.problem for p in result.problems}, _now())
-            self.index.clear_damaged(digests - {p.digest for p in result.problems})
+            found_whole = self.index.damaged(digests).keys() - {p.digest for p in result.problems}
+            self.index.clear_damaged(found_whole)
         return result
 
     def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:

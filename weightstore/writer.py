@@ -154,10 +154,12 @@ class SnapshotWriter:
         }
         # Pins are dated when taken, not when the save began (as rows are, in _write): gc's
         # grace counts from the last moment this save vouched for an object.
-        pinned = self.index.pin_objects(set(first_use) | {b.digest for b in bases.values()}, _now())
-        unhealthy = self._unhealthy(pinned & set(first_use))
+        wanted = set(first_use) | {b.digest for b in bases.values()}
+        pinned = self.index.pin_objects(wanted, _now())
+        flagged = set(self.index.damaged(wanted))  # by verify
+        unhealthy = self._unhealthy(pinned & set(first_use), flagged)
         # Never delta against a damaged base: the new object would inherit the damage.
-        usable = pinned - unhealthy - set(self.index.damaged(pinned))
+        usable = pinned - unhealthy - flagged
         todo = [e for d, e in first_use.items() if d not in pinned or d in unhealthy]
         if progress:
             progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
@@ -169,15 +171,15 @@ class SnapshotWriter:
             rec, encoded = self.encode_object(
                 entry, raw, base if base and base.digest in usable else None
             )
-            self._write(batch.add(_Item(entry, raw, rec, encoded)), progress)
+            self._write(batch.add(_Item(entry, raw, rec, encoded)), progress, flagged)
 
         self._run_all(store_one, todo)
-        self._write(batch.drain(), progress)
+        self._write(batch.drain(), progress, flagged)
 
-    def _unhealthy(self, digests: set[str]) -> set[str]:
+    def _unhealthy(self, digests: set[str], flagged: set[str]) -> set[str]:
         """Objects whose blob is missing, of the wrong size, has a bad header, or was flagged
         by ``verify``: a save of their content rewrites them instead of trusting them."""
-        bad = set(self.index.damaged(digests))
+        bad = digests & flagged
         rows = self.index.get_objects(digests - bad)
 
         def check(d: str) -> None:
@@ -197,7 +199,7 @@ class SnapshotWriter:
         self._run_all(check, sorted(rows))
         return bad
 
-    def _write(self, items: list[_Item], progress: Progress | None) -> None:
+    def _write(self, items: list[_Item], progress: Progress | None, flagged: set[str]) -> None:
         """Record a batch of new objects in the index, then write their blobs durably.
 
         Index rows go first: they pin the objects against a concurrent gc. A row that a
@@ -218,7 +220,8 @@ class SnapshotWriter:
             blobs.append((it.record.digest, encoded.blob))
             wrote[it.record.digest] = (it, row)
         self.objects.put_many(blobs)
-        self.index.clear_damaged(list(wrote))
+        if rewritten := flagged.intersection(wrote):
+            self.index.clear_damaged(rewritten)
         if progress:
             progress(sum(it.entry.nbytes for it in items))
         # A gc with a grace shorter than this save may have dropped a row between our check

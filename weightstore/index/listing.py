@@ -18,9 +18,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select
 
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
+from weightstore.index.sql import CHUNK
 from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
-
-_CHUNK = 500
 
 
 class ListingQueries:
@@ -51,8 +50,8 @@ class ListingQueries:
         """The summaries of those ``ids`` that exist."""
         out: dict[str, SnapshotSummary] = {}
         with self._read() as conn:
-            for start in range(0, len(ids), _CHUNK):
-                chunk = list(ids[start : start + _CHUNK])
+            for start in range(0, len(ids), CHUNK):
+                chunk = list(ids[start : start + CHUNK])
                 out.update((s.id, s) for s in _summaries(conn, SnapshotRow.id.in_(chunk), None))
         return out
 
@@ -87,8 +86,8 @@ class ListingQueries:
         """Per snapshot, the stored bytes of the objects it was the first to reference."""
         out = dict.fromkeys(snapshot_ids, 0)
         with self._read() as conn:
-            for start in range(0, len(out), _CHUNK):
-                out.update(_added(conn, list(out)[start : start + _CHUNK]))
+            for start in range(0, len(out), CHUNK):
+                out.update(_added(conn, list(out)[start : start + CHUNK]))
         return out
 
     def deletion_effect(self, snapshot_id: str) -> DeletionEffect:
@@ -229,7 +228,7 @@ def _closure(conn: Connection, digests: Collection[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     todo = set(digests)
     while todo:
-        batch = sorted(todo)[:_CHUNK]
+        batch = sorted(todo)[:CHUNK]
         todo -= set(batch)
         for digest, stored, base in conn.execute(
             select(ObjectRow.digest, ObjectRow.stored_size, ObjectRow.base_digest).where(

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, exists, insert, select
 
 from weightstore.index.models import DamagedObjectRow, ObjectRow, SnapshotRow, StoreMetaRow
+from weightstore.index.sql import chunks
 
 STORE_ID_KEY = "store_id"
-_CHUNK = 500
-
-
-def _chunks(items: Collection[str]) -> Iterator[list[str]]:
-    ordered = sorted(items)
-    for i in range(0, len(ordered), _CHUNK):
-        yield ordered[i : i + _CHUNK]
 
 
 class MetaQueries:
@@ -58,7 +52,7 @@ class MetaQueries:
         if not problems:
             return
         with self._write() as conn:
-            for chunk in _chunks(problems):
+            for chunk in chunks(problems):
                 conn.execute(delete(DamagedObjectRow).where(DamagedObjectRow.digest.in_(chunk)))
                 conn.execute(
                     insert(DamagedObjectRow),
@@ -70,7 +64,7 @@ class MetaQueries:
         if not digests:
             return
         with self._write() as conn:
-            for chunk in _chunks(digests):
+            for chunk in chunks(digests):
                 conn.execute(delete(DamagedObjectRow).where(DamagedObjectRow.digest.in_(chunk)))
 
     def damaged(self, digests: Collection[str] | None = None) -> dict[str, str]:
@@ -80,7 +74,7 @@ class MetaQueries:
                 rows = conn.execute(select(DamagedObjectRow.digest, DamagedObjectRow.problem))
                 return {d: p for d, p in rows}
             out: dict[str, str] = {}
-            for chunk in _chunks(digests):
+            for chunk in chunks(digests):
                 query = select(DamagedObjectRow.digest, DamagedObjectRow.problem).where(
                     DamagedObjectRow.digest.in_(chunk)
                 )

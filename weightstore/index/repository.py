@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -50,6 +50,7 @@ from weightstore.index.models import (
     UTCDateTime,
 )
 from weightstore.index.schema import ensure_schema
+from weightstore.index.sql import CHUNK, chunks
 from weightstore.refs import Ref, check_name
 from weightstore.types import ObjectRecord, Snapshot, TensorEntry
 
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
-# Keeps every IN (...) list far below SQLite's and PostgreSQL's bound-parameter limits.
-_CHUNK = 500
 # How many names an error message lists before it abbreviates.
 _HINT_LIMIT = 10
 _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
@@ -159,7 +158,7 @@ class Index(MetaQueries, ListingQueries):
         """The index rows of those ``digests`` that exist."""
         out: dict[str, ObjectRecord] = {}
         with self._read() as conn:
-            for chunk in _chunks(digests):
+            for chunk in chunks(digests):
                 for row in conn.execute(_object_select().where(ObjectRow.digest.in_(chunk))):
                     out[row.digest] = _record(row)
         return out
@@ -197,7 +196,7 @@ class Index(MetaQueries, ListingQueries):
             stmt = stmt.on_conflict_do_update(
                 index_elements=[ObjectRow.digest], set_={"last_used_at": _not_before(now)}
             )
-            for start in range(0, len(unique), _CHUNK):
+            for start in range(0, len(unique), CHUNK):
                 conn.execute(
                     stmt,
                     [
@@ -211,7 +210,7 @@ class Index(MetaQueries, ListingQueries):
                             "created_at": now,
                             "last_used_at": now,
                         }
-                        for r in unique[start : start + _CHUNK]
+                        for r in unique[start : start + CHUNK]
                     ],
                 )
 
@@ -442,7 +441,7 @@ class Index(MetaQueries, ListingQueries):
         out: dict[str, list[str]] = {d: [] for d in digests}
         child = ObjectRow.__table__.alias("child")
         with self._read() as conn:
-            for chunk in _chunks(out):
+            for chunk in chunks(out):
                 seed = select(
                     ObjectRow.digest.label("root"), ObjectRow.digest.label("digest")
                 ).where(ObjectRow.digest.in_(chunk))
@@ -665,13 +664,6 @@ def _aware(value: datetime, what: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
-    # Sorted so that concurrent writers touch rows in one order (fewer deadlocks on PostgreSQL).
-    ordered = sorted(set(items))
-    for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
-
-
 def _insert(conn: Connection, model: type[Any]) -> sqlite.Insert | postgresql.Insert:
     name = conn.dialect.name
     if name == "sqlite":
@@ -688,7 +680,7 @@ def _not_before(now: datetime) -> ColumnElement[datetime]:
 
 def _pin(conn: Connection, digests: Collection[str], now: datetime) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(digests):
+    for chunk in chunks(digests):
         stmt = (
             update(ObjectRow)
             .where(ObjectRow.digest.in_(chunk))
@@ -731,7 +723,7 @@ def _depth(rec: ObjectRecord) -> int:
 
 def _existing(conn: Connection, digests: Collection[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(digests):
+    for chunk in chunks(digests):
         found.update(conn.scalars(select(ObjectRow.digest).where(ObjectRow.digest.in_(chunk))))
     return found
 
