@@ -12,6 +12,11 @@ synthetic normal weights with ``--synthetic-mb``:
   the compiled kernel, every level per block in one pass.
 
     python scripts/bench_decode.py [--synthetic-mb 64] [--dtype float32|bfloat16] [--threads 1,2]
+        [--plane-min-saving 0.10]
+
+``--plane-min-saving`` encodes with ``CodecSettings(plane_min_saving=...)`` (default 0.01, the
+store's); the chain table's heading gives the deltas' stored size as a fraction of raw, so the
+storage-for-speed trade of docs/design.md ("Chains") can be re-measured.
 """
 
 from __future__ import annotations
@@ -81,11 +86,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--depth", type=int, default=4, help="deltas in the chain")
     parser.add_argument("--threads", default="1,2", help="thread counts for whole objects")
+    parser.add_argument(
+        "--plane-min-saving",
+        type=float,
+        default=CodecSettings().plane_min_saving,
+        help="CodecSettings.plane_min_saving for encoding (default %(default)s)",
+    )
     args = parser.parse_args()
     raw, layout = weights(args.synthetic_mb, args.dtype)
     k, mb = layout.elem_size, raw.size / 1e6
     counts = [int(n) for n in args.threads.split(",")]
-    enc = Codec()
+    enc = Codec(CodecSettings(plane_min_saving=args.plane_min_saving))
     blob = enc.encode_plain(raw, layout).blob
     h = read_header(blob)
     print(f"{mb:.1f} MB of {args.dtype}, stored {len(blob) / raw.size:.3f} of raw\n")
@@ -169,8 +180,10 @@ def main() -> None:
         for i in range(1, len(versions))
     ]
     chain, chain_names = blobs[::-1], names[::-1]
+    deltas = sum(len(b) for b in blobs[1:]) / (raw.size * args.depth) if args.depth else 0.0
     print(
-        f"\n| newest of a chain of {len(chain)} (plain + {args.depth} arithmetic deltas) "
+        f"\n| newest of a chain of {len(chain)} (plain + {args.depth} arithmetic deltas, "
+        f"plane_min_saving={args.plane_min_saving}: deltas store {deltas:.4f} of raw) "
         "| threads | MB/s | MB/CPU-s |\n|---|---|---|---|"
     )
     for label, make in codecs.items():

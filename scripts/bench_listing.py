@@ -22,14 +22,13 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from _pg import pg_schema
+from sqlalchemy import text
 
 from weightstore.catalog import Catalog
 from weightstore.index import Index, IndexSettings
 from weightstore.types import ObjectRecord, TensorEntry
 
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 TASKS = 10
 
@@ -80,18 +79,8 @@ def index_at(backend: str, folder: Path) -> Iterator[Index]:
         with Index.open(IndexSettings(url=url)) as index:
             yield index
         return
-    schema = f"ws_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        with Index.open(IndexSettings(url=url.render_as_string(hide_password=False))) as index:
-            yield index
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema() as schema, Index.open(IndexSettings(url=schema.url)) as index:
+        yield index
 
 
 def _passes(backend: str, index: Index) -> Iterator[str]:

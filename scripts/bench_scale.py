@@ -25,13 +25,11 @@ S3 (moto) is ``scripts/bench_objects.py``, run at the end unless ``--no-objects`
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,16 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import Engine, create_engine, insert, text
-from sqlalchemy.engine import make_url
+from _pg import pg_schema
+from sqlalchemy import Engine, insert, text
 
 from weightstore import WeightStore
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
 from weightstore.refs import parse_ref
 
-POSTGRES_URL = os.environ.get(
-    "WEIGHTSTORE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TASKS = 10
 CHURN = 10  # one tensor in CHURN changes per snapshot
 MAX_DEPTH = 8  # a task's changed tensor is stored whole again after this many deltas
@@ -202,31 +197,22 @@ def index_url(backend: str, tmp: Path) -> Iterator[tuple[str, Callable[[], int]]
             lambda: db.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
         )
         return
-    schema = f"ws_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    with pg_schema() as schema:
 
-    def size() -> int:
-        with admin.connect() as conn:
-            return int(
-                conn.scalar(
-                    text(
-                        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = :s AND c.relkind = 'r'"
-                    ),
-                    {"s": schema},
+        def size() -> int:
+            with schema.admin.connect() as conn:
+                return int(
+                    conn.scalar(
+                        text(
+                            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) "
+                            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE n.nspname = :s AND c.relkind = 'r'"
+                        ),
+                        {"s": schema.name},
+                    )
                 )
-            )
 
-    try:
-        yield url.render_as_string(hide_password=False), size
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        yield schema.url, size
 
 
 def measure(backend: str, snapshots: int, tensors: int) -> dict[str, float]:

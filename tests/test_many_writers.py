@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from procs.harness import ForkServer
 from procs.workload import mismatches, state
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from test_stack import CLI, cli, open_stack_store, served, stack_env  # noqa: F401
 
 from weightstore.index.models import LockRow, ObjectRow
 from weightstore.maintenance import GC_LOCK
 from weightstore.remote import RemoteStore
+from weightstore.types import ObjectRecord
 
 WRITERS = 8
 SAVES = 3  # per writer, each a version of the writer's model: deltas of the one before
@@ -156,23 +157,7 @@ def test_a_killed_gc_keeps_its_lock_row_until_unlocked(
     old = datetime(2000, 1, 1, tzinfo=timezone.utc)
     garbage = [f"{i:064x}" for i in range(600)]  # rows whose blobs are gone: slow enough to kill
     with open_stack_store(stack_env) as store:
-        with store.index.engine.begin() as conn:
-            conn.execute(
-                insert(ObjectRow.__table__),
-                [
-                    dict(
-                        digest=d,
-                        raw_size=1,
-                        stored_size=1,
-                        encoding="raw",
-                        base_digest=None,
-                        chain_depth=0,
-                        created_at=old,
-                        last_used_at=old,
-                    )
-                    for d in garbage
-                ],
-            )
+        store.index.add_objects([ObjectRecord(d, 1, 1, "raw", None, 0) for d in garbage], old)
         gc = subprocess.Popen([*CLI, "gc", "--grace", "0"], env=stack_env)
         try:
             deadline = time.monotonic() + 120

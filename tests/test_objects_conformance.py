@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from weightstore.errors import InvalidInput, ObjectNotFound
+from weightstore.errors import InvalidInput, ObjectNotFound, StorageError
 from weightstore.objects import LocalBackend, MemoryBackend, ObjectBackend, ObjectInfo
 from weightstore.objects.s3config import S3Settings
 
@@ -164,16 +164,6 @@ class ObjectBackendContract:
         assert backend.exists_many([]) == set()
         with pytest.raises(InvalidInput):
             backend.exists_many(["a1", "../bad"])
-
-    def test_create_stores_only_where_nothing_is(self, backend: ObjectBackend) -> None:
-        assert backend.create(KEY, b"first") is True
-        assert backend.create(KEY, b"second") is False
-
-        assert backend.get(KEY) == b"first"
-        with pytest.raises(InvalidInput):
-            backend.create("../bad", b"x")
-        assert isinstance(backend.atomic_create, bool)
-        assert backend.ranged_reads and backend.listing
 
     def test_get_view_of_a_missing_key(self, backend: ObjectBackend) -> None:
         with pytest.raises(ObjectNotFound):
@@ -473,6 +463,20 @@ class TestLocal(ObjectBackendContract):
         old = time.time() - 3600
         os.utime(store.root / key[:2] / key, (old, old))
         return store.stat(key).modified
+
+    @pytest.mark.timeout(30)  # the bug this guards against blocked forever
+    @pytest.mark.parametrize("make", [os.mkfifo, os.mkdir])
+    def test_a_store_id_that_is_not_a_regular_file_is_refused_without_blocking(
+        self, backend: ObjectBackend, make: Callable[[Path], None]
+    ) -> None:
+        assert isinstance(backend, LocalBackend)
+        backend.write_store_id("0123abcd")
+        path = backend.root / "store-id"
+        path.unlink()
+        make(path)  # a FIFO: opening it for reading without O_NONBLOCK waits for a writer
+
+        with pytest.raises(StorageError, match="store-id is not a regular file"):
+            backend.read_store_id()
 
 
 class TestMemory(ObjectBackendContract):

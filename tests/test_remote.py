@@ -218,9 +218,12 @@ def test_a_server_killed_mid_upload_leaves_the_store_consistent(tmp_path: Path) 
         assert s.index.all_objects() and len(s.index.all_objects()) == 1
 
 
-def test_readers_keep_working_while_writers_push_and_gc_runs(
+def test_readers_keep_working_while_writers_push_and_gc_runs_without_collecting(
     served: Served, tmp_path: Path
 ) -> None:
+    """gc runs throughout with a 60 s grace, so it collects nothing here: with grace 0 it would
+    remove objects a push has sent but whose manifest has not landed yet (the grace is what
+    protects an in-flight push)."""
     first = {f"t{i}": torch.randn(64, 64) for i in range(4)}
     served.store.save("m", first, step=0)
     expected = httpx.get(
@@ -229,12 +232,15 @@ def test_readers_keep_working_while_writers_push_and_gc_runs(
     ).content
     stop = threading.Event()
     errors: list[BaseException] = []
+    reads = [0, 0]
+    removed: list[int] = []
 
-    def read() -> None:
+    def read(n: int) -> None:
         with served.client() as c:
             while not stop.is_set():
                 try:
                     assert c.get("/snapshots/m@0/safetensors").content == expected
+                    reads[n] += 1
                 except BaseException as e:
                     errors.append(e)
                     return
@@ -242,12 +248,13 @@ def test_readers_keep_working_while_writers_push_and_gc_runs(
     def collect() -> None:
         while not stop.is_set():
             try:
-                served.store.gc(grace_seconds=60)
+                removed.append(served.store.gc(grace_seconds=60).objects_removed)
             except BaseException as e:
                 errors.append(e)
                 return
 
-    threads = [threading.Thread(target=read) for _ in range(2)] + [threading.Thread(target=collect)]
+    threads = [threading.Thread(target=read, args=(n,)) for n in range(2)]
+    threads.append(threading.Thread(target=collect))
     for t in threads:
         t.start()
     try:
@@ -261,6 +268,8 @@ def test_readers_keep_working_while_writers_push_and_gc_runs(
         for t in threads:
             t.join(60)
     assert errors == []
+    assert min(reads) > 0, f"a reader completed no GET: {reads}"
+    assert removed and not any(removed), f"gc rounds removed objects: {removed}"
     assert [s.step for s in served.store.log("m")] == [3, 2, 1, 0]
     assert served.store.verify().ok
 

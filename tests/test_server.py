@@ -16,12 +16,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from served import MAX_UPLOAD, Served, serve
+from test_dtypes import bits, safetensors_dtypes, sample
 from test_store import every_dtype, same
 
 from weightstore.codec import Codec
 from weightstore.codec import digest as digest_of
-from weightstore.forms import snapshot_json
+from weightstore.errors import IncompatibleTensor
+from weightstore.forms import snapshot_json, tasks_json
 from weightstore.index.tokens import Tokens
+from weightstore.remote import RemoteStore
 from weightstore.tensors import dtype_info, tensor_bytes
 
 
@@ -94,6 +97,36 @@ def test_download_equals_export_with_etag_and_ranges(served: Served, tmp_path: P
         assert same(got, sd["f32.specials"])
 
 
+def test_download_equals_export_for_every_safetensors_dtype(served: Served, tmp_path: Path) -> None:
+    """The header the service builds is export's own, packed dtypes' shapes included
+    (float4_e2m1fn_x2: safetensors counts 4-bit values, twice torch's last dimension)."""
+    sd = {str(d).removeprefix("torch."): sample(d) for d in safetensors_dtypes()}
+    snap = served.store.save("org/dtypes", sd)
+    exported = tmp_path / "export.safetensors"
+    served.store.export(snap.id, exported)
+    with served.client() as c:
+        r = c.get(f"/snapshots/{snap.id}/safetensors")
+    assert r.status_code == 200
+    assert r.content == exported.read_bytes()
+    (n,) = struct.unpack("<Q", r.content[:8])
+    header = json.loads(r.content[8 : 8 + n])
+    for name, t in sd.items():
+        info = dtype_info(t.dtype)
+        assert header[name]["dtype"] == info.safetensors
+        assert header[name]["shape"] == info.safetensors_shape(tuple(t.shape))
+    if hasattr(torch, "float4_e2m1fn_x2"):
+        f4 = sd["float4_e2m1fn_x2"]
+        assert header["float4_e2m1fn_x2"]["shape"] == [f4.shape[0], f4.shape[1] * 2]
+    down = tmp_path / "down.safetensors"
+    down.write_bytes(r.content)
+    with safe_open(str(down), framework="pt") as f:
+        assert sorted(f.keys()) == sorted(sd)
+        for name, t in sd.items():
+            got = f.get_tensor(name)
+            assert got.dtype == t.dtype and got.shape == t.shape
+            assert torch.equal(bits(got), bits(t))
+
+
 def test_read_endpoints(served: Served) -> None:
     served.store.save("a", {"w": torch.zeros(3)}, step=1)
     served.store.save("a", {"w": torch.ones(3), "v": torch.zeros(2)}, step=2, tags=["best"])
@@ -101,14 +134,23 @@ def test_read_endpoints(served: Served) -> None:
     with served.client() as c:
         tasks = c.get("/tasks").json()
         assert [(t["task"], t["snapshots"]) for t in tasks] == [("a", 2), ("b", 1)]
+        # Listings are the index's summaries: what each snapshot added is counted, not 0.
+        assert tasks == tasks_json(served.store.index.task_summaries())
+        assert all(t["latest"]["added_bytes"] > 0 for t in tasks)
         page = c.get("/tasks/a/snapshots", params={"limit": 1}).json()
         assert (page["total"], page["next_offset"], page["items"][0]["step"]) == (2, 1, 2)
         page2 = c.get("/tasks/a/snapshots", params={"limit": 1, "offset": 1}).json()
         assert (page2["items"][0]["step"], page2["next_offset"]) == (1, None)
+        summaries = served.store.index.list_summaries("a")
+        assert page["items"] + page2["items"] == [snapshot_json(x) for x in summaries]
+        assert all(x["added_bytes"] > 0 for x in page["items"] + page2["items"])
         manifest = c.get("/snapshots/a:best").json()
         assert manifest == snapshot_json(served.store.show("a:best"), tensors=True)
         d = c.get("/snapshots/a@1/diff/a@2").json()
         assert [t["name"] for t in d["added"]] == ["v"] and d["changed"][0]["name"] == "w"
+        # Both snapshots in full: a client rebuilds the Diff from this one response.
+        assert d["a"] == snapshot_json(served.store.show("a@1"), tensors=True)
+        assert d["b"] == snapshot_json(served.store.show("a@2"), tensors=True)
         assert c.get("/stats").json()["total"]["snapshots"] == 3
         assert c.get("/readyz").status_code == 200
         assert c.get("/tasks/nope/snapshots").status_code == 404
@@ -121,6 +163,40 @@ def test_read_endpoints(served: Served) -> None:
     schema = httpx.get(f"{served.url}/openapi.json").json()
     ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
     assert {"downloadSafetensors", "putObject", "commitManifest", "listSnapshots"} <= ops
+
+
+def test_the_client_diffs_in_one_request_and_restores_into_reading_each_object_once(
+    served: Served, tmp_path: Path
+) -> None:
+    base = {"w": torch.randn(64, 16), "b": torch.randn(16), "n": torch.arange(10)}
+    served.store.save("m", base, step=1)
+    tuned = {k: v + 1 if v.is_floating_point() else v for k, v in base.items()}
+    served.store.save("m", tuned, step=2)
+    with RemoteStore(served.url, token=served.tokens["read"], cache_dir=tmp_path / "cache") as r:
+        requests: list[str] = []
+        r._http.event_hooks["request"].append(lambda q: requests.append(q.url.path))
+        d = r.diff("m@1", "m@2")
+        assert len(requests) == 1
+        assert d == served.store.diff("m@1", "m@2")
+
+        chains = {t.digest: r._chain(t.digest)[0] for t in served.store.show("m@2").tensors}
+        reads: list[str] = []
+        get = r.cache.get
+
+        def counted(digest: str) -> bytes | None:
+            reads.append(digest)
+            return get(digest)
+
+        r.cache.get = counted  # type: ignore[method-assign]
+        target = {k: torch.zeros_like(v) for k, v in base.items()}
+        r.restore("m@2", into=target)
+        assert all(same(target[k], tuned[k]) for k in tuned)
+        assert sorted(reads) == sorted(d for names in chains.values() for d in names)
+
+        wrong = {**{k: torch.zeros_like(v) for k, v in base.items()}, "b": torch.zeros(3)}
+        with pytest.raises(IncompatibleTensor, match="nothing was written"):
+            r.restore("m@2", into=wrong)
+        assert not any(t.any() for t in wrong.values())
 
 
 def test_tokens_and_scopes(served: Served) -> None:

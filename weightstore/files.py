@@ -251,20 +251,15 @@ def _looks_like_safetensors(p: Path, size: int) -> bool:
     return head[8:9] == b"{" and 0 < n < size
 
 
-def write_safetensors(
-    path: str | os.PathLike[str],
-    entries: list[tuple[str, str, tuple[int, ...], int]],
-    fill: Callable[[int], bytes | memoryview],
+def safetensors_head(
+    entries: Sequence[tuple[str, str, tuple[int, ...], int]],
     metadata: Mapping[str, str] | None = None,
-    progress: Callable[[int], None] | None = None,
-    protected: Sequence[Path] = (),
-) -> None:
-    """Write a standard safetensors file, streaming tensor data.
-
-    ``entries``: (name, dtype name, shape, nbytes) in file order; ``fill(i)`` returns the raw
-    bytes of entry ``i``. Where it may go is :func:`open_destination`'s rule; ``protected``
-    names the store's own files and folders, which it refuses.
-    """
+) -> bytes:
+    """The start of a standard safetensors file: the 8-byte little-endian header length, then
+    the JSON header padded with spaces to a multiple of 8. ``entries``: (name, dtype name,
+    shape, nbytes) in file order, the tensor data following the header in that order. One
+    form for every writer (export, the service's download), so their files are equal byte for
+    byte."""
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -279,9 +274,26 @@ def write_safetensors(
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob
+
+
+def write_safetensors(
+    path: str | os.PathLike[str],
+    entries: list[tuple[str, str, tuple[int, ...], int]],
+    fill: Callable[[int], bytes | memoryview],
+    metadata: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    protected: Sequence[Path] = (),
+) -> None:
+    """Write a standard safetensors file, streaming tensor data.
+
+    ``entries``: (name, dtype name, shape, nbytes) in file order; ``fill(i)`` returns the raw
+    bytes of entry ``i``. Where it may go is :func:`open_destination`'s rule; ``protected``
+    names the store's own files and folders, which it refuses.
+    """
+    head = safetensors_head(entries, metadata)
     with open_destination(path, protected) as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
+        f.write(head)
         for i, (name, _, _, nbytes) in enumerate(entries):
             data = fill(i)
             if len(data) != nbytes:

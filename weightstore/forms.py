@@ -6,6 +6,7 @@ ids are full length. The ``*_from_json`` functions are the inverses the HTTP cli
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from weightstore.types import (
     Snapshot,
     SnapshotSummary,
     StoreStats,
+    TaskSummary,
     TensorChange,
     TensorEntry,
     UsageRow,
@@ -54,15 +56,29 @@ def snapshot_json(s: Snapshot | SnapshotSummary, *, tensors: bool = False) -> di
     return out
 
 
+def tasks_json(tasks: Iterable[TaskSummary]) -> list[dict[str, Any]]:
+    """Per task: snapshot count and its latest snapshot (None for a task without any)."""
+    return [
+        {
+            "task": t.task,
+            "snapshots": t.snapshots,
+            "latest": None if t.latest is None else snapshot_json(t.latest),
+        }
+        for t in tasks
+    ]
+
+
 def unchanged_bytes(d: Diff) -> int:
     keep = set(d.unchanged)
     return sum(t.nbytes for t in d.b.tensors if t.name in keep)
 
 
-def diff_json(d: Diff) -> dict[str, Any]:
+def diff_json(d: Diff, *, tensors: bool = False) -> dict[str, Any]:
+    """``tensors``: the two snapshots with their tensor lists (the service sends them, so
+    that a client rebuilds the whole :class:`Diff` from one response)."""
     return {
-        "a": snapshot_json(d.a),
-        "b": snapshot_json(d.b),
+        "a": snapshot_json(d.a, tensors=tensors),
+        "b": snapshot_json(d.b, tensors=tensors),
         "added": [tensor_json(t) for t in d.added],
         "removed": [tensor_json(t) for t in d.removed],
         "changed": [
@@ -167,11 +183,11 @@ def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
     )
 
 
-def diff_from_json(d: dict[str, Any], a: Snapshot, b: Snapshot) -> Diff:
-    """The diff of :func:`diff_json` between the full snapshots ``a`` and ``b``."""
+def diff_from_json(d: dict[str, Any]) -> Diff:
+    """The diff of :func:`diff_json` made with ``tensors`` (its snapshots in full)."""
     return Diff(
-        a,
-        b,
+        snapshot_from_json(d["a"]),
+        snapshot_from_json(d["b"]),
         added=tuple(tensor_from_json(t) for t in d["added"]),
         removed=tuple(tensor_from_json(t) for t in d["removed"]),
         changed=tuple(

@@ -34,6 +34,7 @@ from weightstore.errors import (
     UnsupportedLocation,
 )
 from weightstore.index import Index
+from weightstore.inputs import load_json_object
 from weightstore.objects import ObjectBackend
 from weightstore.objects.s3config import S3Settings, parse_s3_url
 
@@ -176,13 +177,10 @@ def read_config(root: Path) -> dict[str, Any]:
     if not config.is_file():
         return {}
     try:
-        saved = json.loads(config.read_text())
-    except RecursionError:
-        raise InvalidInput(f"{config} is nested too deeply to be a store config") from None
-    except (OSError, ValueError) as e:
-        raise InvalidInput(f"{config} is not valid JSON: {e}") from e
-    if not isinstance(saved, dict):
-        raise InvalidInput(f"{config} must hold a JSON object, not {type(saved).__name__}")
+        text = config.read_bytes()
+    except OSError as e:
+        raise InvalidInput(f"{config} cannot be read: {e}") from e
+    saved = load_json_object(text, str(config))
     if "index_url" in saved and not isinstance(saved["index_url"], str):
         raise InvalidInput(f"{config}: index_url must be a string")
     return saved

@@ -16,7 +16,7 @@ import torch
 
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
-from weightstore.errors import CorruptObject, ObjectNotFound
+from weightstore.errors import CorruptObject, InvalidInput, ObjectNotFound
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.tensors import byte_view, dtype_info, empty_tensor
@@ -62,15 +62,31 @@ class ObjectReader:
         return chains
 
     def decode(
-        self, chain: Sequence[ObjectRecord], out: U8 | None = None, verify: bool = False
+        self,
+        chain: Sequence[ObjectRecord],
+        out: U8 | None = None,
+        verify: bool = False,
+        *,
+        base: U8 | None = None,
     ) -> U8:
         """The raw bytes of ``chain[0]`` (into ``out`` when given); ``verify`` re-derives the
-        digest."""
-        blobs = [self.objects.get_view(r.digest) for r in chain]
+        digest.
+
+        With ``base`` (the raw bytes of ``chain[-1]``, held by the caller, e.g. a cached
+        tensor), only the links above it are fetched and applied to ``base`` in place of
+        replaying the rest of the chain; ``chain[-1]``'s digest is checked against the last
+        delta's base."""
+        if base is None:
+            links = chain
+        elif len(chain) < 2:
+            raise InvalidInput("a held base needs at least one delta above it")
+        else:
+            links = chain[:-1]
+        blobs = [self.objects.get_view(r.digest) for r in links]
         names = [r.digest for r in chain]
         if verify:
-            return self.codec.decode_verified(blobs, names, out)
-        return self.codec.decode(blobs, names, out)
+            return self.codec.decode_verified(blobs, names, out, base=base)
+        return self.codec.decode(blobs, names, out, base=base)
 
     def read(
         self,

@@ -24,12 +24,13 @@ from safetensors.torch import save_file
 from weightstore import errors
 from weightstore.codec import Codec, read_header
 from weightstore.codec.layout import U8
-from weightstore.errors import CorruptObject, IncompatibleTensor, InvalidInput, WeightstoreError
+from weightstore.errors import CorruptObject, InvalidInput, WeightstoreError
 from weightstore.forms import diff_from_json, snapshot_from_json, snapshot_json
 from weightstore.objcache import ObjectCache
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore, write_snapshot_file
-from weightstore.tensors import byte_view, dtype_info, empty_tensor
+from weightstore.targets import check_targets
+from weightstore.tensors import byte_view, empty_tensor
 from weightstore.types import Diff, Snapshot, TensorEntry
 
 Progress = Callable[[int], None]
@@ -151,8 +152,7 @@ class RemoteStore:
         return snapshot_from_json(self._json("GET", f"/snapshots/{ref}"))
 
     def diff(self, ref_a: str, ref_b: str) -> Diff:
-        body = self._json("GET", f"/snapshots/{ref_a}/diff/{ref_b}")
-        return diff_from_json(body, self.show(body["a"]["id"]), self.show(body["b"]["id"]))
+        return diff_from_json(self._json("GET", f"/snapshots/{ref_a}/diff/{ref_b}"))
 
     def read_tensor_bytes(self, entry: TensorEntry, out: U8 | None = None) -> U8:
         """The tensor's raw bytes, decoded here from its (cached) objects and verified."""
@@ -202,33 +202,47 @@ class RemoteStore:
                 names = [t.name for t in snap.tensors]
                 return dict(zip(names, pool.map(load, snap.tensors), strict=True))
         target = into.state_dict(keep_vars=False) if isinstance(into, torch.nn.Module) else into
-        stored = {t.name: t for t in snap.tensors}
-        if strict and set(stored) != set(target):
-            raise IncompatibleTensor(
-                f"snapshot {snap.short_id} does not match the target: missing in snapshot "
-                f"{sorted(set(target) - set(stored))[:5]}, not in target "
-                f"{sorted(set(stored) - set(target))[:5]} (pass strict=False)"
-            )
-        pairs = [(stored[n], target[n]) for n in target if n in stored]
-        for entry, t in pairs:
-            if tuple(t.shape) != entry.shape or dtype_info(t.dtype).name != entry.dtype:
-                raise IncompatibleTensor(
-                    f"{entry.name!r}: snapshot has {entry.dtype}{list(entry.shape)}, "
-                    f"target has {dtype_info(t.dtype).name}{list(t.shape)}"
-                )
-
-        def copy(pair: tuple[TensorEntry, torch.Tensor]) -> None:
-            with torch.no_grad():
-                pair[1].copy_(self._tensor(pair[0]))
-            if progress:
-                progress(pair[0].nbytes)
-
-        with ThreadPoolExecutor(self._fetchers) as pool:
-            # Every object is fetched (into the cache) before anything is written, so an
-            # unreachable server or a missing object leaves the target as it was.
-            list(pool.map(lambda pair: self._chain(pair[0].digest), pairs))
-            list(pool.map(copy, pairs))
+        pairs = check_targets(snap, target, strict, None)
+        self._restore_into(pairs, progress)
         return {entry.name: t for entry, t in pairs}
+
+    def _restore_into(
+        self, pairs: list[tuple[TensorEntry, torch.Tensor]], progress: Progress | None
+    ) -> None:
+        """Nothing is written unless every object arrived and decoded: each tensor is decoded
+        (and verified) once, into staging memory, then copied. Beyond the staging budget
+        (``StoreSettings.restore_staging_bytes``) every object is fetched into the cache
+        first, then decoded straight into its target."""
+        with ThreadPoolExecutor(self._fetchers) as pool:
+            if sum(entry.nbytes for entry, _ in pairs) <= self.settings.restore_staging_bytes:
+
+                def stage(entry: TensorEntry) -> torch.Tensor:
+                    t = self._tensor(entry)
+                    if progress:
+                        progress(entry.nbytes)
+                    return t
+
+                staged = list(pool.map(stage, [entry for entry, _ in pairs]))
+                with torch.no_grad():
+                    for (_, t), s in zip(pairs, staged, strict=True):
+                        t.copy_(s)
+                return
+
+            def copy(pair: tuple[TensorEntry, torch.Tensor]) -> None:
+                with torch.no_grad():
+                    pair[1].copy_(self._tensor(pair[0]))
+                if progress:
+                    progress(pair[0].nbytes)
+
+            list(pool.map(lambda pair: self._chain(pair[0].digest), pairs))
+            try:
+                list(pool.map(copy, pairs))
+            except CorruptObject as e:
+                raise CorruptObject(
+                    f"{e}; the target was partly overwritten (it was larger than the staging "
+                    "budget, StoreSettings.restore_staging_bytes): restore it from a good "
+                    "snapshot"
+                ) from e
 
     def _tensor(self, entry: TensorEntry) -> torch.Tensor:
         t = empty_tensor(entry.dtype, entry.shape)

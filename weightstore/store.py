@@ -397,11 +397,11 @@ class WeightStore:
                 self.index.set_tag(snap.id, check_name(tag, "tag"))
             return self.index.get_snapshot(snap.id)
         records = self.index.get_objects({t.digest for t in snap.tensors})
+        present = self.objects.exists_many(records)
         for t in snap.tensors:
-            info = dtype_info(t.dtype)
-            size = math.prod(t.shape) * torch.empty((), dtype=info.torch_dtype).element_size()
+            size = math.prod(t.shape) * dtype_info(t.dtype).torch_dtype.itemsize
             rec = records.get(t.digest)
-            if rec is None or not self.objects.exists(t.digest):
+            if rec is None or t.digest not in present:
                 raise InvalidInput(
                     f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
                     "here: send the objects first, then the manifest"

@@ -82,8 +82,9 @@ class TransferReport:
 def _to_send(src: Side, dst: Side, tasks: Sequence[str]) -> list[Snapshot]:
     """The snapshots of ``tasks`` (and their ancestors) that ``dst`` lacks, oldest first,
     with their tensor lists."""
-    there = {s.id for t in dst.tasks() for s in dst.log(t)}
+    there = {s.id for s in dst.log()}
     chosen: dict[str, Snapshot] = {}
+    # src.log(t) raises for an unknown task: an error, not an empty transfer.
     todo = [s.id for t in tasks for s in src.log(t) if s.id not in there]
     while todo:
         sid = todo.pop()
@@ -151,10 +152,7 @@ def transfer(
     """Send the snapshots of ``tasks`` (default: every task) that ``dst`` lacks, objects
     ``concurrency`` at a time."""
     a, b = side(src), side(dst)
-    names = list(tasks) or a.tasks()
-    for task in names:
-        a.log(task)  # an unknown task is an error, not an empty transfer
-    snaps = _to_send(a, b, names)
+    snaps = _to_send(a, b, list(tasks) or a.tasks())
     needed = list(dict.fromkeys(t.digest for s in snaps for t in s.tensors))
     missing = set(b.missing(needed))
     sender = _Sender(a, b, missing, set(needed) - missing, progress)

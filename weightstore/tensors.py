@@ -134,7 +134,7 @@ def empty_tensor(dtype: str, shape: Iterable[int]) -> torch.Tensor:
         numel *= d
     if numel == 0:
         return torch.empty(dims, dtype=info.torch_dtype)
-    itemsize = torch.empty((), dtype=info.torch_dtype).element_size()
+    itemsize = info.torch_dtype.itemsize
     buf = torch.from_numpy(np.empty(numel * itemsize, dtype=np.uint8))
     return buf.view(info.torch_dtype).reshape(dims)
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from weightstore.codec import Codec, Encoded, digest
-from weightstore.codec.format import DELTAS, HEADER_SIZE, header_length, read_header
+from weightstore.codec.format import DELTAS, header_length, read_header
 from weightstore.codec.layout import U8
 from weightstore.errors import CorruptObject, InputChanged, NotFound, StorageError
 from weightstore.index import Index
@@ -35,6 +35,8 @@ RunAll = Callable[[Callable[[Any], None], Iterable[Any]], None]
 # New objects are recorded and written in batches of this many bytes (raw + encoded) or objects.
 _BATCH_BYTES = 32 << 20
 _BATCH_OBJECTS = 64
+# Bytes read to check a stored object's header and frame table: one read for most objects.
+_HEAD_PROBE = 16 << 10
 
 
 def _now() -> datetime:
@@ -188,8 +190,11 @@ class SnapshotWriter:
                 if self.objects.size(d) != rec.stored_size:
                     bad.add(d)
                     return
-                size = header_length(self.objects.get_range(d, 0, HEADER_SIZE))
-                header = read_header(self.objects.get_range(d, 0, size), d, whole=False)
+                head = self.objects.get_range(d, 0, _HEAD_PROBE)
+                size = header_length(head)
+                if size > len(head):  # a table of over ~4000 frames: objects of 256 MiB+
+                    head = self.objects.get_range(d, 0, size)
+                header = read_header(head, d, whole=False)
             except (NotFound, StorageError, CorruptObject):
                 bad.add(d)
                 return

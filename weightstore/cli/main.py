@@ -39,14 +39,20 @@ from weightstore.cli.render import (
     snapshot_table,
     storage_table,
     summary_of,
-    tasks_json,
     tasks_table,
     tensor_table,
     verify_table,
 )
 from weightstore.demo.command import demo as demo_command
 from weightstore.errors import CorruptObject, InterruptedAfterCommit, InvalidInput
-from weightstore.forms import diff_json, gc_json, snapshot_json, stats_json, verify_json
+from weightstore.forms import (
+    diff_json,
+    gc_json,
+    snapshot_json,
+    stats_json,
+    tasks_json,
+    verify_json,
+)
 
 REFS_HELP = (
     "A REF names a snapshot: TASK (its latest), TASK@STEP, TASK:TAG, or a unique prefix of a "
@@ -347,19 +353,19 @@ def prune(
     Example: weightstore prune sentiment --keep-last 5 --yes
     """
     store = state(ctx).store()
-    plan = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged, dry_run=True)
-    if plan:
-        count = len(state(ctx).catalog().log(task))
+    # One plan: what the prompt names is exactly what is deleted.
+    deleted = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged, dry_run=True)
+    if deleted:
+        count = len(store.index.list_summaries(task))
         tagged = "" if include_tagged else " and the tagged ones"
         confirm(
-            f"Delete {len(plan)} of the {count} snapshots of {task} "
-            f"({', '.join(s.short_id for s in plan[:5])}{', ...' if len(plan) > 5 else ''}), "
-            f"keeping the newest {keep_last}{tagged}?",
+            f"Delete {len(deleted)} of the {count} snapshots of {task} "
+            f"({', '.join(s.short_id for s in deleted[:5])}"
+            f"{', ...' if len(deleted) > 5 else ''}), keeping the newest {keep_last}{tagged}?",
             yes=yes,
         )
-        deleted = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged)
-    else:
-        deleted = []
+        for s in deleted:
+            store.delete(s.id)
     if json_out:
         _emit_json({"deleted": [snapshot_json(s) for s in deleted]})
         return

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightstore.cli.columns import Column, fitted_table
-from weightstore.forms import ratio, snapshot_json, unchanged_bytes
+from weightstore.forms import ratio, unchanged_bytes
 from weightstore.types import (
     DeletionEffect,
     Diff,
@@ -91,18 +91,6 @@ def summary_of(s: Snapshot) -> SnapshotSummary:
     """The listing form of a full snapshot."""
     header = {f.name: getattr(s, f.name) for f in dataclasses.fields(SnapshotHeader)}
     return SnapshotSummary(**header, tensor_count=len(s.tensors), added_bytes=s.added_bytes)
-
-
-def tasks_json(tasks: Iterable[TaskSummary]) -> list[dict[str, Any]]:
-    """Per task: snapshot count and its latest snapshot (None for a task without any)."""
-    return [
-        {
-            "task": t.task,
-            "snapshots": t.snapshots,
-            "latest": None if t.latest is None else snapshot_json(t.latest),
-        }
-        for t in tasks
-    ]
 
 
 def deletion_text(effect: DeletionEffect) -> str:

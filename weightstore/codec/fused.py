@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from weightstore.codec.format import HEADER_SIZE, Header
+from weightstore.codec.frames import PARALLEL_FROM
 from weightstore.codec.layout import U8
 from weightstore.codec.native import NativeZstd
 from weightstore.errors import CorruptObject
@@ -87,12 +88,11 @@ class FusedDecoder:
         scratch: Callable[[int], U8],
         threads: int,
         map_chunks: MapChunks | None,
-        parallel_from: int,
         base: U8 | None = None,
     ) -> U8:
         """Write ``chain[0]``'s raw bytes into ``out`` (aligned to the element size).
         ``scratch(size)`` is the calling thread's buffer; ``map_chunks`` runs block ranges on
-        the codec's threads for objects of at least ``parallel_from`` bytes. With ``base``
+        the codec's threads for objects of at least ``PARALLEL_FROM`` bytes. With ``base``
         (raw bytes, aligned) every link is a delta applied to it: it is the chain's root,
         copied block by block like a raw object's payload."""
         framed = next(h for h in headers if h.encoding != "raw")
@@ -131,12 +131,11 @@ class FusedDecoder:
             if rc:
                 self._raise(rc, err, labels, len(levels) // 4)
 
-        if map_chunks is None or threads <= 1 or raw_len < parallel_from or n_blocks < 2:
+        if map_chunks is None or threads <= 1 or raw_len < PARALLEL_FROM or n_blocks < 2:
             run(0, n_blocks)
         else:
             step = -(-n_blocks // threads)
             map_chunks(run, [(a, min(a + step, n_blocks)) for a in range(0, n_blocks, step)])
-        del views, base  # kept alive (and in place) until here
         return out
 
     def _raise(self, rc: int, err: np.ndarray, labels: Sequence[str], n: int) -> None:

@@ -52,9 +52,6 @@ class NativeZstd:
 
     def context(self) -> int:
         """This thread's decompression context."""
-        return self._dctx()
-
-    def _dctx(self) -> int:
         dctx: int | None = getattr(self._local, "dctx", None)
         if dctx is None:
             # One context per thread for the thread's life: contexts are not thread-safe, and
@@ -67,12 +64,12 @@ class NativeZstd:
     def decompress_many(self, jobs: list[tuple[int, int, int, int]], name: str) -> None:
         """Decompress frames given as (destination address, its exact length, source address,
         source length); the caller keeps both buffers alive and in bounds."""
-        lib, dctx = self._lib, self._dctx()
+        lib, dctx = self._lib, self.context()
         for dst, n, src, size in jobs:
             got = lib.ZSTD_decompressDCtx(dctx, dst, n, src, size)
             if got != n:
                 if lib.ZSTD_isError(got):
-                    err = lib.ZSTD_getErrorName(got).decode()
+                    err = self.error_name(got)
                     raise CorruptObject(f"{name}: a frame does not decompress: {err}")
                 raise CorruptObject(f"{name}: a frame decoded to {got} bytes, expected {n}")
 

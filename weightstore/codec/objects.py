@@ -26,7 +26,7 @@ from weightstore.codec.format import (
     pack_header,
     read_chain,
 )
-from weightstore.codec.frames import PARALLEL_FROM, FrameCodec
+from weightstore.codec.frames import FrameCodec
 from weightstore.codec.fused import load_fused
 from weightstore.codec.layout import BYTES, U8, Layout, group, ungroup
 from weightstore.codec.native import load_native
@@ -242,7 +242,6 @@ class Codec:
             lambda n: scratch.get("fused", n),
             self._threads,
             self._map_chunks if self._threads > 1 else None,
-            PARALLEL_FROM,
             base,
         )
 

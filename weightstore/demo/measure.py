@@ -5,7 +5,7 @@ and ``safetensors`` loading, and the share of training time spent saving."""
 from __future__ import annotations
 
 import copy
-import time
+import functools
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ import torch
 from weightstore.demo.train import Training
 from weightstore.demo.workload import Workload
 from weightstore.loader import TaskLoader
-from weightstore.loader.bench import SwapTiming, measure_swaps, percentile
+from weightstore.loader.bench import SwapTiming, measure_swaps, timed, timing_row
 from weightstore.store import WeightStore
 
 # The extrapolation's model: 7B parameters in bf16, 100 tasks.
@@ -125,29 +125,8 @@ def _forward(wl: Workload, device: torch.device, iterations: int) -> list[SwapTi
     rows = []
     for batch in (1, 64):
         inp = x[:batch].to(device)
-        times = []
+        run = functools.partial(model, inp)
         with torch.no_grad():
-            for i in range(iterations + 2):  # two warm-up passes, not counted
-                _sync(device)
-                t0 = time.perf_counter()
-                model(inp)
-                _sync(device)
-                if i >= 2:
-                    times.append((time.perf_counter() - t0) * 1e3)
-        rows.append(
-            SwapTiming(
-                kind="forward pass",
-                refs=f"batch {batch}",
-                bytes=model_bytes(model),
-                iterations=iterations,
-                p50_ms=percentile(times, 0.5),
-                p95_ms=percentile(times, 0.95),
-                min_ms=min(times),
-            )
-        )
+            times = [timed(run, device) for _ in range(iterations + 2)][2:]  # 2 warm-ups
+        rows.append(timing_row("forward pass", f"batch {batch}", model_bytes(model), times))
     return rows
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

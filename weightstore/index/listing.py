@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select
 
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
-from weightstore.index.sql import CHUNK
+from weightstore.index.sql import CHUNK, chunks
 from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
 
 
@@ -86,8 +86,8 @@ class ListingQueries:
         """Per snapshot, the stored bytes of the objects it was the first to reference."""
         out = dict.fromkeys(snapshot_ids, 0)
         with self._read() as conn:
-            for start in range(0, len(out), CHUNK):
-                out.update(_added(conn, list(out)[start : start + CHUNK]))
+            for chunk in chunks(out):
+                out.update(added_bytes_of(conn, chunk))
         return out
 
     def deletion_effect(self, snapshot_id: str) -> DeletionEffect:
@@ -176,7 +176,7 @@ def _summaries(
         .order_by(TagRow.name)
     ):
         tags.setdefault(tag.snapshot_id, []).append(tag.name)
-    added = _added(conn, ids)
+    added = added_bytes_of(conn, ids)
     return [
         SnapshotSummary(
             **header_fields(r, tags),
@@ -187,7 +187,7 @@ def _summaries(
     ]
 
 
-def _added(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+def added_bytes_of(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
     mine = (
         select(TensorRow.snapshot_id, TensorRow.digest)
         .where(TensorRow.snapshot_id.in_(ids))

@@ -38,7 +38,7 @@ from weightstore.errors import (
     StorageError,
 )
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
-from weightstore.index.listing import ListingQueries, header_fields, snapshot_rows
+from weightstore.index.listing import ListingQueries, added_bytes_of, header_fields, snapshot_rows
 from weightstore.index.meta import MetaQueries
 from weightstore.index.models import (
     LockRow,
@@ -360,9 +360,9 @@ class Index(MetaQueries, ListingQueries):
         """The snapshot with that exact id, tensors in state-dict order, tags sorted."""
         with self._read() as conn:
             found = _load_snapshots(conn, SnapshotRow.id == snapshot_id)
-        if not found:
-            raise RefNotFound(f"no snapshot {snapshot_id[:12]} in the index")
-        added = self.added_bytes([snapshot_id])[snapshot_id]
+            if not found:
+                raise RefNotFound(f"no snapshot {snapshot_id[:12]} in the index")
+            added = added_bytes_of(conn, [snapshot_id]).get(snapshot_id, 0)
         return dataclasses.replace(found[0], added_bytes=added)
 
     def _require_task(self, conn: Connection, task: str) -> int:
@@ -377,9 +377,7 @@ class Index(MetaQueries, ListingQueries):
         with self._read() as conn:
             if task is None:
                 return _load_snapshots(conn, None)
-            task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-            if task_id is None:
-                raise RefNotFound(f"no task {task!r}; {_tasks_hint(conn)}")
+            task_id = self._require_task(conn, task)
             return _load_snapshots(conn, SnapshotRow.task_id == task_id)
 
     def latest_snapshot_id(self, task: str) -> str | None:
@@ -402,9 +400,7 @@ class Index(MetaQueries, ListingQueries):
     def delete_tag(self, task: str, tag: str) -> None:
         """Remove a tag; the snapshot it pointed at stays."""
         with self._write() as conn:
-            task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-            if task_id is None:
-                raise RefNotFound(f"no task {task!r}; {_tasks_hint(conn)}")
+            task_id = self._require_task(conn, task)
             deleted = conn.execute(
                 delete(TagRow).where(TagRow.task_id == task_id, TagRow.name == tag)
             ).rowcount

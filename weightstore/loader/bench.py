@@ -65,7 +65,8 @@ def percentile(times: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _row(kind: str, refs: str, nbytes: int, times: list[float]) -> SwapTiming:
+def timing_row(kind: str, refs: str, nbytes: int, times: list[float]) -> SwapTiming:
+    """A row from ``times`` in seconds (reported in ms)."""
     ms = [t * 1e3 for t in times]
     return SwapTiming(
         kind, refs, nbytes, len(ms), percentile(ms, 0.5), percentile(ms, 0.95), min(ms)
@@ -77,7 +78,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds ``fn`` takes, with ``device``'s queued work finished before and after."""
     _sync(device)
     start = time.perf_counter()
     fn()
@@ -129,15 +131,15 @@ def measure_swaps(
     for ref in refs:
         with loader(0, 0) as ld:
             nbytes, times = full_swaps(ld, ref, iterations + 1)
-        rows.append(_row("store cold", ref, nbytes, times[:1]))
-        rows.append(_row("store warm", ref, nbytes, times[1:]))
+        rows.append(timing_row("store cold", ref, nbytes, times[:1]))
+        rows.append(timing_row("store warm", ref, nbytes, times[1:]))
         with loader(0, _BIG) as ld:
             ld.prefetch(ref).result()
-            rows.append(_row("host cache", ref, *full_swaps(ld, ref, iterations)))
+            rows.append(timing_row("host cache", ref, *full_swaps(ld, ref, iterations)))
         if dev.type == "cuda":
             with loader(_BIG, _BIG) as ld:
                 ld.prefetch(ref).result()
-                rows.append(_row("gpu cache", ref, *full_swaps(ld, ref, iterations)))
+                rows.append(timing_row("gpu cache", ref, *full_swaps(ld, ref, iterations)))
     rows.extend(_pairs(store, refs, dev, iterations, loader))
     rows.extend(_baselines(store, dict(zip(refs, snaps, strict=True)), dev, iterations))
     return {
@@ -175,7 +177,7 @@ def _pairs(
                 if i % 2 == 0:
                     there.append(time.perf_counter() - start)
                     moved = report.bytes_moved
-            rows.append(_row(f"pair ({tier})", f"{a} -> {b}", moved, there))
+            rows.append(timing_row(f"pair ({tier})", f"{a} -> {b}", moved, there))
     return rows
 
 
@@ -198,10 +200,10 @@ def _baselines(
             path = Path(tmp) / f"{snap.id}.safetensors"
             store.export(snap.id, path)
             nbytes = sum(e.nbytes for e in snap.tensors)
-            times = [_timed(functools.partial(load, path), dev) for _ in range(iterations)]
-            rows.append(_row(name, ref, nbytes, times))
+            times = [timed(functools.partial(load, path), dev) for _ in range(iterations)]
+            rows.append(timing_row(name, ref, nbytes, times))
             path.unlink()
-            rows.append(_row("raw copy", ref, nbytes, _raw_copy(nbytes, dev, iterations)))
+            rows.append(timing_row("raw copy", ref, nbytes, _raw_copy(nbytes, dev, iterations)))
     return rows
 
 
@@ -213,9 +215,9 @@ def _raw_copy(nbytes: int, dev: torch.device, iterations: int) -> list[float]:
     dst = torch.zeros(nbytes, dtype=torch.uint8, device=dev)
     if cuda:
         dst.copy_(src)
-        return [_timed(lambda: dst.copy_(src, non_blocking=True), dev) for _ in range(iterations)]
+        return [timed(lambda: dst.copy_(src, non_blocking=True), dev) for _ in range(iterations)]
     host_copy(src, dst)  # first touch of fresh pages is not what is measured
-    return [_timed(lambda: host_copy(src, dst), dev) for _ in range(iterations)]
+    return [timed(lambda: host_copy(src, dst), dev) for _ in range(iterations)]
 
 
 __all__ = ["SwapTiming", "build_target", "measure_swaps", "percentile"]

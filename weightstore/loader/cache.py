@@ -97,13 +97,12 @@ class TierCache:
             self._peak = max(self._peak, self._bytes)
             return True
 
-    def evict(self, digests: Iterable[str] | None = None) -> int:
-        """Drop the given (or every) unpinned entry; return the bytes freed."""
+    def evict(self) -> int:
+        """Drop every unpinned entry; return the bytes freed."""
         with self._lock:
-            todo = list(self._items) if digests is None else list(digests)
             freed = 0
-            for d in todo:
-                if self._pins[d] <= 0 and d in self._items:
+            for d in list(self._items):
+                if self._pins[d] <= 0:
                     freed += nbytes(self._items.pop(d))
                     self._evictions += 1
             self._bytes -= freed

@@ -28,7 +28,7 @@ from weightstore.loader.report import LoaderStats, SwapReport
 from weightstore.loader.target import MemoryKey, Slot, Weights, match, target_tensors
 from weightstore.store import WeightStore
 from weightstore.tensors import byte_view
-from weightstore.transfer import Transfer, copy_all, host_empty
+from weightstore.transfer import copy_all, host_empty
 from weightstore.types import ObjectRecord, Snapshot, TensorEntry
 
 Chains = dict[str, list[ObjectRecord]]
@@ -86,7 +86,7 @@ class TaskLoader:
         self._staging_budget = parse_bytes(staging, "staging")
         self._staging_peak = 0
         self._verify = store.settings.verify_reads
-        self._transfer = Transfer()
+        self._transfer = store.reader.transfer
         self._workers = threads or store.settings.worker_count()
         self._decoders = ThreadPoolExecutor(self._workers, "weightstore-loader")
         self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
@@ -326,14 +326,7 @@ class TaskLoader:
         for i in range(1, len(chain)):
             base = self._host.peek(chain[i].digest)
             if base is not None:
-                codec = self.store.codec
-                blobs = [self.store.objects.get_view(r.digest) for r in chain[:i]]
-                names = [r.digest for r in chain[: i + 1]]
-                held = byte_view(base)
-                if self._verify:
-                    codec.decode_verified(blobs, names, out, base=held)
-                else:
-                    codec.decode(blobs, names, out, base=held)
+                self.store.reader.decode(chain[: i + 1], out, self._verify, base=byte_view(base))
                 return
         self.store.reader.decode(chain, out, self._verify)
 

@@ -153,31 +153,6 @@ class ObjectBackend(abc.ABC):
         checked = {validate_key(key) for key in keys}
         return {key for key in checked if self.exists(key)}
 
-    def create(self, key: str, data: bytes | bytearray | memoryview) -> bool:
-        """Store ``data`` under ``key`` only if no object is stored there; return whether it
-        was stored. Atomic (two racing creates: exactly one returns True) only where
-        :attr:`atomic_create` says so; the default checks, then puts."""
-        if self.exists(key):
-            return False
-        self.put(key, data)
-        return True
-
-    @property
-    def atomic_create(self) -> bool:
-        """Whether :meth:`create` is atomic against concurrent writers."""
-        return False
-
-    @property
-    def ranged_reads(self) -> bool:
-        """Whether :meth:`get_range` reads only the requested bytes (the contract says so;
-        a backend that must fetch whole objects says False)."""
-        return True
-
-    @property
-    def listing(self) -> bool:
-        """Whether :meth:`iterate` can list the objects (gc needs it to find orphans)."""
-        return True
-
     def size(self, key: str) -> int:
         """Return the object's length in bytes; raise ``ObjectNotFound`` if there is none."""
         return self.stat(key).size

@@ -316,12 +316,17 @@ class LocalBackend(ObjectBackend):
     def read_store_id(self) -> str | None:
         path = self._root / _STORE_ID_FILE
         try:
-            with open(path, "rb") as f:
-                if not stat_mod.S_ISREG(os.fstat(f.fileno()).st_mode):
-                    raise StorageError(f"{path} is not a regular file: move it out of the store")
+            # O_NONBLOCK, as in _open_regular: a FIFO there must not block the open.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise StorageError(f"{path} is not a regular file: move it out of the store")
+            with os.fdopen(fd, "rb") as f:
                 text = f.read(200).decode("ascii", "replace").strip()
         except FileNotFoundError:
             return None
+        except StorageError:
+            raise
         except OSError as exc:
             raise StorageError(f"cannot read the store id at {path}: {exc}") from exc
         return text or None

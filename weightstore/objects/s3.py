@@ -79,7 +79,6 @@ class S3Backend(ObjectBackend):
         self._client: S3Client = client or _make_client(settings)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._conditional_create: bool | None = None  # learned from the server's first answer
 
     def __repr__(self) -> str:
         return f"S3Backend({self.describe()!r})"
@@ -192,36 +191,6 @@ class S3Backend(ObjectBackend):
         checked = [(validate_key(key), data) for key, data in items]
         by_key = dict(checked)
         self._map(lambda k: self.put(k, by_key[k]), list(by_key))
-
-    @property
-    def atomic_create(self) -> bool:
-        return self._conditional_create is not False
-
-    def create(self, key: str, data: bytes | bytearray | memoryview) -> bool:
-        name = self._name(key)
-        if self._conditional_create is False:
-            return super().create(key, data)
-        with byte_view(data) as view:
-            blob = view.tobytes()
-        bucket = self.settings.bucket
-        try:
-            self._call(
-                f"create {name}",
-                lambda: self._client.put_object(
-                    Bucket=bucket, Key=name, Body=blob, IfNoneMatch="*"
-                ),
-            )
-        except StorageError as e:
-            code = _code(e.__cause__)
-            if code == "PreconditionFailed":
-                self._conditional_create = True
-                return False
-            if code == "NotImplemented":  # an S3-compatible server without conditional writes
-                self._conditional_create = False
-                return super().create(key, data)
-            raise
-        self._conditional_create = True
-        return True
 
     def delete(self, key: str) -> bool:
         name = self._name(key)

@@ -73,8 +73,8 @@ class ChangeOut(BaseModel):
 
 
 class DiffOut(BaseModel):
-    a: SnapshotOut
-    b: SnapshotOut
+    a: ManifestOut
+    b: ManifestOut
     added: list[TensorOut]
     removed: list[TensorOut]
     changed: list[ChangeOut]

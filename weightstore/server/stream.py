@@ -10,16 +10,14 @@ response early (the client sees a short body), never as wrong bytes.
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from weightstore.errors import InvalidInput
+from weightstore.files import safetensors_head
 from weightstore.forms import export_metadata
 from weightstore.store import WeightStore
-from weightstore.tensors import dtype_info
 from weightstore.types import Snapshot, TensorEntry
 
 CHUNK = 1 << 20
@@ -42,18 +40,8 @@ class FileLayout:
 
 
 def layout(snap: Snapshot) -> FileLayout:
-    header: dict[str, object] = {"__metadata__": export_metadata(snap)}
-    offset = 0
-    for t in snap.tensors:
-        header[t.name] = {
-            "dtype": dtype_info(t.dtype).safetensors,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + t.nbytes],
-        }
-        offset += t.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    head = struct.pack("<Q", len(blob)) + blob
+    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
+    head = safetensors_head(entries, export_metadata(snap))
     starts, at = [], len(head)
     for t in snap.tensors:
         starts.append((at, t))

@@ -20,16 +20,10 @@ from weightstore.codec.layout import U8
 from weightstore.tensors import byte_view, dtype_info, empty_tensor
 
 
-def pinned_available() -> bool:
-    """Whether page-locked host memory can be allocated (CUDA present)."""
-    return torch.cuda.is_available()
-
-
-def host_empty(dtype: str, shape: tuple[int, ...], pinned: bool | None = None) -> torch.Tensor:
-    """A contiguous host tensor to decode into: pinned when CUDA is there (or ``pinned``),
-    else ordinary memory allocated the fast way (``empty_tensor``)."""
-    pin = pinned_available() if pinned is None else pinned
-    if not pin:
+def host_empty(dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A contiguous host tensor to decode into: pinned (page-locked) when CUDA is there, else
+    ordinary memory allocated the fast way (``empty_tensor``)."""
+    if not torch.cuda.is_available():
         return empty_tensor(dtype, shape)
     return torch.empty(shape, dtype=dtype_info(dtype).torch_dtype, pin_memory=True)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from weightstore.errors import InvalidInput
-from weightstore.forms import snapshot_json
+from weightstore.forms import snapshot_json, tasks_json
 from weightstore.refs import check_name
 from weightstore.server.deps import CanRead, CanWrite, Settings, Store
 from weightstore.server.schemas import ManifestOut, SnapshotPage, TaskOut
@@ -22,11 +22,7 @@ UPLOADS = ".uploads"
 
 @router.get("", operation_id="listTasks", response_model=list[TaskOut], dependencies=[CanRead])
 def list_tasks(store: Store) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for s in store.log():  # newest first
-        row = rows.setdefault(s.task, {"task": s.task, "snapshots": 0, "latest": snapshot_json(s)})
-        row["snapshots"] += 1
-    return [rows.get(t, {"task": t, "snapshots": 0, "latest": None}) for t in store.tasks()]
+    return tasks_json(store.index.task_summaries())
 
 
 @router.get(
@@ -41,7 +37,7 @@ def list_snapshots(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    snaps = store.log(task)
+    snaps = store.index.list_summaries(check_name(task))  # no tensor rows read
     page = snaps[offset : offset + limit]
     more = offset + limit < len(snaps)
     return {
