@@ -179,7 +179,8 @@ def test_the_client_diffs_in_one_request_and_restores_into_reading_each_object_o
         assert len(requests) == 1
         assert d == served.store.diff("m@1", "m@2")
 
-        chains = {t.digest: r._chain(t.digest)[0] for t in served.store.show("m@2").tensors}
+        digests = {t.digest for t in served.store.show("m@2").tensors}
+        chains = {d: [rec.digest for rec in c] for d, c in r.reader.chains(digests).items()}
         reads: list[str] = []
         get = r.cache.get
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 from weightstore import location
-from weightstore.index import Index, IndexSettings
-from weightstore.objects import LocalBackend
+from weightstore.index import Index
+from weightstore.objects import ObjectBackend
+from weightstore.opening import open_parts
 from weightstore.refs import check_name, parse_ref
 from weightstore.types import Snapshot, SnapshotSummary, TaskSummary
 
@@ -27,26 +28,14 @@ class Catalog:
         """The store at ``path`` (its index elsewhere with ``index_url``), or objects at an
         ``s3://`` URL with the index at ``index_url``, as :meth:`WeightStore.open` finds them; a
         missing store is an error, and nothing is created or recorded."""
-        url = location.object_url(path)
-        if url is not None:  # s3://bucket/prefix: objects there, the index given by URL
-            index = Index.open(IndexSettings(url=location.url_index(url, index_url)), create=False)
-        else:
-            where = location.locate(path, index_url, create=False, read_only=True)
-            index = Index.open(IndexSettings(url=where.index_url), create=False)
-        try:
-            objects = (
-                location.url_backend(url)
-                if url is not None
-                else LocalBackend(where.objects_dir, fsync=False)
-            )
+        def build(index: Index, objects: ObjectBackend) -> Catalog:
             try:
                 location.bind(index, objects, write=False)
             finally:
                 objects.close()
-        except BaseException:
-            index.close()
-            raise
-        return cls(index)
+            return cls(index)
+
+        return open_parts(path, build, index_url=index_url, read_only=True, fsync=False)
 
     def close(self) -> None:
         self.index.close()

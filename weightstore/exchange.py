@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 from weightstore.codec import read_header
 from weightstore.codec.format import DELTAS
 from weightstore.errors import Conflict, CorruptFile, CorruptObject, InvalidInput, ObjectNotFound
+from weightstore.index import Index
+from weightstore.objects import ObjectBackend
 from weightstore.objects.base import validate_key
-from weightstore.store import WeightStore
+from weightstore.read import ObjectReader
 from weightstore.types import ObjectRecord
 
 DIGEST_CHARS = frozenset("0123456789abcdef")
@@ -29,15 +31,24 @@ def check_digest(text: str) -> str:
     return validate_key(text)
 
 
-def missing_objects(store: WeightStore, digests: Iterable[str]) -> list[str]:
-    """Those of ``digests`` the store cannot serve (no index row or no blob), in given order."""
+def missing_objects(index: Index, objects: ObjectBackend, digests: Iterable[str]) -> list[str]:
+    """Those of ``digests`` the store cannot serve (no index row or no blob), in given order:
+    one index query per chunk and one batched existence check (a listing, not a request per
+    object, on S3)."""
     wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-    rows = store.index.get_objects(wanted)
-    return [d for d in wanted if d not in rows or not store.objects.exists(d)]
+    rows = index.get_objects(wanted)
+    present = objects.exists_many([d for d in wanted if d in rows])
+    return [d for d in wanted if d not in present]
 
 
 def receive_object(
-    store: WeightStore, digest: str, blob: bytes, *, max_raw_bytes: int
+    index: Index,
+    objects: ObjectBackend,
+    reader: ObjectReader,
+    digest: str,
+    blob: bytes,
+    *,
+    max_raw_bytes: int,
 ) -> ObjectRecord:
     """Verify an encoded object named ``digest`` and keep it; return its record.
 
@@ -46,8 +57,8 @@ def receive_object(
     or :class:`Conflict`; in every case nothing is written.
     """
     check_digest(digest)
-    rows = store.index.get_objects([digest])
-    if digest in rows and store.objects.exists(digest):
+    rows = index.get_objects([digest])
+    if digest in rows and objects.exists(digest):
         return rows[digest]  # content-addressed: what is here is these bytes already
     try:
         header = read_header(blob, digest)
@@ -58,29 +69,24 @@ def receive_object(
             f"object {digest[:12]} decodes to {header.raw_len} bytes, over the "
             f"{max_raw_bytes}-byte limit"
         )
-    chain: list[ObjectRecord] = []
+    depth = 0
     if header.encoding in DELTAS:
         assert header.base is not None
-        if missing_objects(store, [header.base]):
+        base = index.get_objects([header.base]).get(header.base)
+        if base is None or not objects.exists(header.base):
             raise InvalidInput(
                 f"object {digest[:12]} is a delta against {header.base}, which is not stored "
                 "here: send the base first"
             )
-        chain = store.reader.chains([header.base])[header.base]
-    blobs = [blob, *(store.objects.get_view(r.digest) for r in chain)]
+        depth = base.chain_depth + 1
     try:
-        store.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
+        reader.decode_incoming(digest, blob, header.base if depth else None)
     except CorruptObject as e:
         # A bad upload is the sender's fault (400); a bad base here would be ours, but the
         # base was verified when it was kept, and verify() checks it again.
         raise CorruptFile(f"received object does not decode to its name: {e}") from e
     record = ObjectRecord(
-        digest,
-        header.raw_len,
-        len(blob),
-        header.encoding,
-        header.base,
-        chain[0].chain_depth + 1 if chain else 0,
+        digest, header.raw_len, len(blob), header.encoding, header.base, depth
     )
     if digest in rows and (rows[digest].encoding, rows[digest].base) != (
         record.encoding,
@@ -91,17 +97,17 @@ def receive_object(
             f"object {digest[:12]} is recorded here as {rows[digest].encoding} and its blob is "
             "missing: run `weightstore gc`, then send it again"
         )
-    store.index.add_objects([record], datetime.now(timezone.utc))
-    store.objects.put(digest, blob)
+    index.add_objects([record], datetime.now(timezone.utc))
+    objects.put(digest, blob)
     return record
 
 
-def object_blob(store: WeightStore, digest: str) -> bytes:
+def object_blob(index: Index, objects: ObjectBackend, digest: str) -> bytes:
     """The encoded object as stored (its header checked), for another store to take in."""
     check_digest(digest)
-    if digest not in store.index.get_objects([digest]):
+    if digest not in index.get_objects([digest]):
         raise ObjectNotFound(f"object {digest} is not in this store")
-    blob = store.objects.get(digest)
+    blob = objects.get(digest)
     read_header(blob, digest)
     return blob
 

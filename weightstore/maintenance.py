@@ -8,17 +8,15 @@ snapshots that a missing or corrupt object breaks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 from weightstore.errors import CorruptObject, ObjectNotFound, StorageError
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
-from weightstore.reader import ObjectReader
+from weightstore.ports import Progress, RunAll
+from weightstore.read import ObjectReader
 from weightstore.types import GcResult, VerifyProblem, VerifyResult
-
-Progress = Callable[[int], None]
-RunAll = Callable[[Callable[[str], None], Iterable[str]], None]
 
 GC_LOCK = "gc"
 _STALE_GC_LOCK = timedelta(hours=6)

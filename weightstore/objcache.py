@@ -43,6 +43,15 @@ class ObjectCache:
         self.hits += 1
         return data
 
+    def head(self, digest: str, n: int) -> tuple[bytes, int] | None:
+        """The first ``n`` bytes of a cached object and its whole size, or None (not a hit:
+        reading a header is not a use)."""
+        try:
+            with self._path(digest).open("rb") as f:
+                return f.read(n), os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            return None
+
     def discard(self, digest: str) -> None:
         path = self._path(digest)
         try:

@@ -6,14 +6,13 @@ objects are durable before the snapshot's index rows commit in one transaction (
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sqlalchemy import Engine
 
 from weightstore import location
 from weightstore.codec import Codec, digest
@@ -30,12 +28,12 @@ from weightstore.errors import (
     Conflict,
     InterruptedAfterCommit,
     InvalidInput,
-    ObjectNotFound,
     RefNotFound,
 )
-from weightstore.files import read_weights, safetensors_metadata, store_paths, write_safetensors
-from weightstore.forms import SOURCE_METADATA, export_metadata
-from weightstore.index import Index, IndexSettings, make_engine, schema
+from weightstore.exchange import missing_objects, object_blob, receive_object
+from weightstore.files import read_weights, safetensors_metadata, store_paths
+from weightstore.forms import SOURCE_METADATA
+from weightstore.index import Index, schema
 from weightstore.inputs import (
     check_grace,
     check_message,
@@ -47,10 +45,13 @@ from weightstore.inputs import (
 from weightstore.maintenance import collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.objects.s3config import S3Settings
-from weightstore.reader import ObjectReader
+from weightstore.opening import open_parts, schema_engine
+from weightstore.ports import Progress, Weights, fan_out
+from weightstore.read import LocalChains, ObjectReader, check_targets
+from weightstore.read.fill import fill_new, fill_targets
+from weightstore.read.layout import TensorBytes, write_snapshot_file
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
-from weightstore.targets import check_targets, restore_pairs
 from weightstore.tensors import dtype_info
 from weightstore.types import (
     Diff,
@@ -65,9 +66,6 @@ from weightstore.types import (
 from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
 
-Weights = torch.nn.Module | Mapping[str, torch.Tensor]
-Progress = Callable[[int], None]  # called with a byte count as work completes
-
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -81,24 +79,6 @@ def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
     raise InvalidInput(
         f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
     )
-
-
-def write_snapshot_file(
-    snap: Snapshot,
-    path: str | os.PathLike[str],
-    read: Callable[[TensorEntry], U8],
-    progress: Progress | None = None,
-    protected: Sequence[Path] = (),
-) -> None:
-    """Write ``snap`` as a standard safetensors file, reading each tensor's bytes with ``read``
-    (local objects, or a remote store's): one layout for every export. ``protected``: paths
-    the file must not replace (the store's own)."""
-    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-
-    def fill(i: int) -> memoryview:
-        return memoryview(read(snap.tensors[i]))  # type: ignore[arg-type]
-
-    write_safetensors(path, entries, fill, export_metadata(snap), progress, protected)
 
 
 @contextmanager
@@ -136,7 +116,8 @@ class WeightStore:
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.reader = ObjectReader(index, objects, self.codec, verify=self.settings.verify_reads)
+        self._chains = LocalChains(index, objects)
+        self.reader = ObjectReader(self._chains, self.codec, verify=self.settings.verify_reads)
         self.writer = SnapshotWriter(
             index, objects, self.reader, self.codec, self.settings, self._run_all
         )
@@ -148,7 +129,7 @@ class WeightStore:
 
     @objects.setter
     def objects(self, backend: ObjectBackend) -> None:
-        self._objects = self.reader.objects = self.writer.objects = backend
+        self._objects = self._chains.objects = self.writer.objects = backend
 
     # ----------------------------------------------------------------------------- opening
 
@@ -171,62 +152,26 @@ class WeightStore:
         ``path`` may instead be ``s3://bucket/prefix``: objects there (reached with ``s3``, or
         the AWS environment variables), the index at ``index_url``, which is then required."""
         settings = settings or StoreSettings()
-        create = create and not read_only
-        url = location.object_url(path)
-        if url is not None:
-            return cls._open_url(url, index_url, settings, create, read_only, s3)
-        where = location.locate(path, index_url, create=create, read_only=read_only)
-        made = [] if where.root.is_dir() else [where.root]
-        if create:
-            where.root.mkdir(parents=True, exist_ok=True)
-        made += [p for p in where.sqlite_files() if not p.exists()]
-        try:
-            index = Index.open(IndexSettings(url=where.index_url), create=create)
-            try:
-                backend = LocalBackend(where.objects_dir, fsync=settings.fsync)
-                store = cls(index, backend, settings, read_only=read_only)
-            except BaseException:
-                index.close()
-                raise
-        except BaseException:
-            # A refused open changes nothing: no empty index left beside the objects.
-            for p in reversed(made):
-                with contextlib.suppress(OSError):
-                    p.rmdir() if p.is_dir() else p.unlink()
-            raise
-        if not read_only:
-            location.remember_index_url(where)
-        return store
 
-    @classmethod
-    def _open_url(
-        cls,
-        url: str,
-        index_url: str | None,
-        settings: StoreSettings,
-        create: bool,
-        read_only: bool,
-        s3: S3Settings | None,
-    ) -> WeightStore:
-        index_url = location.url_index(url, index_url)
-        backend = location.url_backend(url, s3)
-        try:
-            index = Index.open(IndexSettings(url=index_url), create=create)
-            try:
-                return cls(index, backend, settings, read_only=read_only)
-            except BaseException:
-                index.close()
-                raise
-        except BaseException:
-            backend.close()
-            raise
+        def build(index: Index, objects: ObjectBackend) -> WeightStore:
+            return cls(index, objects, settings, read_only=read_only)
+
+        return open_parts(
+            path,
+            build,
+            index_url=index_url,
+            create=create,
+            read_only=read_only,
+            fsync=settings.fsync,
+            s3=s3,
+        )
 
     @classmethod
     def upgrade_schema(
         cls, path: str | os.PathLike[str], *, index_url: str | None = None
     ) -> tuple[str | None, str]:
         """Migrate the store's index to the newest schema; return (old, new) revisions."""
-        with cls._schema_engine(path, index_url) as engine:
+        with schema_engine(path, index_url) as engine:
             old = schema.current_revision(engine)
             schema.upgrade(engine)
             return old, schema.HEAD
@@ -236,25 +181,8 @@ class WeightStore:
         cls, path: str | os.PathLike[str], *, index_url: str | None = None
     ) -> tuple[str | None, str]:
         """The index's schema revision and the one this weightstore needs."""
-        with cls._schema_engine(path, index_url) as engine:
+        with schema_engine(path, index_url) as engine:
             return schema.current_revision(engine), schema.HEAD
-
-    @classmethod
-    @contextmanager
-    def _schema_engine(
-        cls, path: str | os.PathLike[str], index_url: str | None
-    ) -> Iterator[Engine]:
-        """An engine on the store's index that does not check its schema, for migrations."""
-        url = location.object_url(path)
-        if url is not None:
-            index_url = location.url_index(url, index_url)
-        else:
-            index_url = location.locate(path, index_url, create=False).index_url
-        engine = make_engine(IndexSettings(url=index_url))
-        try:
-            yield engine
-        finally:
-            engine.dispose()
 
     def break_lock(self, name: str) -> str | None:
         """Remove the named lock whoever holds it (for a holder that died); return the holder."""
@@ -280,6 +208,10 @@ class WeightStore:
 
     def show(self, ref: str) -> Snapshot:
         return self.index.get_snapshot(self.resolve(ref))
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        """The snapshot with this full id (no ref to parse: what a resolved ref names)."""
+        return self.index.get_snapshot(snapshot_id)
 
     def tasks(self) -> list[str]:
         return self.index.tasks()
@@ -425,6 +357,23 @@ class WeightStore:
         )
         return self.index.get_snapshot(snap.id)
 
+    # ----------------------------------------------------------------------------- exchange
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        """Those of ``digests`` this store cannot serve (no index row or no blob)."""
+        return missing_objects(self.index, self.objects, digests)
+
+    def get_object(self, digest: str) -> bytes:
+        """The encoded object as stored (header checked), for another store to take in."""
+        return object_blob(self.index, self.objects, digest)
+
+    def put_object(self, digest: str, blob: bytes, *, max_raw_bytes: int = 1 << 40) -> ObjectRecord:
+        """Take in an encoded object from elsewhere once it decodes to ``digest`` (over a base
+        that must be here already); nothing is written otherwise."""
+        return receive_object(
+            self.index, self.objects, self.reader, digest, blob, max_raw_bytes=max_raw_bytes
+        )
+
     def _find(self, ref: Ref) -> str | None:
         """The id ``ref`` names, or None."""
         try:
@@ -461,39 +410,14 @@ class WeightStore:
         snap = self.show(ref)
         check = self.settings.verify_reads if verify is None else verify
         chains = self.reader.chains({t.digest for t in snap.tensors})
-        if into is not None:
-            asked = None if device is None else torch.device(device)
-            pairs = check_targets(snap, _state_dict(into), strict, asked)
-            return self._restore_into(snap, pairs, chains, check, progress)
-        dev = torch.device("cpu" if device is None else device)
-        out: dict[str, torch.Tensor] = {}
-
-        def load(entry: TensorEntry) -> None:
-            out[entry.name] = self.reader.tensor(entry, chains[entry.digest], dev, check)
-            if progress:
-                progress(entry.nbytes)
-
-        self._run_all(load, sorted(snap.tensors, key=lambda e: -e.nbytes))
-        return {t.name: out[t.name] for t in snap.tensors}
-
-    def _restore_into(
-        self,
-        snap: Snapshot,
-        pairs: list[tuple[TensorEntry, torch.Tensor]],
-        chains: Mapping[str, list[ObjectRecord]],
-        check: bool,
-        progress: Progress | None,
-    ) -> dict[str, torch.Tensor]:
-        # Every blob must be there before anything is written.
-        needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
-        absent = sorted(needed - self.objects.exists_many(needed))
-        if absent:
-            raise ObjectNotFound(
-                f"object {absent[0]} of snapshot {snap.short_id} is missing from "
-                f"{self.objects.describe()}: run `weightstore verify`; nothing was restored"
-            )
-        restore_pairs(
+        if into is None:
+            dev = torch.device("cpu" if device is None else device)
+            return fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
+        asked = None if device is None else torch.device(device)
+        pairs = check_targets(snap, _state_dict(into), strict, asked)
+        fill_targets(
             self.reader,
+            snap,
             pairs,
             chains,
             check,
@@ -503,23 +427,28 @@ class WeightStore:
         )
         return {entry.name: t for entry, t in pairs}
 
+    def tensor_reader(
+        self, entries: Collection[TensorEntry], verify: bool | None = None
+    ) -> TensorBytes:
+        """A function giving the raw bytes of each of ``entries`` (tensors of one or more
+        snapshots), checked by the store's one read rule (``verify_reads``) unless ``verify``
+        says otherwise; their chains are resolved once, here."""
+        chains = self.reader.chains({e.digest for e in entries})
+
+        def read(entry: TensorEntry) -> U8:
+            return self.reader.read(entry, chains[entry.digest], verify)
+
+        return read
+
     def read_tensor_bytes(self, entry: TensorEntry, verify: bool | None = None) -> U8:
-        """The raw bytes of one stored tensor, checked by the store's one read rule
-        (``verify_reads``) unless ``verify`` says otherwise."""
-        return self.reader.read(entry, self.reader.chains([entry.digest])[entry.digest], verify)
+        """The raw bytes of one stored tensor (see :meth:`tensor_reader`)."""
+        return self.tensor_reader([entry], verify)(entry)
 
     def _run_all(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
         """Run ``fn`` over ``items`` on the worker pool, at most a few in flight at a time so
-        memory stays a small multiple of the largest tensor; re-raise the first error."""
-        items = list(items)
-        limit = 2 * self.settings.worker_count()
-        futures = []
-        for item in items:
-            futures.append(self._pool.submit(fn, item))
-            if len(futures) >= limit:
-                futures.pop(0).result()
-        for f in futures:
-            f.result()
+        memory stays a small multiple of the largest tensor; the first error is raised once every
+        started item is done (ports.fan_out)."""
+        fan_out(self._pool, fn, items, 2 * self.settings.worker_count())
 
     # ----------------------------------------------------------------------------- tags, deletion
 
@@ -621,7 +550,8 @@ class WeightStore:
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (tensor by tensor)."""
         snap = self.show(ref)
-        write_snapshot_file(snap, path, self.read_tensor_bytes, progress, self._own_paths())
+        read = self.tensor_reader(snap.tensors)
+        write_snapshot_file(snap, path, read, progress, self._own_paths())
         return snap
 
     def _own_paths(self) -> list[Path]:

@@ -10,64 +10,17 @@ transfer resumes where it stopped: the next run finds those objects present.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from weightstore.codec import read_header
-from weightstore.exchange import missing_objects, object_blob, receive_object
+from weightstore.ports import ObjectExchange, Progress
 from weightstore.remote import RemoteStore
 from weightstore.store import WeightStore
 from weightstore.types import Snapshot
 
-Progress = Callable[[int], None]
-
-
-class Side(Protocol):
-    """What a store offers to a transfer (a :class:`RemoteStore` is one as it is)."""
-
-    def tasks(self) -> list[str]: ...
-    def log(self, task: str | None = None) -> list[Snapshot]: ...
-    def show(self, ref: str) -> Snapshot: ...
-    def missing(self, digests: Iterable[str]) -> list[str]: ...
-    def get_object(self, digest: str) -> bytes: ...
-    def put_object(self, digest: str, blob: bytes) -> None: ...
-    def commit_manifest(self, snap: Snapshot) -> Snapshot: ...
-
-
-class LocalSide:
-    """A local :class:`WeightStore` as one side of a transfer; objects it takes in are
-    verified like the service's uploads."""
-
-    def __init__(self, store: WeightStore, max_object_bytes: int = 1 << 40) -> None:
-        self.store = store
-        self.max_object_bytes = max_object_bytes
-
-    def tasks(self) -> list[str]:
-        return self.store.tasks()
-
-    def log(self, task: str | None = None) -> list[Snapshot]:
-        return self.store.log(task)
-
-    def show(self, ref: str) -> Snapshot:
-        return self.store.show(ref)
-
-    def missing(self, digests: Iterable[str]) -> list[str]:
-        return missing_objects(self.store, digests)
-
-    def get_object(self, digest: str) -> bytes:
-        return object_blob(self.store, digest)
-
-    def put_object(self, digest: str, blob: bytes) -> None:
-        receive_object(self.store, digest, blob, max_raw_bytes=self.max_object_bytes)
-
-    def commit_manifest(self, snap: Snapshot) -> Snapshot:
-        return self.store.commit_manifest(snap)
-
-
-def side(store: WeightStore | RemoteStore) -> Side:
-    return LocalSide(store) if isinstance(store, WeightStore) else store
+Side = ObjectExchange
 
 
 @dataclass(frozen=True)
@@ -151,7 +104,7 @@ def transfer(
 ) -> TransferReport:
     """Send the snapshots of ``tasks`` (default: every task) that ``dst`` lacks, objects
     ``concurrency`` at a time."""
-    a, b = side(src), side(dst)
+    a, b = src, dst
     snaps = _to_send(a, b, list(tasks) or a.tasks())
     needed = list(dict.fromkeys(t.digest for s in snaps for t in s.tensors))
     missing = set(b.missing(needed))
@@ -185,4 +138,4 @@ def pull(
     return transfer(remote, local, tasks, progress=progress)
 
 
-__all__ = ["LocalSide", "TransferReport", "pull", "push", "transfer"]
+__all__ = ["TransferReport", "pull", "push", "transfer"]

@@ -10,10 +10,9 @@ source that changed in between (a checkpoint rewritten in place, a model still t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,13 +23,11 @@ from weightstore.codec.layout import U8
 from weightstore.errors import CorruptObject, InputChanged, NotFound, StorageError
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
-from weightstore.reader import ObjectReader
+from weightstore.ports import Progress, RunAll
+from weightstore.read import ObjectReader
 from weightstore.settings import StoreSettings
 from weightstore.tensors import check_tensor, dtype_info, tensor_bytes
 from weightstore.types import ObjectRecord, TensorEntry
-
-Progress = Callable[[int], None]
-RunAll = Callable[[Callable[[Any], None], Iterable[Any]], None]
 
 # New objects are recorded and written in batches of this many bytes (raw + encoded) or objects.
 _BATCH_BYTES = 32 << 20
@@ -163,6 +160,10 @@ class SnapshotWriter:
         # Never delta against a damaged base: the new object would inherit the damage.
         usable = pinned - unhealthy - flagged
         todo = [e for d, e in first_use.items() if d not in pinned or d in unhealthy]
+        # Every base's chain at once, not one lookup per tensor.
+        base_chains = self.reader.chains(
+            {b.digest for e in todo if (b := bases.get(e.digest)) and b.digest in usable}
+        )
         if progress:
             progress(sum(e.nbytes for e in entries) - sum(e.nbytes for e in todo))
         batch = _Batch()
@@ -170,9 +171,8 @@ class SnapshotWriter:
         def store_one(entry: TensorEntry) -> None:
             raw = stable_copy(entry, state[entry.name])
             base = bases.get(entry.digest)
-            rec, encoded = self.encode_object(
-                entry, raw, base if base and base.digest in usable else None
-            )
+            chain = base_chains.get(base.digest) if base else None
+            rec, encoded = self.encode_object(entry, raw, chain)
             self._write(batch.add(_Item(entry, raw, rec, encoded)), progress, flagged)
 
         self._run_all(store_one, todo)
@@ -245,10 +245,10 @@ class SnapshotWriter:
     # ------------------------------------------------------------------------------- encoding
 
     def encode_object(
-        self, entry: TensorEntry, raw: U8, base: TensorEntry | None
+        self, entry: TensorEntry, raw: U8, base: list[ObjectRecord] | None
     ) -> tuple[ObjectRecord, Encoded]:
-        """Encode ``raw``, as a delta against ``base`` when that is smaller."""
-        against = self._encode_against(entry, raw, base.digest) if base else None
+        """Encode ``raw``, as a delta against the object ``base`` (its chain) when smaller."""
+        against = self._encode_against(entry, raw, base) if base else None
         if against is None:
             encoded, depth = self.codec.encode(raw, dtype_info(entry.dtype).layout), 0
         else:
@@ -280,14 +280,13 @@ class SnapshotWriter:
         return self.reader.decode(self.reader.chains([base])[base], verify=True)
 
     def _encode_against(
-        self, entry: TensorEntry, raw: U8, base_digest: str
+        self, entry: TensorEntry, raw: U8, chain: list[ObjectRecord]
     ) -> tuple[Encoded, int] | None:
-        """Encode ``raw`` as a delta against ``base_digest`` (or the root of its chain when the
+        """Encode ``raw`` as a delta against ``chain[0]`` (or the root of its chain when the
         chain is already ``max_chain_depth`` long); None if there is no usable base."""
         max_depth = self.settings.codec.max_chain_depth
         if max_depth <= 0:
             return None
-        chain = self.reader.chains([base_digest])[base_digest]
         if chain[0].chain_depth + 1 > max_depth:
             chain = chain[-1:]
         try:

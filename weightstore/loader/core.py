@@ -25,8 +25,11 @@ from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
 from weightstore.loader.budget import parse_bytes
 from weightstore.loader.cache import TierCache, nbytes
 from weightstore.loader.report import LoaderStats, SwapReport
-from weightstore.loader.target import MemoryKey, Slot, Weights, match, target_tensors
-from weightstore.store import WeightStore
+from weightstore.loader.target import target_tensors
+from weightstore.ports import Weights, fan_out
+from weightstore.read import Slot, check_slots
+from weightstore.read.source import ReadSource
+from weightstore.read.targets import MemoryKey
 from weightstore.tensors import byte_view
 from weightstore.transfer import copy_all, host_empty
 from weightstore.types import ObjectRecord, Snapshot, TensorEntry
@@ -65,7 +68,7 @@ class TaskLoader:
 
     def __init__(
         self,
-        store: WeightStore,
+        store: ReadSource,
         model: Weights,
         device: str | torch.device | None = None,
         gpu_cache: int | str = "8GiB",
@@ -113,7 +116,7 @@ class TaskLoader:
         start = time.perf_counter()
         with self._swap_lock:
             snap = self._snapshot(ref)
-            slots = match(snap, target_tensors(self.model), self.strict)
+            slots = check_slots(snap, target_tensors(self.model), self.strict)
             changed = [s for s in slots if self._held.get(s.key) != s.entry.digest]
             tiers = self._swap(snap, changed)
             with self._state_lock:
@@ -380,11 +383,7 @@ class TaskLoader:
             for item in items:
                 fn(item)
             return
-        futures = [self._decoders.submit(fn, item) for item in items]
-        errors = [f.exception() for f in futures]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
+        fan_out(self._decoders, fn, items, len(items))
 
     def _snapshot(self, ref: str) -> Snapshot:
         """The snapshot ``ref`` names now: one query to resolve it, its manifest read once."""
@@ -392,7 +391,7 @@ class TaskLoader:
         with self._state_lock:
             snap = self._snaps.get(sid)
         if snap is None:
-            snap = self.store.index.get_snapshot(sid)
+            snap = self.store.snapshot(sid)
             with self._state_lock:
                 if len(self._snaps) >= _SNAPSHOTS_KEPT:
                     self._snaps.clear()

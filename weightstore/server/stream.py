@@ -1,24 +1,20 @@
 """A snapshot as a standard safetensors file built on the fly, with byte ranges.
 
-The file is laid out exactly as ``WeightStore.export`` writes it (same header, metadata and
-order), so a download equals an export bit for bit and its size is known before any tensor is
-decoded (``Content-Length``). Bytes are produced tensor by tensor: memory stays bounded by the
-largest tensor, and a range decodes only the tensors it overlaps. Each tensor is decoded and
-verified (its digest re-derived) before its first byte is sent, so a corrupt object ends the
-response early (the client sees a short body), never as wrong bytes.
+The file is laid out exactly as ``WeightStore.export`` writes it (one layout,
+:mod:`weightstore.read.layout`), so a download equals an export bit for bit and its size is
+known before any tensor is decoded (``Content-Length``). Bytes are produced tensor by tensor:
+memory stays bounded by the largest tensor, and a range decodes only the tensors it overlaps.
+Each tensor is decoded and verified (its digest re-derived) before its first byte is sent, so a
+corrupt object ends the response early (the client sees a short body), never as wrong bytes.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from weightstore.errors import InvalidInput
-from weightstore.files import safetensors_head
-from weightstore.forms import export_metadata
-from weightstore.store import WeightStore
-from weightstore.types import Snapshot, TensorEntry
+from weightstore.read.layout import FileLayout, TensorBytes
 
 CHUNK = 1 << 20
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -28,25 +24,6 @@ class RangeNotSatisfiable(InvalidInput):
     """A Range header that selects no byte of the file."""
 
     http_status = 416
-
-
-@dataclass(frozen=True)
-class FileLayout:
-    """The safetensors file of one snapshot: its header bytes and where each tensor starts."""
-
-    head: bytes  # the 8-byte length and the JSON header
-    tensors: tuple[tuple[int, TensorEntry], ...]  # (absolute offset, entry), in file order
-    size: int
-
-
-def layout(snap: Snapshot) -> FileLayout:
-    entries = [(t.name, t.dtype, t.shape, t.nbytes) for t in snap.tensors]
-    head = safetensors_head(entries, export_metadata(snap))
-    starts, at = [], len(head)
-    for t in snap.tensors:
-        starts.append((at, t))
-        at += t.nbytes
-    return FileLayout(head, tuple(starts), at)
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -73,7 +50,7 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
 
 
 def iter_bytes(
-    store: WeightStore,
+    read: TensorBytes,
     file: FileLayout,
     start: int,
     end: int,
@@ -89,7 +66,7 @@ def iter_bytes(
         lo, hi = max(start, offset), min(stop, offset + entry.nbytes)
         if lo >= hi:
             continue
-        raw = memoryview(store.read_tensor_bytes(entry, verify=True))  # type: ignore[arg-type]
+        raw = memoryview(read(entry))  # type: ignore[arg-type]
         for at in range(lo, hi, CHUNK):
             piece = bytes(raw[at - offset : min(hi, at + CHUNK) - offset])
             sent(len(piece))

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from weightstore.errors import NotFound
+from weightstore.read.layout import file_layout
 from weightstore.server.deps import CanRead, Store
 from weightstore.server.metrics import bytes_sent
 from weightstore.server.problems import problem
-from weightstore.server.stream import RangeNotSatisfiable, iter_bytes, layout, parse_range
+from weightstore.server.stream import RangeNotSatisfiable, iter_bytes, parse_range
 from weightstore.types import Snapshot
 
 router = APIRouter(prefix="/snapshots", tags=["files"])
@@ -43,7 +44,7 @@ def safetensors(
     snapshot id (the content never changes); single byte ranges are served as 206."""
     snap = store.show(ref)
     etag = _etag(snap)
-    file = layout(snap)
+    file = file_layout(snap)
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
     if if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}:
         return Response(status_code=304, headers=headers)
@@ -63,7 +64,11 @@ def safetensors(
     headers["Content-Disposition"] = f'attachment; filename="{name}.safetensors"'
     if request.method == "HEAD":  # the size and validators only: nothing is decoded
         return Response(status_code=status, headers=headers, media_type="application/octet-stream")
-    body = iter_bytes(store, file, start, end, bytes_sent(request)) if file.size else iter(())
+    if not file.size:
+        return StreamingResponse(iter(()), status, headers, media_type="application/octet-stream")
+    # Chains of the tensors this range touches, resolved once for the whole response.
+    read = store.tensor_reader(file.overlapping(start, end + 1), verify=True)
+    body = iter_bytes(read, file, start, end, bytes_sent(request))
     return StreamingResponse(body, status, headers, media_type="application/octet-stream")
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from weightstore.exchange import missing_objects, object_blob, receive_object
 from weightstore.server.deps import CanRead, CanWrite, Settings, Store
 from weightstore.server.metrics import bytes_sent
 from weightstore.server.schemas import DigestList, MissingOut, ObjectOut
@@ -22,7 +21,7 @@ router = APIRouter(prefix="/objects", tags=["objects"])
 )
 def missing(store: Store, body: DigestList) -> dict[str, Any]:
     """Which of these digests this store lacks (so a push sends only those)."""
-    return {"missing": missing_objects(store, body.digests)}
+    return {"missing": store.missing(body.digests)}
 
 
 @router.get(
@@ -36,7 +35,7 @@ def get_object(request: Request, store: Store, digest: str) -> Response:
     (the client decodes and checks that digest)."""
     if request.headers.get("if-none-match") == f'"{digest}"':
         return Response(status_code=304)
-    blob = object_blob(store, digest)
+    blob = store.get_object(digest)
     bytes_sent(request)(len(blob))
     return Response(
         blob,
@@ -60,7 +59,7 @@ async def put_object(
     its decoded bytes hashing to ``digest``; otherwise nothing is written."""
     blob = await read_body(request, settings.max_upload_bytes)
     rec = await run_in_threadpool(
-        receive_object, store, digest, blob, max_raw_bytes=settings.max_object_bytes
+        lambda: store.put_object(digest, blob, max_raw_bytes=settings.max_object_bytes)
     )
     return {
         "digest": rec.digest,

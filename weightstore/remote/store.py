@@ -2,9 +2,11 @@
 
 ``RemoteStore("http://host:8000", token=...)`` has the read API of :class:`WeightStore`
 (``tasks``, ``log``, ``show``, ``diff``, ``restore``, ``export``) and the object exchange that
-push and pull use. It downloads *encoded* objects (the compressed bytes, deltas included) and
-decodes them locally, through a content-addressed cache with a size budget, and checks every
-decoded tensor against its digest: the one verification rule, on the client's side of the wire.
+push and pull use; a :class:`~weightstore.loader.TaskLoader` swaps from it as from a local store.
+It is an HTTP snapshot source plus the one reader (:mod:`weightstore.read`) over a remote chain
+source: *encoded* objects (the compressed bytes, deltas included) are downloaded into a
+content-addressed cache with a size budget and decoded here, and every decoded tensor is checked
+against its digest: the one verification rule, on the client's side of the wire.
 Errors from the service come back as the same classes of the error tree.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,20 +24,21 @@ import torch
 from safetensors.torch import save_file
 
 from weightstore import errors
-from weightstore.codec import Codec, read_header
+from weightstore.codec import Codec
 from weightstore.codec.layout import U8
-from weightstore.errors import CorruptObject, InvalidInput, WeightstoreError
+from weightstore.errors import InvalidInput, WeightstoreError
 from weightstore.forms import diff_from_json, snapshot_from_json, snapshot_json
 from weightstore.objcache import ObjectCache
+from weightstore.ports import Progress, Weights, fan_out
+from weightstore.read import ObjectReader, check_targets
+from weightstore.read.fill import fill_new, fill_targets
+from weightstore.read.layout import TensorBytes, write_snapshot_file
+from weightstore.remote.chains import RemoteChains
 from weightstore.settings import StoreSettings
-from weightstore.store import WeightStore, write_snapshot_file
-from weightstore.targets import check_targets
-from weightstore.tensors import byte_view, empty_tensor
+from weightstore.store import WeightStore
 from weightstore.types import Diff, Snapshot, TensorEntry
 
-Progress = Callable[[int], None]
 _PAGE = 1000
-_MAX_CHAIN = 10_000
 
 
 def default_cache_dir() -> Path:
@@ -98,10 +101,15 @@ class RemoteStore:
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self.cache = ObjectCache(Path(cache_dir or default_cache_dir()) / "objects", cache_bytes)
         self._fetchers = fetchers
+        self._pool = ThreadPoolExecutor(fetchers, "weightstore-remote")
+        chains = RemoteChains(self.get_object, self.cache, fetchers, self.url)
+        # Always verified: nothing that crossed the wire is trusted.
+        self.reader = ObjectReader(chains, self.codec, verify=True)
         self.bytes_sent = 0  # object bytes pushed
         self.bytes_received = 0  # object bytes downloaded (cache misses)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._http.close()
         self.codec.close()
 
@@ -154,108 +162,57 @@ class RemoteStore:
     def diff(self, ref_a: str, ref_b: str) -> Diff:
         return diff_from_json(self._json("GET", f"/snapshots/{ref_a}/diff/{ref_b}"))
 
-    def read_tensor_bytes(self, entry: TensorEntry, out: U8 | None = None) -> U8:
-        """The tensor's raw bytes, decoded here from its (cached) objects and verified."""
-        for attempt in (0, 1):
-            names, blobs = self._chain(entry.digest)
-            try:
-                return self.codec.decode_verified(blobs, names, out)
-            except CorruptObject:
-                # A damaged cache file: drop the chain and fetch it once more.
-                for d in names:
-                    self.cache.discard(d)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+    def resolve(self, ref: str) -> str:
+        return self.show(ref).id
 
-    def _chain(self, digest: str) -> tuple[list[str], list[bytes]]:
-        names, blobs = [digest], [self.get_object(digest, cache=True)]
-        while (base := read_header(blobs[-1], names[-1]).base) is not None:
-            if len(names) > _MAX_CHAIN:
-                raise CorruptObject(f"object {digest}: delta chain loops")
-            names.append(base)
-            blobs.append(self.get_object(base, cache=True))
-        return names, blobs
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        return self.show(snapshot_id)
+
+    def tensor_reader(self, entries: Collection[TensorEntry]) -> TensorBytes:
+        """A function giving the raw bytes of each of ``entries``, decoded here from their
+        (cached) objects and verified; their chains are resolved once, here."""
+        chains = self.reader.chains({e.digest for e in entries})
+
+        def read(entry: TensorEntry) -> U8:
+            return self.reader.read(entry, chains[entry.digest], verify=True)
+
+        return read
+
+    def read_tensor_bytes(self, entry: TensorEntry) -> U8:
+        """One tensor's raw bytes, decoded here and verified."""
+        return self.tensor_reader([entry])(entry)
 
     def restore(
         self,
         ref: str,
         *,
         device: str | torch.device = "cpu",
-        into: torch.nn.Module | Mapping[str, torch.Tensor] | None = None,
+        into: Weights | None = None,
         strict: bool = True,
         progress: Progress | None = None,
     ) -> dict[str, torch.Tensor]:
         """The snapshot's tensors on ``device``; with ``into``, copied into the module's (or
-        state dict's) tensors in place, after every name, shape and dtype was checked."""
+        state dict's) tensors in place, by the same rules as :meth:`WeightStore.restore`."""
         snap = self.show(ref)
+        chains = self.reader.chains({t.digest for t in snap.tensors})
         if into is None:
             dev = torch.device(device)
-
-            def load(entry: TensorEntry) -> torch.Tensor:
-                t = self._tensor(entry)
-                if progress:
-                    progress(entry.nbytes)
-                return t if dev.type == "cpu" else t.to(dev)
-
-            with ThreadPoolExecutor(self._fetchers) as pool:
-                names = [t.name for t in snap.tensors]
-                return dict(zip(names, pool.map(load, snap.tensors), strict=True))
+            return fill_new(self.reader, snap, chains, dev, True, self._run_all, progress)
         target = into.state_dict(keep_vars=False) if isinstance(into, torch.nn.Module) else into
         pairs = check_targets(snap, target, strict, None)
-        self._restore_into(pairs, progress)
+        staging = self.settings.restore_staging_bytes
+        fill_targets(self.reader, snap, pairs, chains, True, self._run_all, staging, progress)
         return {entry.name: t for entry, t in pairs}
 
-    def _restore_into(
-        self, pairs: list[tuple[TensorEntry, torch.Tensor]], progress: Progress | None
-    ) -> None:
-        """Nothing is written unless every object arrived and decoded: each tensor is decoded
-        (and verified) once, into staging memory, then copied. Beyond the staging budget
-        (``StoreSettings.restore_staging_bytes``) every object is fetched into the cache
-        first, then decoded straight into its target."""
-        with ThreadPoolExecutor(self._fetchers) as pool:
-            if sum(entry.nbytes for entry, _ in pairs) <= self.settings.restore_staging_bytes:
-
-                def stage(entry: TensorEntry) -> torch.Tensor:
-                    t = self._tensor(entry)
-                    if progress:
-                        progress(entry.nbytes)
-                    return t
-
-                staged = list(pool.map(stage, [entry for entry, _ in pairs]))
-                with torch.no_grad():
-                    for (_, t), s in zip(pairs, staged, strict=True):
-                        t.copy_(s)
-                return
-
-            def copy(pair: tuple[TensorEntry, torch.Tensor]) -> None:
-                with torch.no_grad():
-                    pair[1].copy_(self._tensor(pair[0]))
-                if progress:
-                    progress(pair[0].nbytes)
-
-            list(pool.map(lambda pair: self._chain(pair[0].digest), pairs))
-            try:
-                list(pool.map(copy, pairs))
-            except CorruptObject as e:
-                raise CorruptObject(
-                    f"{e}; the target was partly overwritten (it was larger than the staging "
-                    "budget, StoreSettings.restore_staging_bytes): restore it from a good "
-                    "snapshot"
-                ) from e
-
-    def _tensor(self, entry: TensorEntry) -> torch.Tensor:
-        t = empty_tensor(entry.dtype, entry.shape)
-        if entry.nbytes:
-            self.read_tensor_bytes(entry, byte_view(t))
-        return t
+    def _run_all(self, fn: Callable[[Any], None], items: Iterable[Any]) -> None:
+        fan_out(self._pool, fn, items, 2 * self._fetchers)
 
     def export(
         self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file, decoded here."""
         snap = self.show(ref)
-        write_snapshot_file(snap, path, self.read_tensor_bytes, progress)
+        write_snapshot_file(snap, path, self.tensor_reader(snap.tensors), progress)
         return snap
 
     # ----------------------------------------------------------------------------- writing
@@ -263,7 +220,7 @@ class RemoteStore:
     def save(
         self,
         task: str,
-        weights: torch.nn.Module | Mapping[str, torch.Tensor],
+        weights: Weights,
         *,
         step: int | None = None,
         tags: Iterable[str] = (),

@@ -1,5 +1,6 @@
-"""Reading objects back: resolve delta chains through the index and decode tensors onto a
-device (CPU memory, or a GPU through the transfer layer's pinned staging and streams).
+"""The one reader: delta chains from a chain source (a local store's index and blobs, or a
+service's objects through a local cache), decoded onto a device (CPU memory, or a GPU through
+the transfer layer's pinned staging and streams).
 
 The one verification rule (docs/design.md, "Verification"): every path that hands tensor bytes
 to a user (restore, export, the loader, the service) reads through :meth:`ObjectReader.read` or
@@ -10,56 +11,31 @@ checked always. Internal reads that feed new objects (delta bases) are always ve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
-from weightstore.errors import CorruptObject, InvalidInput, ObjectNotFound
-from weightstore.index import Index
-from weightstore.objects import ObjectBackend
+from weightstore.errors import CorruptObject, InvalidInput
+from weightstore.ports import ChainSource
 from weightstore.tensors import byte_view, dtype_info, empty_tensor
 from weightstore.transfer import Transfer
 from weightstore.types import ObjectRecord, TensorEntry
 
-_MAX_CHAIN = 10_000  # only stops a corrupt, looping chain
-
 
 class ObjectReader:
-    """Decodes stored objects; safe to use from many threads."""
+    """Decodes stored objects from ``source``; safe to use from many threads."""
 
-    def __init__(
-        self, index: Index, objects: ObjectBackend, codec: Codec, *, verify: bool = True
-    ) -> None:
-        self.index = index
-        self.objects = objects
+    def __init__(self, source: ChainSource, codec: Codec, *, verify: bool = True) -> None:
+        self.source = source
         self.codec = codec
         self.verify = verify  # the store's rule for bytes handed out
         self.transfer = Transfer()  # pinned staging buffers and CUDA streams, per thread
 
-    def chains(self, digests: Iterable[str]) -> dict[str, list[ObjectRecord]]:
-        """Every digest's delta chain (itself first, root last), fetched level by level: one
-        query per level, not one per object."""
-        wanted = list(digests)
-        records: dict[str, ObjectRecord] = {}
-        todo = set(wanted)
-        while todo:
-            found = self.index.get_objects(todo)
-            missing = todo - found.keys()
-            if missing:
-                raise ObjectNotFound(f"object {sorted(missing)[0]} is not in the index")
-            records.update(found)
-            todo = {r.base for r in found.values() if r.base and r.base not in records}
-        chains = {}
-        for d in wanted:
-            chain = [records[d]]
-            while chain[-1].base:
-                chain.append(records[chain[-1].base])
-                if len(chain) > _MAX_CHAIN:
-                    raise CorruptObject(f"object {d}: delta chain loops")
-            chains[d] = chain
-        return chains
+    def chains(self, digests: Collection[str]) -> dict[str, list[ObjectRecord]]:
+        """Every digest's delta chain (itself first, root last), resolved for all at once."""
+        return self.source.chains(digests)
 
     def decode(
         self,
@@ -82,11 +58,26 @@ class ObjectReader:
             raise InvalidInput("a held base needs at least one delta above it")
         else:
             links = chain[:-1]
-        blobs = [self.objects.get_view(r.digest) for r in links]
         names = [r.digest for r in chain]
-        if verify:
-            return self.codec.decode_verified(blobs, names, out, base=base)
-        return self.codec.decode(blobs, names, out, base=base)
+        for attempt in (0, 1):
+            blobs = [self.source.blob(r.digest) for r in links]
+            try:
+                if verify:
+                    return self.codec.decode_verified(blobs, names, out, base=base)
+                return self.codec.decode(blobs, names, out, base=base)
+            except CorruptObject:
+                # A damaged cached copy (remote sources) is dropped and fetched once more;
+                # a damaged stored object is an error at once.
+                if attempt or not self.source.forget([r.digest for r in links]):
+                    raise
+        raise AssertionError("unreachable")
+
+    def decode_incoming(self, digest: str, blob: bytes, base: str | None) -> None:
+        """Decode a received object ``blob`` (over ``base``'s chain, which must be here) and
+        check that it hashes to ``digest``: how an object from elsewhere earns a place."""
+        chain = self.chains([base])[base] if base is not None else []
+        blobs = [blob, *(self.source.blob(r.digest) for r in chain)]
+        self.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
 
     def read(
         self,
