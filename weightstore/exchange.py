@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from weightstore.codec import read_header
+from weightstore.codec import Header, read_header
 from weightstore.codec.format import DELTAS
 from weightstore.errors import Conflict, CorruptFile, CorruptObject, InvalidInput, ObjectNotFound
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.objects.base import validate_key
-from weightstore.read import ObjectReader
+from weightstore.read import ObjectReader, walk_chains
 from weightstore.types import ObjectRecord
 
 DIGEST_CHARS = frozenset("0123456789abcdef")
@@ -57,34 +57,37 @@ def receive_object(
     or :class:`Conflict`; in every case nothing is written.
     """
     check_digest(digest)
-    rows = index.get_objects([digest])
+    try:
+        header: Header | None = read_header(blob, digest)
+    except CorruptObject as e:
+        header, bad_header = None, e
+    base = header.base if header is not None and header.encoding in DELTAS else None
+    # The object's row and its base's whole chain in one query.
+    rows = index.get_closure([digest] if base is None else [digest, base])
     if digest in rows and objects.exists(digest):
         return rows[digest]  # content-addressed: what is here is these bytes already
-    try:
-        header = read_header(blob, digest)
-    except CorruptObject as e:
-        raise CorruptFile(f"received object: {e}") from e
+    if header is None:
+        raise CorruptFile(f"received object: {bad_header}") from bad_header
     if header.raw_len > max_raw_bytes:
         raise InvalidInput(
             f"object {digest[:12]} decodes to {header.raw_len} bytes, over the "
             f"{max_raw_bytes}-byte limit"
         )
-    depth = 0
-    if header.encoding in DELTAS:
-        assert header.base is not None
-        base = index.get_objects([header.base]).get(header.base)
-        if base is None or not objects.exists(header.base):
+    chain: list[ObjectRecord] = []
+    if base is not None:
+        if base not in rows or not objects.exists(base):
             raise InvalidInput(
-                f"object {digest[:12]} is a delta against {header.base}, which is not stored "
+                f"object {digest[:12]} is a delta against {base}, which is not stored "
                 "here: send the base first"
             )
-        depth = base.chain_depth + 1
+        chain = walk_chains(lambda ds: {d: rows[d] for d in ds if d in rows}, [base])[base]
     try:
-        reader.decode_incoming(digest, blob, header.base if depth else None)
+        reader.decode_incoming(digest, blob, chain)
     except CorruptObject as e:
         # A bad upload is the sender's fault (400); a bad base here would be ours, but the
         # base was verified when it was kept, and verify() checks it again.
         raise CorruptFile(f"received object does not decode to its name: {e}") from e
+    depth = chain[0].chain_depth + 1 if chain else 0
     record = ObjectRecord(
         digest, header.raw_len, len(blob), header.encoding, header.base, depth
     )

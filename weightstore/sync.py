@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from weightstore.codec import read_header
+from weightstore.errors import NotFound
 from weightstore.ports import ObjectExchange, Progress
 from weightstore.remote import RemoteStore
 from weightstore.store import WeightStore
@@ -94,6 +95,19 @@ class _Sender:
             claim.set()
 
 
+def _parent_digests(src: Side, snaps: Sequence[Snapshot]) -> list[str]:
+    """The tensors of the parents the receiver has already: new objects are mostly deltas
+    against them, so asking about them in the one batch question spares a question per base."""
+    sending = {s.id for s in snaps}
+    out: list[str] = []
+    for parent in {s.parent for s in snaps if s.parent and s.parent not in sending}:
+        try:
+            out.extend(t.digest for t in src.show(parent).tensors)
+        except NotFound:
+            continue  # deleted at the source: its objects are asked about one by one
+    return out
+
+
 def transfer(
     src: WeightStore | RemoteStore,
     dst: WeightStore | RemoteStore,
@@ -107,8 +121,9 @@ def transfer(
     a, b = src, dst
     snaps = _to_send(a, b, list(tasks) or a.tasks())
     needed = list(dict.fromkeys(t.digest for s in snaps for t in s.tensors))
-    missing = set(b.missing(needed))
-    sender = _Sender(a, b, missing, set(needed) - missing, progress)
+    asked = list(dict.fromkeys(needed + _parent_digests(a, snaps)))
+    missing = set(b.missing(asked))
+    sender = _Sender(a, b, missing, set(asked) - missing, progress)
     with ThreadPoolExecutor(max(1, concurrency), "weightstore-transfer") as pool:
         list(pool.map(sender.send, [d for d in needed if d in missing]))
     for snap in snaps:

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
-    case,
     delete,
     exists,
     func,
@@ -25,7 +24,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from weightstore.errors import (
@@ -48,6 +46,18 @@ from weightstore.index.models import (
     TaskRow,
     TensorRow,
     UTCDateTime,
+)
+from weightstore.index.rows import aware as _aware
+from weightstore.index.rows import (
+    closure_records,
+    depth_of,
+    existing,
+    insert_for,
+    not_before,
+    object_columns,
+    object_select,
+    pin,
+    record_of,
 )
 from weightstore.index.schema import ensure_schema
 from weightstore.index.sql import CHUNK, chunks
@@ -152,16 +162,22 @@ class Index(MetaQueries, ListingQueries):
         """
         now = _aware(now, "now")
         with self._write() as conn:
-            return _pin(conn, digests, now)
+            return pin(conn, digests, now)
 
     def get_objects(self, digests: Collection[str]) -> dict[str, ObjectRecord]:
         """The index rows of those ``digests`` that exist."""
         out: dict[str, ObjectRecord] = {}
         with self._read() as conn:
             for chunk in chunks(digests):
-                for row in conn.execute(_object_select().where(ObjectRow.digest.in_(chunk))):
-                    out[row.digest] = _record(row)
+                for row in conn.execute(object_select().where(ObjectRow.digest.in_(chunk))):
+                    out[row.digest] = record_of(row)
         return out
+
+    def get_closure(self, digests: Collection[str]) -> dict[str, ObjectRecord]:
+        """The rows of those ``digests`` that exist and of all their delta bases (one query
+        whatever the chains' depth)."""
+        with self._read() as conn:
+            return closure_records(conn, digests)
 
     def add_object(self, rec: ObjectRecord, now: datetime) -> ObjectRecord:
         """Record a stored object; if it is already recorded only refresh its ``last_used_at``.
@@ -180,21 +196,21 @@ class Index(MetaQueries, ListingQueries):
         """
         now = _aware(now, "now")
         # Bases before their deltas (a base is always shallower), one row per digest.
-        unique = sorted({r.digest: r for r in reversed(records)}.values(), key=_depth)
+        unique = sorted({r.digest: r for r in reversed(records)}.values(), key=depth_of)
         if not unique:
             return
         with self._write() as conn:
             outside = {r.base for r in unique if r.base is not None} - {r.digest for r in unique}
-            missing = outside - _existing(conn, outside)
+            missing = outside - existing(conn, outside)
             if missing:
                 base = sorted(missing)[0]
                 needer = next(r.digest for r in unique if r.base == base)
                 raise ObjectNotFound(
                     f"object {needer} is a delta against {base}, which is not in the index"
                 )
-            stmt = _insert(conn, ObjectRow)
+            stmt = insert_for(conn, ObjectRow)
             stmt = stmt.on_conflict_do_update(
-                index_elements=[ObjectRow.digest], set_={"last_used_at": _not_before(now)}
+                index_elements=[ObjectRow.digest], set_={"last_used_at": not_before(now)}
             )
             for start in range(0, len(unique), CHUNK):
                 conn.execute(
@@ -258,7 +274,7 @@ class Index(MetaQueries, ListingQueries):
                 digests = {t.digest for t in tensors}
                 # Pin at the commit's own time, not the save's start: a gc whose cutoff lies
                 # between the two must see these objects as just used.
-                missing = digests - _pin(conn, digests, datetime.now(timezone.utc))
+                missing = digests - pin(conn, digests, datetime.now(timezone.utc))
                 if missing:
                     shown = ", ".join(sorted(missing)[:3])
                     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -266,7 +282,7 @@ class Index(MetaQueries, ListingQueries):
                         f"object {shown}{more} was garbage-collected during the save; retry"
                     )
                 conn.execute(
-                    _insert(conn, SnapshotRow).values(
+                    insert_for(conn, SnapshotRow).values(
                         id=snapshot_id,
                         task_id=task_id,
                         step=step,
@@ -279,7 +295,7 @@ class Index(MetaQueries, ListingQueries):
                 )
                 if tensors:
                     conn.execute(
-                        _insert(conn, TensorRow),
+                        insert_for(conn, TensorRow),
                         [
                             {
                                 "snapshot_id": snapshot_id,
@@ -461,9 +477,9 @@ class Index(MetaQueries, ListingQueries):
         """Every object row with its ``last_used_at``, by digest."""
         with self._read() as conn:
             rows = conn.execute(
-                select(*_object_columns(), ObjectRow.last_used_at).order_by(ObjectRow.digest)
+                select(*object_columns(), ObjectRow.last_used_at).order_by(ObjectRow.digest)
             )
-            return [(_record(r), r.last_used_at) for r in rows]
+            return [(record_of(r), r.last_used_at) for r in rows]
 
     def reachable_digests(self) -> set[str]:
         """Digests referenced by any snapshot tensor, plus all their transitive delta bases."""
@@ -521,7 +537,7 @@ class Index(MetaQueries, ListingQueries):
             if conn.scalar(select(exists().where(TensorRow.digest == digest))):
                 return False  # a snapshot names it; only its row is missing (a damaged index)
             placeholder = (
-                _insert(conn, ObjectRow)
+                insert_for(conn, ObjectRow)
                 .values(
                     digest=digest,
                     raw_size=0,
@@ -553,7 +569,7 @@ class Index(MetaQueries, ListingQueries):
             now = datetime.now(timezone.utc)
             with self._write() as conn:
                 inserted = conn.execute(
-                    _insert(conn, LockRow)
+                    insert_for(conn, LockRow)
                     .values(name=name, holder=holder, acquired_at=now)
                     .on_conflict_do_nothing(index_elements=[LockRow.name])
                     .returning(LockRow.name)
@@ -654,76 +670,6 @@ class Index(MetaQueries, ListingQueries):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidInput(f"{what} must be a tz-aware datetime, got naive {value!r}")
-    return value.astimezone(timezone.utc)
-
-
-def _insert(conn: Connection, model: type[Any]) -> sqlite.Insert | postgresql.Insert:
-    name = conn.dialect.name
-    if name == "sqlite":
-        return sqlite.insert(model)
-    if name == "postgresql":
-        return postgresql.insert(model)
-    raise StorageError(f"unsupported index database {name!r}: use SQLite or PostgreSQL")
-
-
-def _not_before(now: datetime) -> ColumnElement[datetime]:
-    stamp = literal(now, UTCDateTime())
-    return case((ObjectRow.last_used_at < stamp, stamp), else_=ObjectRow.last_used_at)
-
-
-def _pin(conn: Connection, digests: Collection[str], now: datetime) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(digests):
-        stmt = (
-            update(ObjectRow)
-            .where(ObjectRow.digest.in_(chunk))
-            .values(last_used_at=_not_before(now))
-            .returning(ObjectRow.digest)
-        )
-        found.update(conn.scalars(stmt))
-    return found
-
-
-def _object_columns() -> tuple[Any, ...]:
-    return (
-        ObjectRow.digest,
-        ObjectRow.raw_size,
-        ObjectRow.stored_size,
-        ObjectRow.encoding,
-        ObjectRow.base_digest,
-        ObjectRow.chain_depth,
-    )
-
-
-def _object_select() -> Select[Any]:
-    return select(*_object_columns())
-
-
-def _record(row: Any) -> ObjectRecord:
-    return ObjectRecord(
-        digest=row.digest,
-        raw_size=row.raw_size,
-        stored_size=row.stored_size,
-        encoding=row.encoding,
-        base=row.base_digest,
-        chain_depth=row.chain_depth,
-    )
-
-
-def _depth(rec: ObjectRecord) -> int:
-    return rec.chain_depth
-
-
-def _existing(conn: Connection, digests: Collection[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(digests):
-        found.update(conn.scalars(select(ObjectRow.digest).where(ObjectRow.digest.in_(chunk))))
-    return found
-
-
 def _snapshot_exists(snapshot_id: str) -> Select[int]:
     return select(literal(1)).where(SnapshotRow.id == snapshot_id)
 
@@ -732,7 +678,7 @@ def _ensure_task(conn: Connection, task: str, now: datetime) -> int:
     # ON CONFLICT DO NOTHING rather than check-then-insert: two first saves to a new task may
     # run at once on PostgreSQL.
     conn.execute(
-        _insert(conn, TaskRow)
+        insert_for(conn, TaskRow)
         .values(name=task, created_at=now)
         .on_conflict_do_nothing(index_elements=[TaskRow.name])
     )
@@ -753,7 +699,7 @@ def _raise_if_step_taken(conn: Connection, task_id: int, task: str, step: int) -
 
 
 def _upsert_tag(conn: Connection, task_id: int, tag: str, snapshot_id: str, now: datetime) -> None:
-    stmt = _insert(conn, TagRow).values(
+    stmt = insert_for(conn, TagRow).values(
         task_id=task_id, name=tag, snapshot_id=snapshot_id, updated_at=now
     )
     conn.execute(

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from weightstore.errors import InvalidInput, NotFound, StorageError
+from weightstore.index.engine import READ_ONLY_OPTION
 from weightstore.index.models import TokenRow
 
 SCOPES = ("read", "write", "admin")
@@ -76,7 +77,8 @@ class Tokens:
         if m is None:
             return None
         try:
-            with self.engine.connect() as conn:
+            # A read: on SQLite a plain BEGIN, never queued behind a writer.
+            with self.engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn:
                 row = conn.execute(
                     select(TokenRow.secret_sha256, TokenRow.scope).where(TokenRow.id == m[1])
                 ).first()

@@ -72,10 +72,10 @@ class ObjectReader:
                     raise
         raise AssertionError("unreachable")
 
-    def decode_incoming(self, digest: str, blob: bytes, base: str | None) -> None:
-        """Decode a received object ``blob`` (over ``base``'s chain, which must be here) and
-        check that it hashes to ``digest``: how an object from elsewhere earns a place."""
-        chain = self.chains([base])[base] if base is not None else []
+    def decode_incoming(self, digest: str, blob: bytes, chain: Sequence[ObjectRecord]) -> None:
+        """Decode a received object ``blob`` (over its base's ``chain``, stored here; empty
+        for an object that is no delta) and check that it hashes to ``digest``: how an object
+        from elsewhere earns a place."""
         blobs = [blob, *(self.source.blob(r.digest) for r in chain)]
         self.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
 
