@@ -29,11 +29,13 @@ from weightstore.errors import (
     InterruptedAfterCommit,
     InvalidInput,
     RefNotFound,
+    StorageError,
 )
 from weightstore.exchange import missing_objects, object_blob, receive_object
 from weightstore.files import read_weights, safetensors_metadata, store_paths
 from weightstore.forms import SOURCE_METADATA
 from weightstore.index import Index, schema
+from weightstore.index.tokens import Tokens
 from weightstore.inputs import (
     check_grace,
     check_message,
@@ -54,11 +56,14 @@ from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
 from weightstore.tensors import dtype_info
 from weightstore.types import (
+    DeletionEffect,
     Diff,
     GcResult,
     ObjectRecord,
     Snapshot,
+    SnapshotSummary,
     StoreStats,
+    TaskSummary,
     TensorChange,
     TensorEntry,
     VerifyResult,
@@ -184,6 +189,15 @@ class WeightStore:
         with schema_engine(path, index_url) as engine:
             return schema.current_revision(engine), schema.HEAD
 
+    def check_ready(self) -> None:
+        """Raise StorageError unless the index and the object backend both answer."""
+        self.index.tasks()
+        try:
+            next(iter(self.objects.iterate()), None)
+        except OSError as e:
+            where = self.objects.describe()
+            raise StorageError(f"object backend {where} is unreachable: {e}") from e
+
     def break_lock(self, name: str) -> str | None:
         """Remove the named lock whoever holds it (for a holder that died); return the holder."""
         return self.index.break_lock(name)
@@ -219,6 +233,39 @@ class WeightStore:
     def log(self, task: str | None = None) -> list[Snapshot]:
         """Snapshots newest first, of one task or of all."""
         return self.index.list_snapshots(None if task is None else check_name(task))
+
+    def summaries(
+        self,
+        task: str | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[SnapshotSummary]:
+        """Snapshots newest first without their tensor lists (cheap: for listings), of one
+        task or of all; ``before`` = (created_at, id) of the last one of the previous page."""
+        name = None if task is None else check_name(task)
+        return self.index.list_summaries(name, limit=limit, offset=offset, before=before)
+
+    def count_snapshots(self, task: str) -> int:
+        return self.index.count_snapshots(check_name(task))
+
+    def task_summaries(self) -> list[TaskSummary]:
+        """Every task with its snapshot count and newest snapshot."""
+        return self.index.task_summaries()
+
+    def deletion_effect(self, ref: str) -> DeletionEffect:
+        """What gc could free once the snapshot is deleted (nothing is changed)."""
+        return self.index.deletion_effect(self.resolve(ref))
+
+    def check_token(self, token: str) -> str | None:
+        """The scope of an API token of this store, or None (unknown, revoked, malformed)."""
+        return Tokens(self.index.engine).check(token)
+
+    @property
+    def tokens(self) -> Tokens:
+        """The store's API tokens (create, list, revoke)."""
+        return Tokens(self.index.engine)
 
     def diff(self, ref_a: str, ref_b: str) -> Diff:
         a, b = self.show(ref_a), self.show(ref_b)

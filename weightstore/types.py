@@ -180,3 +180,21 @@ class StoreStats:
     snapshots: tuple[SnapshotUsage, ...]
     objects: int
     objects_by_encoding: dict[str, int]
+
+
+TOKEN_SCOPES = ("read", "write", "admin")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed: never its secret."""
+
+    id: str
+    name: str
+    scope: str
+    created_at: datetime
+
+
+def scope_allows(granted: str, needed: str) -> bool:
+    """Whether a token of scope ``granted`` may do what needs ``needed``."""
+    return TOKEN_SCOPES.index(granted) >= TOKEN_SCOPES.index(needed)

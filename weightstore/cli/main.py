@@ -329,7 +329,7 @@ def rm(ctx: typer.Context, ref: RefArg, yes: YesFlag = False) -> None:
     store = state(ctx).store()
     snap = store.show(ref)
     tags = f", tags {', '.join(snap.tags)}" if snap.tags else ""
-    effect = store.index.deletion_effect(snap.id)
+    effect = store.deletion_effect(snap.id)
     confirm(f"Delete snapshot {snap.short_id} ({ref_text(snap)}{tags})?", yes=yes)
     store.delete(snap.id)
     stdout().print(f"deleted {snap.short_id} ({ref_text(snap)}); {deletion_text(effect)}")
@@ -356,7 +356,7 @@ def prune(
     # One plan: what the prompt names is exactly what is deleted.
     deleted = store.prune(task, keep_last=keep_last, keep_tagged=not include_tagged, dry_run=True)
     if deleted:
-        count = len(store.index.list_summaries(task))
+        count = store.count_snapshots(task)
         tagged = "" if include_tagged else " and the tagged ones"
         confirm(
             f"Delete {len(deleted)} of the {count} snapshots of {task} "

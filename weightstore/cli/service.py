@@ -21,7 +21,7 @@ from weightstore.cli.app import state, stdout
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes, local_time, result_table
 from weightstore.errors import InvalidInput
-from weightstore.index.tokens import SCOPES, Tokens
+from weightstore.types import TOKEN_SCOPES as SCOPES
 
 if TYPE_CHECKING:  # imported by the commands that open a store: they bring torch
     from weightstore.remote import RemoteStore
@@ -110,14 +110,14 @@ def token_create(
     name: Annotated[str, typer.Option(help="A note on who or what uses it.")] = "",
 ) -> None:
     """Create a token and print it (once: only its hash is kept)."""
-    info, token = Tokens(state(ctx).store().index.engine).create(scope, name)
+    info, token = state(ctx).store().tokens.create(scope, name)
     stdout().print(result_table([("id", info.id), ("scope", info.scope), ("token", token)]))
 
 
 @token_app.command("list")
 def token_list(ctx: typer.Context) -> None:
     """List tokens (never their secrets)."""
-    for t in Tokens(state(ctx).store().index.engine).list():
+    for t in state(ctx).store().tokens.list():
         stdout().print(f"{t.id}  {t.scope:<5}  {local_time(t.created_at)}  {t.name}")
 
 
@@ -126,7 +126,7 @@ def token_revoke(
     ctx: typer.Context, token_id: Annotated[str, typer.Argument(help="Token id (or the token).")]
 ) -> None:
     """Revoke a token: requests with it are refused from now on."""
-    Tokens(state(ctx).store().index.engine).revoke(token_id)
+    state(ctx).store().tokens.revoke(token_id)
     stdout().print(f"revoked {token_id[:20]}")
 
 

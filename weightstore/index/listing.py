@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select
@@ -36,15 +37,37 @@ class ListingQueries:
         raise NotImplementedError
 
     def list_summaries(
-        self, task: str | None = None, *, limit: int | None = None
+        self,
+        task: str | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        before: tuple[datetime, str] | None = None,
     ) -> list[SnapshotSummary]:
         """Snapshots newest first, of ``task`` or of all, at most ``limit`` of them, without
-        their tensors (RefNotFound for an unknown task)."""
+        their tensors (RefNotFound for an unknown task). ``before``: a keyset page, those older
+        than (created_at, id); ``offset`` skips that many first."""
         with self._read() as conn:
-            condition = (
-                None if task is None else SnapshotRow.task_id == self._require_task(conn, task)
-            )
-            return _summaries(conn, condition, limit)
+            conditions = []
+            if task is not None:
+                conditions.append(SnapshotRow.task_id == self._require_task(conn, task))
+            if before is not None:
+                at, sid = before
+                conditions.append(
+                    or_(
+                        SnapshotRow.created_at < at,
+                        and_(SnapshotRow.created_at == at, SnapshotRow.id < sid),
+                    )
+                )
+            condition = and_(*conditions) if conditions else None
+            return _summaries(conn, condition, limit, offset)
+
+    def count_snapshots(self, task: str) -> int:
+        """How many snapshots ``task`` has (RefNotFound for an unknown task)."""
+        with self._read() as conn:
+            task_id = self._require_task(conn, task)
+            query = select(func.count()).select_from(SnapshotRow)
+            return int(conn.scalar(query.where(SnapshotRow.task_id == task_id)) or 0)
 
     def summaries_by_id(self, ids: Sequence[str]) -> dict[str, SnapshotSummary]:
         """The summaries of those ``ids`` that exist."""
@@ -151,13 +174,15 @@ def header_fields(row: Any, tags: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def _summaries(
-    conn: Connection, condition: ColumnElement[bool] | None, limit: int | None
+    conn: Connection, condition: ColumnElement[bool] | None, limit: int | None, offset: int = 0
 ) -> list[SnapshotSummary]:
     query = snapshot_rows()
     if condition is not None:
         query = query.where(condition)
     if limit is not None:
         query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
     rows = conn.execute(query).all()
     if not rows:
         return []

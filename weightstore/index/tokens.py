@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, delete, insert, select
@@ -20,28 +19,14 @@ from sqlalchemy.exc import DBAPIError
 from weightstore.errors import InvalidInput, NotFound, StorageError
 from weightstore.index.engine import READ_ONLY_OPTION
 from weightstore.index.models import TokenRow
+from weightstore.types import TOKEN_SCOPES, TokenInfo
 
-SCOPES = ("read", "write", "admin")
+SCOPES = TOKEN_SCOPES
 _TOKEN_RE = re.compile(r"wst_([0-9a-f]{16})_([A-Za-z0-9_-]{20,100})")
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """A token as listed: never its secret."""
-
-    id: str
-    name: str
-    scope: str
-    created_at: datetime
 
 
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def scope_allows(granted: str, needed: str) -> bool:
-    """Whether a token of scope ``granted`` may do what needs ``needed``."""
-    return SCOPES.index(granted) >= SCOPES.index(needed)
 
 
 class Tokens:

@@ -147,14 +147,13 @@ class RemoteStore:
             snaps = [s for t in self.tasks() for s in self.log(t)]
             return sorted(snaps, key=lambda s: s.created_at, reverse=True)
         out: list[Snapshot] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = self._json(
-                "GET", f"/tasks/{task}/snapshots", params={"offset": offset, "limit": _PAGE}
-            )
+        params: dict[str, Any] = {"limit": _PAGE}
+        while True:
+            page = self._json("GET", f"/tasks/{task}/snapshots", params=params)
             out.extend(snapshot_from_json(s) for s in page["items"])
-            offset = page["next_offset"]
-        return out
+            if page.get("next_cursor") is None:
+                return out
+            params = {"limit": _PAGE, "cursor": page["next_cursor"]}
 
     def show(self, ref: str) -> Snapshot:
         return snapshot_from_json(self._json("GET", f"/snapshots/{ref}"))

@@ -15,7 +15,6 @@ from fastapi import APIRouter, FastAPI
 from weightstore.errors import InvalidInput
 from weightstore.server import metrics, problems
 from weightstore.server.routes import files, health, objects, snapshots, tasks
-from weightstore.server.routes.tasks import UPLOADS
 from weightstore.server.settings import SETTINGS_ENV, ServerSettings
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -35,7 +34,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             create=False,
         )
         app.state.store = store
-        _drop_stale_uploads(Path(settings.store) / UPLOADS)
+        _drop_stale_uploads(settings.uploads_folder())
         try:
             yield
         finally:

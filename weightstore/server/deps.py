@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from weightstore.errors import Forbidden, Unauthorized
-from weightstore.index.tokens import Tokens, scope_allows
 from weightstore.server.settings import ServerSettings
 from weightstore.store import WeightStore
+from weightstore.types import scope_allows
 
 
 def get_store(request: Request) -> WeightStore:
@@ -44,7 +44,7 @@ def require(scope: str) -> Callable[[Request], str]:
         kind, _, token = header.partition(" ")
         granted = None
         if kind.lower() == "bearer":
-            granted = Tokens(get_store(request).index.engine).check(token.strip())
+            granted = get_store(request).check_token(token.strip())
         if granted is None:
             raise Unauthorized("invalid or revoked token")
         if not scope_allows(granted, scope):

@@ -62,6 +62,7 @@ class SnapshotPage(BaseModel):
     offset: int
     limit: int
     next_offset: int | None
+    next_cursor: str | None
 
 
 class ChangeOut(BaseModel):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from weightstore.errors import InvalidInput
 
+UPLOADS = ".uploads"
 SETTINGS_ENV = "WEIGHTSTORE_SERVER_SETTINGS"
 """Where ``weightstore serve --workers N`` hands the settings to each worker process (JSON)."""
 
@@ -17,7 +20,9 @@ class ServerSettings:
     ``public_read``: serve reads without a token. ``max_upload_bytes``: the largest request body
     (a safetensors upload, one encoded object). ``max_object_bytes``: the largest raw size an
     uploaded object may decode to (a small object must not claim terabytes).
-    ``threads``: the store's worker threads (0: every core)."""
+    ``threads``: the store's worker threads (0: every core). ``upload_dir``: where upload
+    bodies are spooled before they are read (default: ``.uploads`` in a store folder, the
+    system's temporary folder for a store at a URL such as ``s3://``)."""
 
     store: str
     index_url: str | None = None
@@ -25,6 +30,14 @@ class ServerSettings:
     max_upload_bytes: int = 64 << 30
     max_object_bytes: int = 64 << 30
     threads: int = 0
+    upload_dir: str | None = None
+
+    def uploads_folder(self) -> Path:
+        if self.upload_dir is not None:
+            return Path(self.upload_dir)
+        if "://" in self.store:  # not a folder: never a folder named "s3:" in the cwd
+            return Path(tempfile.gettempdir()) / "weightstore-uploads"
+        return Path(self.store) / UPLOADS
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

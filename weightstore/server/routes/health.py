@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from weightstore.errors import StorageError
 from weightstore.forms import stats_json
 from weightstore.server.deps import CanRead, Store
 from weightstore.server.schemas import Health, StatsOut
@@ -24,11 +22,7 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", operation_id="readyz", response_model=Health)
 def readyz(store: Store) -> dict[str, str]:
     """The index and the object backend answer."""
-    store.index.tasks()
-    try:
-        list(itertools.islice(store.objects.iterate(), 1))
-    except OSError as e:
-        raise StorageError(f"object backend {store.objects.describe()} is unreachable: {e}") from e
+    store.check_ready()
     return {"status": "ready"}
 
 

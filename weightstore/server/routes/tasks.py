@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
-from pathlib import Path
+import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,14 +17,14 @@ from weightstore.refs import check_name
 from weightstore.server.deps import CanRead, CanWrite, Settings, Store
 from weightstore.server.schemas import ManifestOut, SnapshotPage, TaskOut
 from weightstore.server.uploads import body_file
+from weightstore.types import SnapshotSummary
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
-UPLOADS = ".uploads"
 
 
 @router.get("", operation_id="listTasks", response_model=list[TaskOut], dependencies=[CanRead])
 def list_tasks(store: Store) -> list[dict[str, Any]]:
-    return tasks_json(store.index.task_summaries())
+    return tasks_json(store.task_summaries())
 
 
 @router.get(
@@ -34,19 +36,44 @@ def list_tasks(store: Store) -> list[dict[str, Any]]:
 def list_snapshots(
     store: Store,
     task: str,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    snaps = store.index.list_summaries(check_name(task))  # no tensor rows read
-    page = snaps[offset : offset + limit]
-    more = offset + limit < len(snaps)
+    """A page of the task's snapshots, newest first, without their tensor lists. Follow
+    ``next_cursor`` (a keyset page: each costs the same however deep) or ``next_offset``."""
+    before = _parse_cursor(cursor) if cursor is not None else None
+    total = store.count_snapshots(task)
+    # One more than asked tells whether another page follows, without counting.
+    rows = store.summaries(task, limit=limit + 1, offset=offset, before=before)
+    page, more = rows[:limit], len(rows) > limit
     return {
         "items": [snapshot_json(s) for s in page],
-        "total": len(snaps),
+        "total": total,
         "offset": offset,
         "limit": limit,
-        "next_offset": offset + limit if more else None,
+        "next_offset": offset + limit if more and cursor is None else None,
+        "next_cursor": _cursor(page[-1]) if more else None,
     }
+
+
+def _cursor(snap: SnapshotSummary) -> str:
+    text = f"{snap.created_at.isoformat()}|{snap.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, sid = text.split("|")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or not re.fullmatch(r"[0-9a-f]{64}", sid):
+            raise ValueError("not a cursor")
+    except ValueError as e:
+        raise InvalidInput(
+            f"invalid cursor {cursor[:80]!r}: pass the next_cursor of a previous page"
+        ) from e
+    return when, sid
 
 
 @router.put(
@@ -79,7 +106,7 @@ async def upload_safetensors(
     the whole file arrives within the size limit and reads as safetensors."""
     check_name(task)
     meta = _metadata(metadata)
-    folder = Path(settings.store) / UPLOADS
+    folder = settings.uploads_folder()
     async with body_file(request, settings.max_upload_bytes, folder, ".safetensors") as path:
         snap = await run_in_threadpool(
             lambda: store.import_file(
