@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from weightstore.catalog import Catalog
 from weightstore.cli.helptext import tidy_help
 from weightstore.errors import InvalidInput, WeightstoreError
 
 if TYPE_CHECKING:  # imported when a command opens the store: it brings torch and the codec
+    from weightstore.catalog import Catalog
     from weightstore.store import WeightStore
 
 EXIT_INTERRUPTED = 130
@@ -96,6 +96,8 @@ class State:
         """A read-only view of the store's index for listing commands: opens in a fraction of
         a second, without torch (see :mod:`weightstore.catalog`)."""
         if self._catalog is None:
+            from weightstore.catalog import Catalog  # SQLAlchemy: only where a query runs
+
             self._catalog = Catalog.open(self.path, index_url=self.index_url)
         return self._catalog
 
