@@ -9,17 +9,28 @@ blob, durably.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from weightstore.codec import Header, read_header
 from weightstore.codec.format import DELTAS
-from weightstore.errors import Conflict, CorruptFile, CorruptObject, InvalidInput, ObjectNotFound
+from weightstore.errors import (
+    Conflict,
+    CorruptFile,
+    CorruptObject,
+    InvalidInput,
+    ObjectNotFound,
+    RefNotFound,
+)
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.objects.base import validate_key
 from weightstore.read import ObjectReader, walk_chains
-from weightstore.types import ObjectRecord
+from weightstore.refs import check_name
+from weightstore.tensors import dtype_info
+from weightstore.types import ObjectRecord, Snapshot
 
 DIGEST_CHARS = frozenset("0123456789abcdef")
 
@@ -105,6 +116,52 @@ def receive_object(
     return record
 
 
+def commit_manifest(index: Index, objects: ObjectBackend, snap: Snapshot) -> Snapshot:
+    """Commit a snapshot whose objects are all stored already (push, pull, the service),
+    keeping its id, so a snapshot has one id in every store. Committing one that is here
+    already only moves its tags."""
+    if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
+        raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
+    try:
+        here: Snapshot | None = index.get_snapshot(snap.id)
+    except RefNotFound:
+        here = None
+    if here is not None:
+        if (here.task, here.tensors) != (snap.task, snap.tensors):
+            raise Conflict(f"snapshot {snap.short_id} exists here with other content")
+        for tag in snap.tags:
+            index.set_tag(snap.id, check_name(tag, "tag"))
+        return index.get_snapshot(snap.id)
+    records = index.get_objects({t.digest for t in snap.tensors})
+    present = objects.exists_many(records)
+    for t in snap.tensors:
+        size = math.prod(t.shape) * dtype_info(t.dtype).torch_dtype.itemsize
+        rec = records.get(t.digest)
+        if rec is None or t.digest not in present:
+            raise InvalidInput(
+                f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
+                "here: send the objects first, then the manifest"
+            )
+        if not t.nbytes == size == rec.raw_size:
+            raise InvalidInput(
+                f"{t.name!r}: {t.dtype}{list(t.shape)} is {size} bytes, the manifest says "
+                f"{t.nbytes} and object {t.digest[:12]} holds {rec.raw_size}"
+            )
+    index.commit_snapshot(
+        snapshot_id=snap.id,
+        task=snap.task,
+        step=snap.step,
+        parent_id=snap.parent,
+        created_at=snap.created_at,
+        message=snap.message,
+        metadata=snap.metadata,
+        logical_bytes=sum(t.nbytes for t in snap.tensors),
+        tensors=snap.tensors,
+        tags=snap.tags,
+    )
+    return index.get_snapshot(snap.id)
+
+
 def object_blob(index: Index, objects: ObjectBackend, digest: str) -> bytes:
     """The encoded object as stored (its header checked), for another store to take in."""
     check_digest(digest)
@@ -117,6 +174,7 @@ def object_blob(index: Index, objects: ObjectBackend, digest: str) -> bytes:
 
 __all__ = [
     "check_digest",
+    "commit_manifest",
     "missing_objects",
     "object_blob",
     "receive_object",

@@ -83,8 +83,12 @@ def verify_objects(
     digests: set[str],
     run_all: RunAll,
     progress: Progress | None = None,
+    *,
+    remember: bool = True,
 ) -> VerifyResult:
-    """Decode every object of ``digests`` with its chain and re-derive its digest."""
+    """Decode every object of ``digests`` with its chain and re-derive its digest. With
+    ``remember``, damage found is flagged in the index (so a save of the same content
+    rewrites those objects) and flags on objects found whole are cleared."""
     problems: dict[str, str] = {}
     checked = nbytes = 0
     try:
@@ -116,6 +120,9 @@ def verify_objects(
             progress(chain[0].raw_size)
 
     run_all(check, sorted(chains))
+    if remember:
+        index.flag_damaged(problems, datetime.now(timezone.utc))
+        index.clear_damaged(index.damaged(digests).keys() - problems.keys())
     affected = index.snapshots_for_digests(problems)
     return VerifyResult(
         checked,

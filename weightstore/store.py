@@ -6,15 +6,11 @@ objects are durable before the snapshot's index rows commit in one transaction (
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import socket
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,16 +18,15 @@ from typing import Any
 import torch
 
 from weightstore import location
-from weightstore.codec import Codec, digest
+from weightstore.codec import Codec
 from weightstore.codec.layout import U8
 from weightstore.errors import (
     Conflict,
-    InterruptedAfterCommit,
     InvalidInput,
     RefNotFound,
     StorageError,
 )
-from weightstore.exchange import missing_objects, object_blob, receive_object
+from weightstore.exchange import commit_manifest, missing_objects, object_blob, receive_object
 from weightstore.files import read_weights, safetensors_metadata, store_paths
 from weightstore.forms import SOURCE_METADATA
 from weightstore.index import Index, schema
@@ -54,7 +49,7 @@ from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes, write_snapshot_file
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
-from weightstore.tensors import dtype_info
+from weightstore.tensors import state_dict_of
 from weightstore.types import (
     DeletionEffect,
     Diff,
@@ -64,9 +59,9 @@ from weightstore.types import (
     SnapshotSummary,
     StoreStats,
     TaskSummary,
-    TensorChange,
     TensorEntry,
     VerifyResult,
+    diff_snapshots,
 )
 from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
@@ -74,30 +69,6 @@ from weightstore.writer import SnapshotWriter
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _state_dict(weights: Weights) -> Mapping[str, torch.Tensor]:
-    if isinstance(weights, torch.nn.Module):
-        return weights.state_dict(keep_vars=False)
-    if isinstance(weights, Mapping):
-        return weights
-    raise InvalidInput(
-        f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
-    )
-
-
-@contextmanager
-def _interrupt_after_commit(index: Index, snapshot_id: str) -> Iterator[None]:
-    """A Ctrl-C during a save's commit becomes :class:`InterruptedAfterCommit` when the
-    snapshot did commit, so that callers can tell the user it is saved."""
-    try:
-        yield
-    except KeyboardInterrupt as interrupt:
-        try:
-            index.get_snapshot(snapshot_id)
-        except RefNotFound:
-            raise interrupt from None
-        raise InterruptedAfterCommit(snapshot_id) from None
 
 
 class WeightStore:
@@ -268,25 +239,7 @@ class WeightStore:
         return Tokens(self.index.engine)
 
     def diff(self, ref_a: str, ref_b: str) -> Diff:
-        a, b = self.show(ref_a), self.show(ref_b)
-        old = {t.name: t for t in a.tensors}
-        new = {t.name: t for t in b.tensors}
-        changed, unchanged = [], []
-        for name, t in new.items():
-            if name in old:
-                o = old[name]
-                if (o.digest, o.dtype, o.shape) == (t.digest, t.dtype, t.shape):
-                    unchanged.append(name)
-                else:
-                    changed.append(TensorChange(name, o, t))
-        return Diff(
-            a,
-            b,
-            added=tuple(t for n, t in new.items() if n not in old),
-            removed=tuple(t for n, t in old.items() if n not in new),
-            changed=tuple(changed),
-            unchanged=tuple(unchanged),
-        )
+        return diff_snapshots(self.show(ref_a), self.show(ref_b))
 
     # ----------------------------------------------------------------------------- saving
 
@@ -314,7 +267,7 @@ class WeightStore:
         step = check_step(step)
         meta, meta_json = check_metadata(metadata)
         check_message(message)
-        state = _state_dict(weights)
+        state = state_dict_of(weights)
         if not state:
             raise InvalidInput("nothing to save: the state dict is empty")
         existing = None
@@ -331,78 +284,22 @@ class WeightStore:
         created = _now()
         entries = self.writer.hash_all(state)
         self.writer.store(state, entries, base_of, progress)
-        snapshot_id = digest(
-            json.dumps(
-                [
-                    task,
-                    step,
-                    parent_snap.id if parent_snap else None,
-                    created.isoformat(),
-                    message,
-                    meta_json,
-                    [(e.name, e.dtype, e.shape, e.digest) for e in entries],
-                ],
-            ).encode()
+        return self.writer.commit(
+            task=task,
+            step=step,
+            parent_id=parent_snap.id if parent_snap else None,
+            created_at=created,
+            message=message,
+            metadata=(meta, meta_json),
+            entries=entries,
+            tags=tag_list,
         )
-        with _interrupt_after_commit(self.index, snapshot_id):
-            self.index.commit_snapshot(
-                snapshot_id=snapshot_id,
-                task=task,
-                step=step,
-                parent_id=parent_snap.id if parent_snap else None,
-                created_at=created,
-                message=message,
-                metadata=meta,
-                logical_bytes=sum(e.nbytes for e in entries),
-                tensors=entries,
-                tags=tag_list,
-            )
-            return self.index.get_snapshot(snapshot_id)
 
     def commit_manifest(self, snap: Snapshot) -> Snapshot:
         """Commit a snapshot whose objects are all stored already (push, pull, the service),
         keeping its id, so a snapshot has one id in every store. Committing one that is here
         already only moves its tags."""
-        if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
-            raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
-        try:
-            here: Snapshot | None = self.index.get_snapshot(snap.id)
-        except RefNotFound:
-            here = None
-        if here is not None:
-            if (here.task, here.tensors) != (snap.task, snap.tensors):
-                raise Conflict(f"snapshot {snap.short_id} exists here with other content")
-            for tag in snap.tags:
-                self.index.set_tag(snap.id, check_name(tag, "tag"))
-            return self.index.get_snapshot(snap.id)
-        records = self.index.get_objects({t.digest for t in snap.tensors})
-        present = self.objects.exists_many(records)
-        for t in snap.tensors:
-            size = math.prod(t.shape) * dtype_info(t.dtype).torch_dtype.itemsize
-            rec = records.get(t.digest)
-            if rec is None or t.digest not in present:
-                raise InvalidInput(
-                    f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
-                    "here: send the objects first, then the manifest"
-                )
-            if not t.nbytes == size == rec.raw_size:
-                raise InvalidInput(
-                    f"{t.name!r}: {t.dtype}{list(t.shape)} is {size} bytes, the manifest says "
-                    f"{t.nbytes} and object {t.digest[:12]} holds {rec.raw_size}"
-                )
-        self.index.commit_snapshot(
-            snapshot_id=snap.id,
-            task=snap.task,
-            step=snap.step,
-            parent_id=snap.parent,
-            created_at=snap.created_at,
-            message=snap.message,
-            metadata=snap.metadata,
-            logical_bytes=sum(t.nbytes for t in snap.tensors),
-            tensors=snap.tensors,
-            tags=snap.tags,
-        )
-        return self.index.get_snapshot(snap.id)
+        return commit_manifest(self.index, self.objects, snap)
 
     # ----------------------------------------------------------------------------- exchange
 
@@ -461,7 +358,7 @@ class WeightStore:
             dev = torch.device("cpu" if device is None else device)
             return fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
         asked = None if device is None else torch.device(device)
-        pairs = check_targets(snap, _state_dict(into), strict, asked)
+        pairs = check_targets(snap, state_dict_of(into), strict, asked)
         fill_targets(
             self.reader,
             snap,
@@ -558,15 +455,15 @@ class WeightStore:
             # Objects no snapshot reaches are garbage (a save interrupted between recording
             # and writing one leaves such a row): gc's business, not damage.
             digests = self.index.reachable_digests()
-        result = verify_objects(
-            self.index, self.objects, self.reader, digests, self._run_all, progress
+        return verify_objects(
+            self.index,
+            self.objects,
+            self.reader,
+            digests,
+            self._run_all,
+            progress,
+            remember=not self.read_only,
         )
-        if not self.read_only:
-            # Remembered so that a save of the same content rewrites these objects.
-            self.index.flag_damaged({p.digest: p.problem for p in result.problems}, _now())
-            found_whole = self.index.damaged(digests).keys() - {p.digest for p in result.problems}
-            self.index.clear_damaged(found_whole)
-        return result
 
     def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:
         """Rewrite damaged objects (found by :meth:`verify`) from weights the caller still has:
@@ -580,7 +477,7 @@ class WeightStore:
             if isinstance(source, str | os.PathLike):
                 state = read_weights(source)
             else:
-                state = _state_dict(source)
+                state = state_dict_of(source)
             done = self.writer.repair(state, damaged)
             outcome.update(done)
             damaged -= {d for d, result in done.items() if result == "repaired"}

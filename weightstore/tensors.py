@@ -146,3 +146,14 @@ def byte_view(t: torch.Tensor) -> U8:
     if t.numel() == 0:
         return np.empty(0, dtype=np.uint8)
     return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def state_dict_of(weights: object) -> Mapping[str, torch.Tensor]:
+    """The tensors of an nn.Module (its state dict) or of a mapping, as they are."""
+    if isinstance(weights, torch.nn.Module):
+        return weights.state_dict(keep_vars=False)
+    if isinstance(weights, Mapping):
+        return weights
+    raise InvalidInput(
+        f"expected an nn.Module or a mapping of name to tensor, got {type(weights).__name__}"
+    )

@@ -182,6 +182,28 @@ class StoreStats:
     objects_by_encoding: dict[str, int]
 
 
+def diff_snapshots(a: Snapshot, b: Snapshot) -> Diff:
+    """What changed from ``a`` to ``b``, tensor by tensor (by name, dtype, shape and digest)."""
+    old = {t.name: t for t in a.tensors}
+    new = {t.name: t for t in b.tensors}
+    changed, unchanged = [], []
+    for name, t in new.items():
+        if name in old:
+            o = old[name]
+            if (o.digest, o.dtype, o.shape) == (t.digest, t.dtype, t.shape):
+                unchanged.append(name)
+            else:
+                changed.append(TensorChange(name, o, t))
+    return Diff(
+        a,
+        b,
+        added=tuple(t for n, t in new.items() if n not in old),
+        removed=tuple(t for n, t in old.items() if n not in new),
+        changed=tuple(changed),
+        unchanged=tuple(unchanged),
+    )
+
+
 TOKEN_SCOPES = ("read", "write", "admin")
 
 

@@ -9,10 +9,13 @@ source that changed in between (a checkpoint rewritten in place, a model still t
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,14 +23,21 @@ import torch
 from weightstore.codec import Codec, Encoded, digest
 from weightstore.codec.format import DELTAS, header_length, read_header
 from weightstore.codec.layout import U8
-from weightstore.errors import CorruptObject, InputChanged, NotFound, StorageError
+from weightstore.errors import (
+    CorruptObject,
+    InputChanged,
+    InterruptedAfterCommit,
+    NotFound,
+    RefNotFound,
+    StorageError,
+)
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.ports import Progress, RunAll
 from weightstore.read import ObjectReader
 from weightstore.settings import StoreSettings
 from weightstore.tensors import check_tensor, dtype_info, tensor_bytes
-from weightstore.types import ObjectRecord, TensorEntry
+from weightstore.types import ObjectRecord, Snapshot, TensorEntry
 
 # New objects are recorded and written in batches of this many bytes (raw + encoded) or objects.
 _BATCH_BYTES = 32 << 20
@@ -80,6 +90,20 @@ class _Batch:
     def _take(self) -> list[_Item]:
         items, self._items, self._bytes = self._items, [], 0
         return items
+
+
+@contextmanager
+def _interrupt_after_commit(index: Index, snapshot_id: str) -> Iterator[None]:
+    """A Ctrl-C during a save's commit becomes :class:`InterruptedAfterCommit` when the
+    snapshot did commit, so that callers can tell the user it is saved."""
+    try:
+        yield
+    except KeyboardInterrupt as interrupt:
+        try:
+            index.get_snapshot(snapshot_id)
+        except RefNotFound:
+            raise interrupt from None
+        raise InterruptedAfterCommit(snapshot_id) from None
 
 
 def stable_copy(entry: TensorEntry, t: torch.Tensor) -> U8:
@@ -241,6 +265,49 @@ class SnapshotWriter:
             }
             for d, (it, current) in wrote.items():
                 self.objects.put(d, self.encode_like(current, it.raw, it.entry).blob)
+
+    def commit(
+        self,
+        *,
+        task: str,
+        step: int | None,
+        parent_id: str | None,
+        created_at: datetime,
+        message: str,
+        metadata: tuple[dict[str, Any], str],
+        entries: list[TensorEntry],
+        tags: list[str],
+    ) -> Snapshot:
+        """Commit the snapshot of ``entries`` (every object stored already) in one index
+        transaction with its tags; its id is the digest of what it is and when."""
+        meta, meta_json = metadata
+        snapshot_id = digest(
+            json.dumps(
+                [
+                    task,
+                    step,
+                    parent_id,
+                    created_at.isoformat(),
+                    message,
+                    meta_json,
+                    [(e.name, e.dtype, e.shape, e.digest) for e in entries],
+                ],
+            ).encode()
+        )
+        with _interrupt_after_commit(self.index, snapshot_id):
+            self.index.commit_snapshot(
+                snapshot_id=snapshot_id,
+                task=task,
+                step=step,
+                parent_id=parent_id,
+                created_at=created_at,
+                message=message,
+                metadata=meta,
+                logical_bytes=sum(e.nbytes for e in entries),
+                tensors=entries,
+                tags=tags,
+            )
+            return self.index.get_snapshot(snapshot_id)
 
     # ------------------------------------------------------------------------------- encoding
 
