@@ -19,13 +19,13 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from served import serve  # noqa: E402
-from test_statement_counts import app_store, counted, weights  # noqa: E402
+from served import serve
+from test_statement_counts import app_store, counted, weights
 
-from weightstore.remote import RemoteStore  # noqa: E402
-from weightstore.settings import StoreSettings  # noqa: E402
-from weightstore.store import WeightStore  # noqa: E402
-from weightstore.sync import push  # noqa: E402
+from weightstore.remote import RemoteStore
+from weightstore.settings import StoreSettings
+from weightstore.store import WeightStore
+from weightstore.sync import push
 
 
 def measure(tmp: Path, index_url: str, push_url: str) -> dict[str, int]:
@@ -52,10 +52,13 @@ def measure(tmp: Path, index_url: str, push_url: str) -> dict[str, int]:
     for step in range(4):
         source.save("t", weights(step), step=step)
     WeightStore.open(tmp / "dst", index_url=push_url).close()
-    with serve(tmp / "dst", push_url) as served:
-        with RemoteStore(served.url, token=served.tokens["write"], cache_dir=tmp / "c") as r:
-            with counted(source.index.engine) as a, counted(app_store(served).index.engine) as b:
-                report = push(source, r)
+    with (
+        serve(tmp / "dst", push_url) as served,
+        RemoteStore(served.url, token=served.tokens["write"], cache_dir=tmp / "c") as r,
+        counted(source.index.engine) as a,
+        counted(app_store(served).index.engine) as b,
+    ):
+        report = push(source, r)
     out["push objects"] = report.objects
     out["push, at the source"] = len(a)
     out["push, at the receiver"] = len(b)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import torch
+from served import serve
 from sqlalchemy import Engine, event
 
-from served import serve
 from weightstore.remote import RemoteStore
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -111,9 +111,10 @@ def test_push_costs_a_few_statements_per_object(tmp_path: Path, index_url: str) 
         with RemoteStore(
             served.url, token=served.tokens["write"], cache_dir=tmp_path / "cache"
         ) as remote:
-            with counted(source.index.engine) as at_source, counted(
-                app_store(served).index.engine
-            ) as at_receiver:
+            with (
+                counted(source.index.engine) as at_source,
+                counted(app_store(served).index.engine) as at_receiver,
+            ):
                 report = push(source, remote)
             assert report.objects == 4 * TENSORS
             assert len(at_source) <= 5 * report.objects, len(at_source)
