@@ -1,10 +1,10 @@
 """The narrow roles callers depend on, and the one fan-out rule.
 
-A front end (the CLI, the service, the loader, push and pull) reads snapshots through a
-:class:`SnapshotSource` and tensor bytes through a :class:`ChainSource` with the one reader
-(:mod:`weightstore.read`); it never reaches into a store's index or object backend. A local
+The one reader (:mod:`weightstore.read`) takes tensor bytes from a :class:`ChainSource`; push and
+pull move objects through an :class:`ObjectExchange`. A local
 :class:`~weightstore.store.WeightStore` and a :class:`~weightstore.remote.RemoteStore` both play
-these roles, so whatever is written against them works over either.
+these roles (the loader's role, :class:`weightstore.read.source.ReadSource`, too), so whatever is
+written against them works over either and never reaches into a store's index or backend.
 
 :func:`fan_out` is the rule every worker pool follows: at most ``limit`` items in flight (memory
 stays a small multiple of the largest item), and an error is raised only once every submitted
@@ -52,22 +52,6 @@ def _first_error(done: Iterable[Future[None]]) -> BaseException | None:
     return next((e for f in done if (e := f.exception()) is not None), None)
 
 
-class SnapshotSource(Protocol):
-    """Where snapshots are named and listed: a local store's index, or a service."""
-
-    def resolve(self, ref: str) -> str:
-        """The full id of the snapshot ``ref`` names (RefNotFound when none)."""
-        ...
-
-    def show(self, ref: str) -> Snapshot:
-        """The snapshot ``ref`` names, with its tensor list."""
-        ...
-
-    def tasks(self) -> list[str]: ...
-
-    def log(self, task: str | None = None) -> list[Snapshot]: ...
-
-
 class ChainSource(Protocol):
     """Where encoded objects and their delta chains come from (the reader's only input)."""
 
@@ -109,7 +93,6 @@ __all__ = [
     "ObjectExchange",
     "Progress",
     "RunAll",
-    "SnapshotSource",
     "Weights",
     "fan_out",
 ]

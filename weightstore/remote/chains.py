@@ -10,7 +10,7 @@ fails is dropped (``forget``) and fetched once more.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 from weightstore.codec import read_header
 from weightstore.codec.format import header_length
@@ -26,10 +26,11 @@ _HEAD_PROBE = 16 << 10  # bytes read for a cached object's header and frame tabl
 class RemoteChains:
     """Chains and blobs of the service behind ``fetch``, through ``cache``."""
 
-    def __init__(self, fetch: Fetch, cache: ObjectCache, fetchers: int, url: str) -> None:
+    def __init__(self, fetch: Fetch, cache: ObjectCache, pool: Executor, url: str) -> None:
+        """``pool``: the client's fetching threads (never a caller of ``chains``)."""
         self._fetch = fetch
         self.cache = cache
-        self._fetchers = max(1, fetchers)
+        self._pool = pool
         self._url = url
 
     def blob(self, digest: str) -> bytes:
@@ -59,8 +60,7 @@ class RemoteChains:
         wanted = sorted(digests)
         if len(wanted) == 1:
             return {wanted[0]: record(wanted[0])}
-        with ThreadPoolExecutor(min(self._fetchers, len(wanted))) as pool:
-            return {r.digest: r for r in pool.map(record, wanted)}
+        return {r.digest: r for r in self._pool.map(record, wanted)}
 
     def chains(self, digests: Collection[str]) -> dict[str, list[ObjectRecord]]:
         return walk_chains(self._records, digests)

@@ -102,7 +102,7 @@ class RemoteStore:
         self.cache = ObjectCache(Path(cache_dir or default_cache_dir()) / "objects", cache_bytes)
         self._fetchers = fetchers
         self._pool = ThreadPoolExecutor(fetchers, "weightstore-remote")
-        chains = RemoteChains(self.get_object, self.cache, fetchers, self.url)
+        chains = RemoteChains(self.get_object, self.cache, self._pool, self.url)
         # Always verified: nothing that crossed the wire is trusted.
         self.reader = ObjectReader(chains, self.codec, verify=True)
         self.bytes_sent = 0  # object bytes pushed
