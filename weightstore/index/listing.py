@@ -12,132 +12,111 @@ cost the store; after an earlier snapshot is deleted, its objects count for the 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select
 
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
+from weightstore.index.reach import needed_by
+from weightstore.index.resolving import require_task
 from weightstore.index.sql import CHUNK, chunks
 from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
 
 
-class ListingQueries:
-    """Mixed into :class:`~weightstore.index.Index`, which provides transactions and task
-    lookups (with their "did you mean" hints)."""
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _require_task(self, conn: Connection, task: str) -> int:
-        raise NotImplementedError
-
-    def snapshots_for_digests(self, digests: Collection[str]) -> dict[str, list[str]]:
-        raise NotImplementedError
-
-    def list_summaries(
-        self,
-        task: str | None = None,
-        *,
-        limit: int | None = None,
-        offset: int = 0,
-        before: tuple[datetime, str] | None = None,
-    ) -> list[SnapshotSummary]:
-        """Snapshots newest first, of ``task`` or of all, at most ``limit`` of them, without
-        their tensors (RefNotFound for an unknown task). ``before``: a keyset page, those older
-        than (created_at, id); ``offset`` skips that many first."""
-        with self._read() as conn:
-            conditions = []
-            if task is not None:
-                conditions.append(SnapshotRow.task_id == self._require_task(conn, task))
-            if before is not None:
-                at, sid = before
-                conditions.append(
-                    or_(
-                        SnapshotRow.created_at < at,
-                        and_(SnapshotRow.created_at == at, SnapshotRow.id < sid),
-                    )
-                )
-            condition = and_(*conditions) if conditions else None
-            return _summaries(conn, condition, limit, offset)
-
-    def count_snapshots(self, task: str) -> int:
-        """How many snapshots ``task`` has (RefNotFound for an unknown task)."""
-        with self._read() as conn:
-            task_id = self._require_task(conn, task)
-            query = select(func.count()).select_from(SnapshotRow)
-            return int(conn.scalar(query.where(SnapshotRow.task_id == task_id)) or 0)
-
-    def summaries_by_id(self, ids: Sequence[str]) -> dict[str, SnapshotSummary]:
-        """The summaries of those ``ids`` that exist."""
-        out: dict[str, SnapshotSummary] = {}
-        with self._read() as conn:
-            for start in range(0, len(ids), CHUNK):
-                chunk = list(ids[start : start + CHUNK])
-                out.update((s.id, s) for s in _summaries(conn, SnapshotRow.id.in_(chunk), None))
-        return out
-
-    def task_summaries(self) -> list[TaskSummary]:
-        """Every task, sorted by name, with its snapshot count and newest snapshot."""
-        count = (
-            select(func.count())
-            .select_from(SnapshotRow)
-            .where(SnapshotRow.task_id == TaskRow.id)
-            .scalar_subquery()
-        )
-        latest = (
-            select(SnapshotRow.id)
-            .where(SnapshotRow.task_id == TaskRow.id)
-            .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        with self._read() as conn:
-            rows = conn.execute(
-                select(TaskRow.name, count.label("n"), latest.label("latest")).order_by(
-                    TaskRow.name
-                )
-            ).all()
-        found = self.summaries_by_id([r.latest for r in rows if r.latest is not None])
-        return [
-            TaskSummary(r.name, r.n, found.get(r.latest) if r.latest is not None else None)
-            for r in rows
-        ]
-
-    def added_bytes(self, snapshot_ids: Collection[str]) -> dict[str, int]:
-        """Per snapshot, the stored bytes of the objects it was the first to reference."""
-        out = dict.fromkeys(snapshot_ids, 0)
-        with self._read() as conn:
-            for chunk in chunks(out):
-                out.update(added_bytes_of(conn, chunk))
-        return out
-
-    def deletion_effect(self, snapshot_id: str) -> DeletionEffect:
-        """What gc could free once the snapshot is deleted, and what its deltas' dependents
-        keep (the store itself is not changed)."""
-        with self._read() as conn:
-            direct = set(
-                conn.scalars(select(TensorRow.digest).where(TensorRow.snapshot_id == snapshot_id))
+def list_summaries(
+    conn: Connection,
+    task: str | None,
+    *,
+    limit: int | None,
+    offset: int,
+    before: tuple[datetime, str] | None,
+) -> list[SnapshotSummary]:
+    """See :meth:`Index.list_summaries`."""
+    conditions = []
+    if task is not None:
+        conditions.append(SnapshotRow.task_id == require_task(conn, task))
+    if before is not None:
+        at, sid = before
+        conditions.append(
+            or_(
+                SnapshotRow.created_at < at,
+                and_(SnapshotRow.created_at == at, SnapshotRow.id < sid),
             )
-            records = _closure(conn, direct)
-        needed_by = self.snapshots_for_digests(list(records))
-        freed = [d for d in records if set(needed_by[d]) <= {snapshot_id}]
-        with self._read() as conn:
-            shared = set(
-                conn.scalars(
-                    select(TensorRow.digest)
-                    .where(TensorRow.digest.in_(direct), TensorRow.snapshot_id != snapshot_id)
-                    .distinct()
-                )
-            )
-        as_bases = [d for d in direct - shared if d not in freed]
-        return DeletionEffect(
-            frees_objects=len(freed),
-            frees_bytes=sum(records[d] for d in freed),
-            kept_as_bases=len(as_bases),
-            kept_as_bases_bytes=sum(records[d] for d in as_bases),
         )
+    condition = and_(*conditions) if conditions else None
+    return _summaries(conn, condition, limit, offset)
+
+
+def count_snapshots(conn: Connection, task: str) -> int:
+    """How many snapshots ``task`` has (RefNotFound for an unknown task)."""
+    task_id = require_task(conn, task)
+    query = select(func.count()).select_from(SnapshotRow)
+    return int(conn.scalar(query.where(SnapshotRow.task_id == task_id)) or 0)
+
+
+def summaries_by_id(conn: Connection, ids: Sequence[str]) -> dict[str, SnapshotSummary]:
+    """The summaries of those ``ids`` that exist."""
+    out: dict[str, SnapshotSummary] = {}
+    for start in range(0, len(ids), CHUNK):
+        chunk = list(ids[start : start + CHUNK])
+        out.update((s.id, s) for s in _summaries(conn, SnapshotRow.id.in_(chunk), None))
+    return out
+
+
+def task_summaries(conn: Connection) -> list[TaskSummary]:
+    """Every task, sorted by name, with its snapshot count and newest snapshot."""
+    count = (
+        select(func.count())
+        .select_from(SnapshotRow)
+        .where(SnapshotRow.task_id == TaskRow.id)
+        .scalar_subquery()
+    )
+    latest = (
+        select(SnapshotRow.id)
+        .where(SnapshotRow.task_id == TaskRow.id)
+        .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(TaskRow.name, count.label("n"), latest.label("latest")).order_by(TaskRow.name)
+    ).all()
+    found = summaries_by_id(conn, [r.latest for r in rows if r.latest is not None])
+    return [
+        TaskSummary(r.name, r.n, found.get(r.latest) if r.latest is not None else None)
+        for r in rows
+    ]
+
+
+def added_bytes(conn: Connection, snapshot_ids: Collection[str]) -> dict[str, int]:
+    """Per snapshot, the stored bytes of the objects it was the first to reference."""
+    out = dict.fromkeys(snapshot_ids, 0)
+    for chunk in chunks(out):
+        out.update(added_bytes_of(conn, chunk))
+    return out
+
+
+def deletion_effect(conn: Connection, snapshot_id: str) -> DeletionEffect:
+    """What gc could free once the snapshot is deleted, and what its deltas' dependents keep."""
+    direct = set(conn.scalars(select(TensorRow.digest).where(TensorRow.snapshot_id == snapshot_id)))
+    records = _closure(conn, direct)
+    needs = needed_by(conn, list(records))
+    freed = [d for d in records if set(needs[d]) <= {snapshot_id}]
+    shared = set(
+        conn.scalars(
+            select(TensorRow.digest)
+            .where(TensorRow.digest.in_(direct), TensorRow.snapshot_id != snapshot_id)
+            .distinct()
+        )
+    )
+    as_bases = [d for d in direct - shared if d not in freed]
+    return DeletionEffect(
+        frees_objects=len(freed),
+        frees_bytes=sum(records[d] for d in freed),
+        kept_as_bases=len(as_bases),
+        kept_as_bases_bytes=sum(records[d] for d in as_bases),
+    )
 
 
 def snapshot_rows() -> Select[Any]:

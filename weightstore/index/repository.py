@@ -1,52 +1,28 @@
-"""The index's queries: every read and write of metadata rows goes through :class:`Index`."""
+"""The index's transactions: every read and write of metadata rows goes through :class:`Index`.
+
+Each method opens one transaction and runs the queries of one module over it: ``resolving``
+(refs), ``committing`` (a snapshot's rows), ``loading`` (whole snapshots), ``listing``
+(summaries), ``reach`` (gc), ``locks``, ``meta`` (store id, damaged objects) and ``rows``
+(object rows).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Engine,
-    Select,
-    and_,
-    delete,
-    exists,
-    func,
-    literal,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from weightstore.errors import (
-    AmbiguousRef,
-    Conflict,
-    InvalidInput,
-    LockHeld,
-    ObjectNotFound,
-    RefNotFound,
-    StorageError,
-)
+from weightstore.errors import LockHeld, ObjectNotFound, RefNotFound, StorageError
+from weightstore.index import committing, listing, loading, locks, meta, reach, resolving
 from weightstore.index.engine import READ_ONLY_OPTION, IndexSettings, make_engine
-from weightstore.index.listing import ListingQueries, added_bytes_of, header_fields, snapshot_rows
-from weightstore.index.meta import MetaQueries
-from weightstore.index.models import (
-    LockRow,
-    ObjectRow,
-    SnapshotRow,
-    TagRow,
-    TaskRow,
-    TensorRow,
-    UTCDateTime,
-)
+from weightstore.index.listing import added_bytes_of
+from weightstore.index.loading import SnapshotUsageRow
+from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
 from weightstore.index.rows import aware as _aware
 from weightstore.index.rows import (
     closure_records,
@@ -62,36 +38,19 @@ from weightstore.index.rows import (
 from weightstore.index.schema import ensure_schema
 from weightstore.index.sql import CHUNK, chunks
 from weightstore.refs import Ref, check_name
-from weightstore.types import ObjectRecord, Snapshot, TensorEntry
+from weightstore.types import (
+    DeletionEffect,
+    ObjectRecord,
+    Snapshot,
+    SnapshotSummary,
+    TaskSummary,
+    TensorEntry,
+)
 
-log = logging.getLogger(__name__)
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-# How many names an error message lists before it abbreviates.
-_HINT_LIMIT = 10
-_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
-# Snapshot ids are lowercase hex digests; such a prefix can be searched as a key range.
-_HEX_PREFIX = re.compile("[0-9a-f]+")
-
-
-@dataclass(frozen=True)
-class SnapshotUsageRow:
-    """Raw figures of one snapshot for the storage report (see :meth:`Index.usage_rows`).
-
-    ``tensors`` holds ``(digest, nbytes)`` for each tensor, in state-dict order; the report joins
-    the digests with :meth:`Index.all_objects` to attribute stored bytes.
-    """
-
-    id: str
-    task: str
-    step: int | None
-    created_at: datetime
-    logical_bytes: int
-    tensors: tuple[tuple[str, int], ...]
+__all__ = ["Index", "SnapshotUsageRow"]
 
 
-class Index(MetaQueries, ListingQueries):
+class Index:
     """Metadata of tasks, snapshots, objects, tags and locks in a SQL database.
 
     Every public method runs in its own transaction. Datetimes going in must be tz-aware; all
@@ -251,156 +210,97 @@ class Index(MetaQueries, ListingQueries):
         :class:`StorageError` if a tensor's object is no longer in the index (gc removed it
         while the caller was saving); in both cases nothing is written.
         """
-        if not 0 < len(snapshot_id) <= 64:
-            raise InvalidInput(f"snapshot id {snapshot_id!r} must be 1 to 64 characters")
-        check_name(task, "task")
-        for tag in tags:
-            check_name(tag, "tag")
+        committing.check_commit(snapshot_id, task, step, tensors, tags)
         created_at = _aware(created_at, "created_at")
-        if step is not None and not _BIGINT_MIN <= step <= _BIGINT_MAX:
-            raise InvalidInput(f"step {step} is out of range: it must fit in a signed 64-bit int")
-        seen: set[str] = set()
-        for t in tensors:
-            if t.name in seen:
-                raise InvalidInput(f"tensor name {t.name!r} appears twice in one snapshot")
-            seen.add(t.name)
         try:
             with self._write(raw_integrity_errors=True) as conn:
-                task_id = _ensure_task(conn, task, created_at)
-                if step is not None:
-                    _raise_if_step_taken(conn, task_id, task, step)
-                if parent_id is not None and conn.scalar(_snapshot_exists(parent_id)) is None:
-                    raise RefNotFound(f"parent snapshot {parent_id[:12]} is not in the index")
-                digests = {t.digest for t in tensors}
-                # Pin at the commit's own time, not the save's start: a gc whose cutoff lies
-                # between the two must see these objects as just used.
-                missing = digests - pin(conn, digests, datetime.now(timezone.utc))
-                if missing:
-                    shown = ", ".join(sorted(missing)[:3])
-                    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-                    raise StorageError(
-                        f"object {shown}{more} was garbage-collected during the save; retry"
-                    )
-                conn.execute(
-                    insert_for(conn, SnapshotRow).values(
-                        id=snapshot_id,
-                        task_id=task_id,
-                        step=step,
-                        parent_id=parent_id,
-                        created_at=created_at,
-                        message=message,
-                        metadata=metadata,
-                        logical_bytes=logical_bytes,
-                    )
+                committing.insert_snapshot(
+                    conn,
+                    snapshot_id=snapshot_id,
+                    task=task,
+                    step=step,
+                    parent_id=parent_id,
+                    created_at=created_at,
+                    message=message,
+                    metadata=metadata,
+                    logical_bytes=logical_bytes,
+                    tensors=tensors,
+                    tags=tags,
                 )
-                if tensors:
-                    conn.execute(
-                        insert_for(conn, TensorRow),
-                        [
-                            {
-                                "snapshot_id": snapshot_id,
-                                "position": position,
-                                "name": t.name,
-                                "dtype": t.dtype,
-                                "shape": list(t.shape),
-                                "digest": t.digest,
-                                "nbytes": t.nbytes,
-                            }
-                            for position, t in enumerate(tensors)
-                        ],
-                    )
-                for tag in dict.fromkeys(tags):
-                    _upsert_tag(conn, task_id, tag, snapshot_id, created_at)
         except IntegrityError as exc:
             # A concurrent saver can win the race between our check and our insert.
-            raise self._explain_rejected_commit(snapshot_id, task, step, exc) from exc
-
-    def _explain_rejected_commit(
-        self, snapshot_id: str, task: str, step: int | None, exc: IntegrityError
-    ) -> Exception:
-        with self._read() as conn:
-            task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-            if step is not None and task_id is not None:
-                try:
-                    _raise_if_step_taken(conn, task_id, task, step)
-                except Conflict as conflict:
-                    return conflict
-            if conn.scalar(_snapshot_exists(snapshot_id)) is not None:
-                return Conflict(f"snapshot {snapshot_id[:12]} is already in the index")
-        return StorageError(f"the index rejected the snapshot: {exc.orig}")
+            with self._read() as conn:
+                raise committing.explain_rejected(conn, snapshot_id, task, step, exc) from exc
 
     # -- reading snapshots ----------------------------------------------------------------------
 
     def resolve(self, ref: Ref) -> str:
         """The id of the snapshot ``ref`` names; :class:`RefNotFound` or :class:`AmbiguousRef`."""
         with self._read() as conn:
-            task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == ref.task))
-            if ref.kind == "latest":
-                if task_id is not None:
-                    latest = _latest(conn, task_id)
-                    if latest is None:
-                        raise RefNotFound(f"task {ref.task!r} has no snapshots")
-                    if ref.id_prefix is not None:
-                        _refuse_task_shadowing_id(conn, ref.id_prefix, latest)
-                    return latest
-                if ref.id_prefix is not None:
-                    return _by_prefix(conn, ref.id_prefix)
-                raise RefNotFound(f"no task {ref.task!r}; {_tasks_hint(conn)}")
-            if task_id is None:
-                raise RefNotFound(f"no task {ref.task!r}; {_tasks_hint(conn)}")
-            if ref.kind == "step":
-                assert ref.step is not None
-                found = None
-                if _BIGINT_MIN <= ref.step <= _BIGINT_MAX:
-                    found = conn.scalar(
-                        select(SnapshotRow.id).where(
-                            SnapshotRow.task_id == task_id, SnapshotRow.step == ref.step
-                        )
-                    )
-                if found is None:
-                    raise RefNotFound(
-                        f"task {ref.task!r} has no step {ref.step}; {_steps_hint(conn, task_id)}"
-                    )
-                return found
-            assert ref.tag is not None
-            found = conn.scalar(
-                select(TagRow.snapshot_id).where(TagRow.task_id == task_id, TagRow.name == ref.tag)
-            )
-            if found is None:
-                raise RefNotFound(
-                    f"task {ref.task!r} has no tag {ref.tag!r}; {_tags_hint(conn, task_id)}"
-                )
-            return found
+            return resolving.resolve(conn, ref)
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         """The snapshot with that exact id, tensors in state-dict order, tags sorted."""
         with self._read() as conn:
-            found = _load_snapshots(conn, SnapshotRow.id == snapshot_id)
+            found = loading.load_snapshots(conn, SnapshotRow.id == snapshot_id)
             if not found:
                 raise RefNotFound(f"no snapshot {snapshot_id[:12]} in the index")
             added = added_bytes_of(conn, [snapshot_id]).get(snapshot_id, 0)
         return dataclasses.replace(found[0], added_bytes=added)
 
-    def _require_task(self, conn: Connection, task: str) -> int:
-        """The id of ``task``; RefNotFound naming the tasks there are when it does not exist."""
-        task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-        if task_id is None:
-            raise RefNotFound(f"no task {task!r}; {_tasks_hint(conn)}")
-        return task_id
-
     def list_snapshots(self, task: str | None = None) -> list[Snapshot]:
         """All snapshots, or those of ``task``, newest first (RefNotFound for an unknown task)."""
         with self._read() as conn:
             if task is None:
-                return _load_snapshots(conn, None)
-            task_id = self._require_task(conn, task)
-            return _load_snapshots(conn, SnapshotRow.task_id == task_id)
+                return loading.load_snapshots(conn, None)
+            task_id = resolving.require_task(conn, task)
+            return loading.load_snapshots(conn, SnapshotRow.task_id == task_id)
 
     def latest_snapshot_id(self, task: str) -> str | None:
         """The newest snapshot of ``task``, or None when the task has none or does not exist."""
         with self._read() as conn:
             task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-            return None if task_id is None else _latest(conn, task_id)
+            return None if task_id is None else resolving.latest(conn, task_id)
+
+    def list_summaries(
+        self,
+        task: str | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[SnapshotSummary]:
+        """Snapshots newest first, of ``task`` or of all, at most ``limit`` of them, without
+        their tensors (RefNotFound for an unknown task). ``before``: a keyset page, those older
+        than (created_at, id); ``offset`` skips that many first."""
+        with self._read() as conn:
+            return listing.list_summaries(conn, task, limit=limit, offset=offset, before=before)
+
+    def count_snapshots(self, task: str) -> int:
+        """How many snapshots ``task`` has (RefNotFound for an unknown task)."""
+        with self._read() as conn:
+            return listing.count_snapshots(conn, task)
+
+    def summaries_by_id(self, ids: Sequence[str]) -> dict[str, SnapshotSummary]:
+        """The summaries of those ``ids`` that exist."""
+        with self._read() as conn:
+            return listing.summaries_by_id(conn, ids)
+
+    def task_summaries(self) -> list[TaskSummary]:
+        """Every task, sorted by name, with its snapshot count and newest snapshot."""
+        with self._read() as conn:
+            return listing.task_summaries(conn)
+
+    def added_bytes(self, snapshot_ids: Collection[str]) -> dict[str, int]:
+        """Per snapshot, the stored bytes of the objects it was the first to reference."""
+        with self._read() as conn:
+            return listing.added_bytes(conn, snapshot_ids)
+
+    def deletion_effect(self, snapshot_id: str) -> DeletionEffect:
+        """What gc could free once the snapshot is deleted, and what its deltas' dependents
+        keep (the store itself is not changed)."""
+        with self._read() as conn:
+            return listing.deletion_effect(conn, snapshot_id)
 
     # -- tags and deletion ------------------------------------------------------------------------
 
@@ -411,17 +311,18 @@ class Index(MetaQueries, ListingQueries):
             task_id = conn.scalar(select(SnapshotRow.task_id).where(SnapshotRow.id == snapshot_id))
             if task_id is None:
                 raise RefNotFound(f"no snapshot {snapshot_id[:12]} in the index")
-            _upsert_tag(conn, task_id, tag, snapshot_id, datetime.now(timezone.utc))
+            committing.upsert_tag(conn, task_id, tag, snapshot_id, datetime.now(timezone.utc))
 
     def delete_tag(self, task: str, tag: str) -> None:
         """Remove a tag; the snapshot it pointed at stays."""
         with self._write() as conn:
-            task_id = self._require_task(conn, task)
+            task_id = resolving.require_task(conn, task)
             deleted = conn.execute(
                 delete(TagRow).where(TagRow.task_id == task_id, TagRow.name == tag)
             ).rowcount
             if not deleted:
-                raise RefNotFound(f"task {task!r} has no tag {tag!r}; {_tags_hint(conn, task_id)}")
+                hint = resolving.tags_hint(conn, task_id)
+                raise RefNotFound(f"task {task!r} has no tag {tag!r}; {hint}")
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Remove a snapshot with its tensor rows and tags; its children lose their parent.
@@ -445,33 +346,10 @@ class Index(MetaQueries, ListingQueries):
     # -- reachability and gc --------------------------------------------------------------------
 
     def snapshots_for_digests(self, digests: Collection[str]) -> dict[str, list[str]]:
-        """For each digest, the snapshots (oldest first) that need its object.
-
-        A snapshot needs an object when one of its tensors references it directly, or references
-        an object whose chain of delta bases passes through it. Every requested digest is a key.
-        """
-        out: dict[str, list[str]] = {d: [] for d in digests}
-        child = ObjectRow.__table__.alias("child")
+        """For each digest, the snapshots (oldest first) that need its object (directly or as a
+        delta base on a chain). Every requested digest is a key."""
         with self._read() as conn:
-            for chunk in chunks(out):
-                seed = select(
-                    ObjectRow.digest.label("root"), ObjectRow.digest.label("digest")
-                ).where(ObjectRow.digest.in_(chunk))
-                deps = seed.cte("dependents", recursive=True)
-                # UNION (not UNION ALL) drops repeats, so even a corrupt cyclic chain terminates.
-                deps = deps.union(
-                    select(deps.c.root, child.c.digest).where(child.c.base_digest == deps.c.digest)
-                )
-                query = (
-                    select(deps.c.root, SnapshotRow.id, SnapshotRow.created_at)
-                    .join(TensorRow, TensorRow.digest == deps.c.digest)
-                    .join(SnapshotRow, SnapshotRow.id == TensorRow.snapshot_id)
-                    .distinct()
-                    .order_by(SnapshotRow.created_at, SnapshotRow.id)
-                )
-                for root, snapshot_id, _ in conn.execute(query):
-                    out[root].append(snapshot_id)
-        return out
+            return reach.needed_by(conn, digests)
 
     def all_objects(self) -> list[tuple[ObjectRecord, datetime]]:
         """Every object row with its ``last_used_at``, by digest."""
@@ -483,15 +361,8 @@ class Index(MetaQueries, ListingQueries):
 
     def reachable_digests(self) -> set[str]:
         """Digests referenced by any snapshot tensor, plus all their transitive delta bases."""
-        seed = select(TensorRow.digest.label("digest"))
-        reach = seed.cte("reachable", recursive=True)
-        reach = reach.union(
-            select(ObjectRow.base_digest).where(
-                ObjectRow.digest == reach.c.digest, ObjectRow.base_digest.is_not(None)
-            )
-        )
         with self._read() as conn:
-            return set(conn.scalars(select(reach.c.digest)))
+            return reach.reachable(conn)
 
     def delete_object_if_unused(
         self, digest: str, cutoff: datetime, before_commit: Callable[[], None]
@@ -503,17 +374,7 @@ class Index(MetaQueries, ListingQueries):
         (the caller deletes the blob there); if it raises, the row is kept and the error
         propagates. Returns whether the row was deleted.
         """
-        cutoff = _aware(cutoff, "cutoff")
-        child = ObjectRow.__table__.alias("child")
-        # One statement on purpose: on PostgreSQL it row-locks the object, so a concurrent
-        # pin_objects (a saver about to reference it) waits and then sees it gone, or the
-        # delete sees the fresh last_used_at and keeps it.
-        stmt = delete(ObjectRow).where(
-            ObjectRow.digest == digest,
-            ObjectRow.last_used_at < cutoff,
-            ~exists().where(TensorRow.digest == digest),
-            ~exists().where(child.c.base_digest == digest),
-        )
+        stmt = reach.delete_if_unused(digest, _aware(cutoff, "cutoff"))
         try:
             with self._write(raw_integrity_errors=True) as conn:
                 if not conn.execute(stmt).rowcount:
@@ -534,25 +395,7 @@ class Index(MetaQueries, ListingQueries):
         that records the digest meanwhile waits on the primary key until we are done.
         """
         with self._write() as conn:
-            if conn.scalar(select(exists().where(TensorRow.digest == digest))):
-                return False  # a snapshot names it; only its row is missing (a damaged index)
-            placeholder = (
-                insert_for(conn, ObjectRow)
-                .values(
-                    digest=digest,
-                    raw_size=0,
-                    stored_size=0,
-                    encoding="raw",
-                    base_digest=None,
-                    chain_depth=0,
-                    created_at=EPOCH,
-                    last_used_at=EPOCH,
-                )
-                .on_conflict_do_nothing(index_elements=[ObjectRow.digest])
-                # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
-                .returning(ObjectRow.digest)
-            )
-            if conn.execute(placeholder).first() is None:
+            if not reach.claim_orphan(conn, digest):
                 return False
             before_commit()
             conn.execute(delete(ObjectRow).where(ObjectRow.digest == digest))
@@ -566,61 +409,21 @@ class Index(MetaQueries, ListingQueries):
         Raises :class:`LockHeld` if anyone (``holder`` included) holds it and it is not stale.
         """
         for _ in range(3):
-            now = datetime.now(timezone.utc)
             with self._write() as conn:
-                inserted = conn.execute(
-                    insert_for(conn, LockRow)
-                    .values(name=name, holder=holder, acquired_at=now)
-                    .on_conflict_do_nothing(index_elements=[LockRow.name])
-                    .returning(LockRow.name)
-                ).first()
-                if inserted is not None:
-                    return
-                current = conn.execute(
-                    select(LockRow.holder, LockRow.acquired_at).where(LockRow.name == name)
-                ).one_or_none()
-                if current is None:
-                    continue  # released since our insert; try again
-                if current.acquired_at > now - stale_after:
-                    raise LockHeld(
-                        f"{name} lock held by {current.holder} since "
-                        f"{current.acquired_at:%Y-%m-%d %H:%M:%S} UTC: wait for it to finish, or "
-                        f"remove it with `weightstore db unlock {name}` if that process is dead "
-                        f"(it is taken over automatically once older than {stale_after})"
-                    )
-                # Only if unchanged since we looked: another process may be taking it over too.
-                taken = conn.execute(
-                    update(LockRow)
-                    .where(
-                        LockRow.name == name,
-                        LockRow.holder == current.holder,
-                        LockRow.acquired_at == current.acquired_at,
-                    )
-                    .values(holder=holder, acquired_at=now)
-                ).rowcount
-                if taken:
-                    log.warning(
-                        "took over stale %s lock of %s (held since %s) for %s",
-                        name,
-                        current.holder,
-                        current.acquired_at.isoformat(),
-                        holder,
-                    )
+                now = datetime.now(timezone.utc)
+                if locks.try_acquire(conn, name, holder, now, stale_after):
                     return
         raise LockHeld(f"{name} lock keeps changing hands; try again")
 
     def release_lock(self, name: str, holder: str) -> bool:
         """Release the lock if ``holder`` still holds it; return whether it did."""
         with self._write() as conn:
-            stmt = delete(LockRow).where(LockRow.name == name, LockRow.holder == holder)
-            return bool(conn.execute(stmt).rowcount)
+            return locks.release(conn, name, holder)
 
     def break_lock(self, name: str) -> str | None:
         """Remove the lock whoever holds it (for a dead holder); return the holder it had."""
         with self._write() as conn:
-            holder = conn.scalar(select(LockRow.holder).where(LockRow.name == name))
-            conn.execute(delete(LockRow).where(LockRow.name == name))
-            return holder
+            return locks.break_lock(conn, name)
 
     @contextmanager
     def lock(self, name: str, holder: str, stale_after: timedelta) -> Iterator[None]:
@@ -631,213 +434,41 @@ class Index(MetaQueries, ListingQueries):
         finally:
             self.release_lock(name, holder)
 
-    # -- reporting --------------------------------------------------------------------------------
+    # -- the store as a whole ---------------------------------------------------------------------
 
     def usage_rows(self) -> list[SnapshotUsageRow]:
         """Every snapshot in commit order with its tensors' ``(digest, nbytes)``."""
         with self._read() as conn:
-            snapshots = conn.execute(
-                select(
-                    SnapshotRow.id,
-                    TaskRow.name.label("task"),
-                    SnapshotRow.step,
-                    SnapshotRow.created_at,
-                    SnapshotRow.logical_bytes,
-                )
-                .join(TaskRow, TaskRow.id == SnapshotRow.task_id)
-                .order_by(SnapshotRow.created_at, SnapshotRow.id)
-            ).all()
-            tensors: dict[str, list[tuple[str, int]]] = {}
-            for row in conn.execute(
-                select(TensorRow.snapshot_id, TensorRow.digest, TensorRow.nbytes).order_by(
-                    TensorRow.snapshot_id, TensorRow.position
-                )
-            ):
-                tensors.setdefault(row.snapshot_id, []).append((row.digest, row.nbytes))
-        return [
-            SnapshotUsageRow(
-                id=s.id,
-                task=s.task,
-                step=s.step,
-                created_at=s.created_at,
-                logical_bytes=s.logical_bytes,
-                tensors=tuple(tensors.get(s.id, ())),
-            )
-            for s in snapshots
-        ]
+            return loading.usage_rows(conn)
 
+    def store_id(self) -> str | None:
+        """The id of the store this index belongs to, or None if none was recorded yet."""
+        with self._read() as conn:
+            return meta.store_id(conn)
 
-# -- helpers ------------------------------------------------------------------------------------
+    def claim_store_id(self, store_id: str) -> str:
+        """Record ``store_id`` unless an id is recorded already; return the id that holds."""
+        with self._write() as conn:
+            return meta.claim_store_id(conn, store_id)
 
+    def holds_data(self) -> bool:
+        """Whether any snapshot or object is recorded."""
+        with self._read() as conn:
+            return meta.holds_data(conn)
 
-def _snapshot_exists(snapshot_id: str) -> Select[int]:
-    return select(literal(1)).where(SnapshotRow.id == snapshot_id)
+    def flag_damaged(self, problems: Mapping[str, str], now: datetime) -> None:
+        """Remember objects found missing or corrupt (replacing earlier findings)."""
+        if problems:
+            with self._write() as conn:
+                meta.flag_damaged(conn, problems, now)
 
+    def clear_damaged(self, digests: Collection[str]) -> None:
+        """Forget findings about objects that were rewritten or verified whole."""
+        if digests:
+            with self._write() as conn:
+                meta.clear_damaged(conn, digests)
 
-def _ensure_task(conn: Connection, task: str, now: datetime) -> int:
-    # ON CONFLICT DO NOTHING rather than check-then-insert: two first saves to a new task may
-    # run at once on PostgreSQL.
-    conn.execute(
-        insert_for(conn, TaskRow)
-        .values(name=task, created_at=now)
-        .on_conflict_do_nothing(index_elements=[TaskRow.name])
-    )
-    task_id = conn.scalar(select(TaskRow.id).where(TaskRow.name == task))
-    assert task_id is not None
-    return task_id
-
-
-def _raise_if_step_taken(conn: Connection, task_id: int, task: str, step: int) -> None:
-    existing = conn.scalar(
-        select(SnapshotRow.id).where(SnapshotRow.task_id == task_id, SnapshotRow.step == step)
-    )
-    if existing is not None:
-        raise Conflict(
-            f"task {task!r} already has a snapshot at step {step} ({existing[:12]}): "
-            "use another step or delete it first"
-        )
-
-
-def _upsert_tag(conn: Connection, task_id: int, tag: str, snapshot_id: str, now: datetime) -> None:
-    stmt = insert_for(conn, TagRow).values(
-        task_id=task_id, name=tag, snapshot_id=snapshot_id, updated_at=now
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[TagRow.task_id, TagRow.name],
-            set_={"snapshot_id": snapshot_id, "updated_at": literal(now, UTCDateTime())},
-        )
-    )
-
-
-def _latest(conn: Connection, task_id: int) -> str | None:
-    return conn.scalar(
-        select(SnapshotRow.id)
-        .where(SnapshotRow.task_id == task_id)
-        .order_by(SnapshotRow.created_at.desc(), SnapshotRow.id.desc())
-        .limit(1)
-    )
-
-
-def _refuse_task_shadowing_id(conn: Connection, prefix: str, latest: str) -> None:
-    # A task named like an id prefix (only possible for tasks made before such names were
-    # refused) must not silently win over the snapshot the user may mean: `rm` would then
-    # delete another snapshot than the one shown by that id.
-    other = conn.scalar(
-        select(SnapshotRow.id).where(_id_starts_with(prefix), SnapshotRow.id != latest).limit(1)
-    )
-    if other is not None:
-        raise AmbiguousRef(
-            f"{prefix!r} is both a task and the start of snapshot id {other[:12]}: write "
-            f"{prefix}@STEP or {prefix}:TAG for the task, or more digits of the id"
-        )
-
-
-def _id_starts_with(prefix: str) -> ColumnElement[bool]:
-    like = SnapshotRow.id.startswith(prefix, autoescape=True)
-    if not _HEX_PREFIX.fullmatch(prefix):
-        return like
-    # LIKE alone scans every id: SQLite's LIKE ignores case and PostgreSQL uses an index for it
-    # only under the C collation. The range lets both search the primary key; it is exact for
-    # hex ids in any collation, since every hex digit sorts below "g".
-    return and_(SnapshotRow.id >= prefix, SnapshotRow.id < prefix + "g", like)
-
-
-def _by_prefix(conn: Connection, prefix: str) -> str:
-    ids = list(
-        conn.scalars(
-            select(SnapshotRow.id)
-            .where(_id_starts_with(prefix))
-            .order_by(SnapshotRow.id)
-            .limit(_HINT_LIMIT + 1)
-        )
-    )
-    if len(ids) == 1:
-        return ids[0]
-    if not ids:
-        raise RefNotFound(f"no task or snapshot id {prefix!r}; {_tasks_hint(conn)}")
-    width = max(12, len(prefix) + 4)
-    shown = ", ".join(i[:width] for i in ids[:_HINT_LIMIT])
-    more = ", ..." if len(ids) > _HINT_LIMIT else ""
-    raise AmbiguousRef(
-        f"id prefix {prefix!r} matches several snapshots: {shown}{more}; give more digits"
-    )
-
-
-def _hint(what: str, names: Sequence[str], total: int, *, last: bool = False) -> str:
-    if not names:
-        return f"it has no {what}" if what != "tasks" else "there are no tasks yet"
-    if total > len(names):
-        which = "last" if last else "first"
-        return f"{what} ({which} {len(names)} of {total}): {', '.join(names)}"
-    return f"{what}: {', '.join(names)}"
-
-
-def _tasks_hint(conn: Connection) -> str:
-    names = list(conn.scalars(select(TaskRow.name).order_by(TaskRow.name).limit(_HINT_LIMIT)))
-    total = conn.scalar(select(func.count()).select_from(TaskRow)) or 0
-    return _hint("tasks", names, total)
-
-
-def _steps_hint(conn: Connection, task_id: int) -> str:
-    where = (SnapshotRow.task_id == task_id, SnapshotRow.step.is_not(None))
-    steps = list(
-        conn.scalars(
-            select(SnapshotRow.step)
-            .where(*where)
-            .order_by(SnapshotRow.step.desc())
-            .limit(_HINT_LIMIT)
-        )
-    )
-    total = conn.scalar(select(func.count()).select_from(SnapshotRow).where(*where)) or 0
-    return _hint("steps", [str(s) for s in reversed(steps)], total, last=True)
-
-
-def _tags_hint(conn: Connection, task_id: int) -> str:
-    names = list(
-        conn.scalars(
-            select(TagRow.name)
-            .where(TagRow.task_id == task_id)
-            .order_by(TagRow.name)
-            .limit(_HINT_LIMIT)
-        )
-    )
-    total = conn.scalar(select(func.count()).select_from(TagRow).where(TagRow.task_id == task_id))
-    return _hint("tags", names, total or 0)
-
-
-def _load_snapshots(conn: Connection, condition: ColumnElement[bool] | None) -> list[Snapshot]:
-    snapshot_query = snapshot_rows()
-    tensor_query = select(
-        TensorRow.snapshot_id,
-        TensorRow.name,
-        TensorRow.dtype,
-        TensorRow.shape,
-        TensorRow.digest,
-        TensorRow.nbytes,
-    ).order_by(TensorRow.snapshot_id, TensorRow.position)
-    tag_query = select(TagRow.snapshot_id, TagRow.name).order_by(TagRow.name)
-    if condition is not None:
-        # One query per table for all matching snapshots, not one per snapshot.
-        ids = select(SnapshotRow.id).where(condition)
-        snapshot_query = snapshot_query.where(condition)
-        tensor_query = tensor_query.where(TensorRow.snapshot_id.in_(ids))
-        tag_query = tag_query.where(TagRow.snapshot_id.in_(ids))
-    rows = conn.execute(snapshot_query).all()
-    if not rows:
-        return []
-    tensors: dict[str, list[TensorEntry]] = {}
-    for t in conn.execute(tensor_query):
-        tensors.setdefault(t.snapshot_id, []).append(
-            TensorEntry(
-                name=t.name,
-                dtype=t.dtype,
-                shape=tuple(int(d) for d in t.shape),
-                digest=t.digest,
-                nbytes=t.nbytes,
-            )
-        )
-    tags: dict[str, list[str]] = {}
-    for tag in conn.execute(tag_query):
-        tags.setdefault(tag.snapshot_id, []).append(tag.name)
-    return [Snapshot(**header_fields(r, tags), tensors=tuple(tensors.get(r.id, ()))) for r in rows]
+    def damaged(self, digests: Collection[str] | None = None) -> dict[str, str]:
+        """Objects flagged as damaged (among ``digests``, or all), with the problem found."""
+        with self._read() as conn:
+            return meta.damaged(conn, digests)
