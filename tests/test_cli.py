@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner, Result
 
 from weightstore.catalog import Catalog
-from weightstore.cli.main import app, parse_meta
+from weightstore.cli.main import app
 from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import human_bytes
+from weightstore.cli.writing import parse_meta
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Run = Callable[..., Result]
