@@ -1,29 +1,25 @@
-"""Weights files in and out: safetensors (single or sharded, as Hugging Face writes them) and
-torch state-dict files (read with ``weights_only=True``: arbitrary pickles are never run).
+"""Weights files in: safetensors (single or sharded, as Hugging Face writes them) and torch
+state-dict files (read with ``weights_only=True``: arbitrary pickles are never run).
 
-Reading is lazy (one tensor at a time from a memory map) and writing streams one tensor at a
-time, so memory stays bounded by the largest tensor.
+Reading is lazy: one tensor at a time from a memory map.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import stat
 import struct
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from weightstore.errors import CorruptFile, InvalidInput, NotFound, StorageError, WeightstoreError
+from weightstore.errors import CorruptFile, InvalidInput, NotFound
 from weightstore.inputs import load_json_object
-from weightstore.tensors import check_tensor, dtype_info
+from weightstore.tensors import check_tensor
 
 SHARD_INDEX = "model.safetensors.index.json"
 
@@ -249,137 +245,3 @@ def _looks_like_safetensors(p: Path, size: int) -> bool:
         return False
     (n,) = struct.unpack("<Q", head[:8])
     return head[8:9] == b"{" and 0 < n < size
-
-
-def safetensors_head(
-    entries: Sequence[tuple[str, str, tuple[int, ...], int]],
-    metadata: Mapping[str, str] | None = None,
-) -> bytes:
-    """The start of a standard safetensors file: the 8-byte little-endian header length, then
-    the JSON header padded with spaces to a multiple of 8. ``entries``: (name, dtype name,
-    shape, nbytes) in file order, the tensor data following the header in that order. One
-    form for every writer (export, the service's download), so their files are equal byte for
-    byte."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    for name, dtype, shape, nbytes in entries:
-        info = dtype_info(dtype)
-        header[name] = {
-            "dtype": info.safetensors,
-            "shape": info.safetensors_shape(shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
-    return struct.pack("<Q", len(blob)) + blob
-
-
-def write_safetensors(
-    path: str | os.PathLike[str],
-    entries: list[tuple[str, str, tuple[int, ...], int]],
-    fill: Callable[[int], bytes | memoryview],
-    metadata: Mapping[str, str] | None = None,
-    progress: Callable[[int], None] | None = None,
-    protected: Sequence[Path] = (),
-) -> None:
-    """Write a standard safetensors file, streaming tensor data.
-
-    ``entries``: (name, dtype name, shape, nbytes) in file order; ``fill(i)`` returns the raw
-    bytes of entry ``i``. Where it may go is :func:`open_destination`'s rule; ``protected``
-    names the store's own files and folders, which it refuses.
-    """
-    head = safetensors_head(entries, metadata)
-    with open_destination(path, protected) as f:
-        f.write(head)
-        for i, (name, _, _, nbytes) in enumerate(entries):
-            data = fill(i)
-            if len(data) != nbytes:
-                raise InvalidInput(f"{name}: got {len(data)} bytes, expected {nbytes}")
-            f.write(data)
-            if progress:
-                progress(nbytes)
-
-
-def store_paths(objects_root: Path | None, sqlite_database: str | None) -> list[Path]:
-    """The files and folders a store owns, as an export must never overwrite them: the store
-    folder (the parent of a local objects folder: objects, SQLite index, config) and a SQLite
-    index kept elsewhere, with its journal files."""
-    paths = []
-    if objects_root is not None:
-        paths.append(objects_root.parent)
-    if sqlite_database and sqlite_database != ":memory:":
-        db = Path(sqlite_database)
-        paths += [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-    return [Path(os.path.realpath(p)) for p in paths]
-
-
-@contextmanager
-def open_destination(
-    path: str | os.PathLike[str], protected: Sequence[Path] = ()
-) -> Iterator[BinaryIO]:
-    """A binary file to write an export into, by these rules (docs/design.md, "Bad input and
-    destinations"): symlinks are followed, never replaced; a new path or an existing regular
-    file is written to a temporary file beside it and renamed over it once complete, so a
-    failure leaves the old file or nothing; an existing FIFO or character device (a pipe,
-    /dev/null, a terminal) is written in place as a stream; a folder, a missing folder, a
-    socket or block device, and anything inside ``protected`` are refused with nothing written.
-    """
-    text = os.fspath(path)
-    target = Path(text)
-    if text.endswith(("/", os.sep)) or target.is_dir():
-        raise InvalidInput(
-            f"{text} is a folder: give the file to write, e.g. {target / 'model.safetensors'}"
-        )
-    try:
-        mode: int | None = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as e:
-        raise InvalidInput(f"{text}: cannot be written ({e.strerror or e})") from e
-    if mode is not None and not stat.S_ISREG(mode):
-        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
-            kind = "socket" if stat.S_ISSOCK(mode) else "block device or other special file"
-            raise InvalidInput(
-                f"{text} is a {kind}: export to a file, a pipe or a character device"
-            )
-        _refuse_protected(target, Path(os.path.realpath(target)), protected)
-        with _storage_errors(target), open(target, "wb", buffering=0) as stream:
-            yield stream
-        return
-    real = Path(os.path.realpath(target))
-    folder = real.parent
-    if not folder.is_dir():
-        raise NotFound(f"folder {target.parent} does not exist: create it first")
-    _refuse_protected(target, real, protected)
-    tmp = folder / f".{real.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with _storage_errors(target), tmp.open("xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, real)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _refuse_protected(target: Path, real: Path, protected: Sequence[Path]) -> None:
-    for own in protected:
-        if real == own or own in real.parents:
-            raise InvalidInput(
-                f"{target} is inside the store's own files ({own}): export somewhere else"
-            )
-
-
-@contextmanager
-def _storage_errors(target: Path) -> Iterator[None]:
-    """Writing failures (disk full, permissions) as :class:`StorageError`; weightstore's own
-    errors (some of which are OSErrors too) pass through unchanged."""
-    try:
-        yield
-    except WeightstoreError:
-        raise
-    except OSError as e:
-        raise StorageError(f"cannot write {target}: {e.strerror or e}; nothing was exported") from e

@@ -1,0 +1,22 @@
+"""Weights files in and out: reading (safetensors, sharded folders, torch checkpoints), the
+safetensors header layout, and writing to safe destinations."""
+
+from weightstore.files.layout import safetensors_head
+from weightstore.files.reading import (
+    SHARD_INDEX,
+    SafetensorsWeights,
+    read_weights,
+    safetensors_metadata,
+)
+from weightstore.files.writing import open_destination, store_paths, write_safetensors
+
+__all__ = [
+    "SHARD_INDEX",
+    "SafetensorsWeights",
+    "open_destination",
+    "read_weights",
+    "safetensors_head",
+    "safetensors_metadata",
+    "store_paths",
+    "write_safetensors",
+]
