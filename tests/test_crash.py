@@ -36,7 +36,7 @@ from sqlalchemy import create_engine, event, text
 
 from weightstore import StoreSettings, WeightStore
 from weightstore.errors import Conflict, RefNotFound, StorageError
-from weightstore.index import Index, IndexSettings
+from weightstore.index import Index, IndexSettings, committing
 from weightstore.objects import LocalBackend
 from weightstore.types import VerifyResult
 
@@ -347,7 +347,7 @@ def _row_counts(url: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("moment", ["before_commit", "inside_commit"])
 def test_losing_a_step_race_writes_no_snapshot_rows(
-    tmp_path: Path, index_url: str, moment: str
+    tmp_path: Path, index_url: str, moment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another saver commits the same step while ours runs: ours raises Conflict and leaves no
     snapshot, tensor or tag row behind. ``before_commit``: the rival commits while our objects
@@ -386,13 +386,13 @@ def test_losing_a_step_race_writes_no_snapshot_rows(
                     rival_commits()
 
         explained: list[Exception] = []
-        explain = store.index._explain_rejected_commit
+        explain = committing.explain_rejected
 
         def spy(*args: Any) -> Exception:
             explained.append(explain(*args))
             return explained[-1]
 
-        store.index._explain_rejected_commit = spy  # type: ignore[method-assign]
+        monkeypatch.setattr(committing, "explain_rejected", spy)
         counts = _row_counts(index_url)
         with pytest.raises(Conflict, match="already has a snapshot at step 2"):
             store.save(TASK, state(5, 2), step=2, tags=["ours"])

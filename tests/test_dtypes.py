@@ -18,7 +18,9 @@ from weightstore.tensors import DTYPES, dtype_info
 
 def safetensors_dtypes() -> list[torch.dtype]:
     """The dtypes safetensors reads (``_TYPES``) or writes (``_SIZE``) with this torch."""
-    found = {d for d in [*st_torch._TYPES.values(), *st_torch._SIZE] if d is not None}
+    # safetensors exposes its dtype tables only as privates.
+    tables = [*st_torch._TYPES.values(), *st_torch._SIZE]  # noqa: SLF001
+    found = {d for d in tables if d is not None}
     return sorted(found, key=str)
 
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from weightstore.codec import read_header
 from weightstore.errors import NotFound
 from weightstore.ports import ObjectExchange, Progress
+from weightstore.read import blob_base
 from weightstore.remote import RemoteStore
 from weightstore.store import WeightStore
 from weightstore.types import Snapshot
@@ -77,7 +77,7 @@ class _Sender:
             return
         try:
             blob = self.a.get_object(digest)
-            base = read_header(blob, digest).base
+            base = blob_base(blob, digest)
             # The base goes first (the receiver verifies by decoding); ask about it only when
             # the batch question did not cover it.
             if base is not None and base not in self.present:

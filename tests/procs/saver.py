@@ -111,9 +111,9 @@ def kill_on_file_fsync(n: int) -> None:
         real_syncfs(path)
 
     os.fsync = fsync
-    real_syncfs = local_backend._syncfs
+    real_syncfs = local_backend._syncfs  # noqa: SLF001 (the fault point is private)
     if real_syncfs is not None:
-        local_backend._syncfs = barrier
+        local_backend._syncfs = barrier  # noqa: SLF001
 
 
 def tear_config_writes() -> None:

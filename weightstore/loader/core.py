@@ -20,14 +20,13 @@ from typing import Any
 
 import torch
 
-from weightstore.codec.layout import U8
 from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
 from weightstore.loader.budget import parse_bytes
 from weightstore.loader.cache import TierCache, nbytes
 from weightstore.loader.report import LoaderStats, SwapReport
 from weightstore.loader.target import target_tensors
 from weightstore.ports import Weights, fan_out
-from weightstore.read import Slot, check_slots
+from weightstore.read import U8, Slot, check_slots
 from weightstore.read.source import ReadSource
 from weightstore.read.targets import MemoryKey
 from weightstore.tensors import byte_view

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from weightstore.codec import read_header
 from weightstore.errors import CorruptObject, ObjectNotFound
 from weightstore.index import Index
 from weightstore.objects import ObjectBackend
@@ -64,3 +65,9 @@ class LocalChains:
 
     def describe(self) -> str:
         return self.objects.describe()
+
+
+def blob_base(blob: bytes, digest: str) -> str | None:
+    """The digest of the delta base an object's blob names in its header (None for a root);
+    :class:`CorruptObject` when the header cannot be read."""
+    return read_header(blob, digest).base
