@@ -36,7 +36,7 @@ from sqlalchemy import create_engine, event, text
 
 from weightstore import GcResult, StoreSettings, WeightStore
 from weightstore.errors import LockHeld, RefNotFound, StorageError
-from weightstore.objects import LocalBackend
+from weightstore.testing.faults import FaultBackend, faults_of
 
 FAST = StoreSettings(fsync=False, threads=1)
 PROCESS_TIMEOUT = 120.0
@@ -215,26 +215,11 @@ def _model() -> dict[str, torch.Tensor]:
     }
 
 
-class HookedBackend(LocalBackend):
-    """A LocalBackend that calls ``hook(when, key)`` around ``get_range``: the last read of a
-    save's check that a stored object is whole before it is reused."""
-
-    def __init__(self, root: Path, hook: Callable[[str, str], None]) -> None:
-        super().__init__(root, fsync=False)
-        self.hook = hook
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        self.hook("before", key)
-        found = super().get_range(key, start, length)
-        self.hook("after", key)
-        return found
-
-
 @contextlib.contextmanager
 def _saver_and_collector(path: Path, url: str) -> Iterator[tuple[WeightStore, WeightStore]]:
     """Two stores open on one store folder and index: one saves, the other runs gc."""
     with (
-        WeightStore.open(path, index_url=url, settings=FAST) as store,
+        WeightStore.open(path, index_url=url, settings=FAST, wrap_objects=FaultBackend) as store,
         WeightStore.open(path, index_url=url, settings=FAST) as collector,
     ):
         yield store, collector
@@ -253,11 +238,13 @@ def test_gc_between_a_saves_pin_and_its_commit(tmp_path: Path, index_url: str, w
         store.delete("t@0")
         results: list[GcResult] = []
 
-        def hook(moment: str, key: str) -> None:
-            if moment == when and not results:
+        def hook(op: str, key: str | None) -> None:
+            # get_range is the last read of a save's check that a stored object is whole
+            # before it is reused.
+            if op == "get_range" and not results:
                 results.append(collector.gc(grace_seconds=0))
 
-        store.objects = HookedBackend(path / "objects", hook)
+        setattr(faults_of(store), when, hook)
         if when == "before":
             snap = store.save("t", weights, step=1)
             assert mismatches(store.restore(snap.id, verify=True), weights) == []
@@ -297,12 +284,7 @@ def test_a_pin_after_gc_listed_an_object_wins(tmp_path: Path, index_url: str) ->
         assert all(store.objects.exists(d) for d in digests)
         puts: list[str] = []
 
-        class CountingBackend(LocalBackend):
-            def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-                puts.append(key)
-                super().put(key, data)
-
-        store.objects = CountingBackend(path / "objects", fsync=False)
+        faults_of(store).before = lambda op, key: puts.append(str(key)) if op == "put" else None
         snap = store.save("t", weights, step=1)
         assert puts == []  # deduplicated against the objects gc kept
         assert mismatches(store.restore(snap.id, verify=True), weights) == []
@@ -315,22 +297,23 @@ def test_two_gc_runs_at_once(tmp_path: Path, index_url: str) -> None:
     path = tmp_path / "store"
     inside, go_on = threading.Event(), threading.Event()
 
-    class BlockingBackend(LocalBackend):
-        fail = False
+    failing = [False]
 
-        def iterate(self) -> Any:  # gc lists blobs while it holds the lock
+    def block(op: str, key: str | None) -> None:
+        if op == "iterate":  # gc lists blobs while it holds the lock
             inside.set()
             assert go_on.wait(30)
-            if self.fail:
+            if failing[0]:
                 raise StorageError("listing failed")
-            return super().iterate()
 
     with (
-        WeightStore.open(path, index_url=index_url, settings=FAST) as first,
+        WeightStore.open(
+            path, index_url=index_url, settings=FAST, wrap_objects=FaultBackend
+        ) as first,
         WeightStore.open(path, index_url=index_url, settings=FAST) as second,
     ):
         first.save("t", _model(), step=0)
-        first.objects = blocking = BlockingBackend(path / "objects", fsync=False)
+        faults_of(first).before = block
         outcome: list[object] = []
 
         def run_first() -> None:
@@ -340,7 +323,7 @@ def test_two_gc_runs_at_once(tmp_path: Path, index_url: str) -> None:
                 outcome.append(e)
 
         for fail in (False, True):
-            blocking.fail = fail
+            failing[0] = fail
             inside.clear()
             go_on.clear()
             outcome.clear()
@@ -467,8 +450,8 @@ def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, inde
     path = tmp_path / "store"
     in_x, in_y, new = _three_versions()
     with (
-        WeightStore.open(path, index_url=index_url, settings=FAST) as a,
-        WeightStore.open(path, index_url=index_url, settings=FAST) as b,
+        WeightStore.open(path, index_url=index_url, settings=FAST, wrap_objects=FaultBackend) as a,
+        WeightStore.open(path, index_url=index_url, settings=FAST, wrap_objects=FaultBackend) as b,
     ):
         a.save("x", {"w": in_x}, step=0)
         a.save("y", {"w": in_y}, step=0)
@@ -492,22 +475,20 @@ def test_same_content_saved_at_once_against_different_bases(tmp_path: Path, inde
             a_wrote.wait(5)
             order.append("b records")
 
-        class SignallingBackend(LocalBackend):
-            def __init__(self, name: str, event: threading.Event | None) -> None:
-                super().__init__(path / "objects", fsync=False)
-                self.name, self.event = name, event
+        def wrote(name: str, event: threading.Event | None) -> Callable[[str, str | None], None]:
+            def after(op: str, key: str | None) -> None:
+                if op == "put":
+                    order.append(f"{name} wrote")
+                    if event is not None:
+                        event.set()
 
-            def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-                super().put(key, data)
-                order.append(f"{self.name} wrote")
-                if self.event is not None:
-                    self.event.set()
+            return after
 
         b.index.pin_objects = pin_then_signal  # type: ignore[method-assign]
         _wrap_index(a, ("add_object", "add_objects"), a_records)
         _wrap_index(b, ("add_object", "add_objects"), b_records)
-        a.objects = SignallingBackend("a", a_wrote)
-        b.objects = SignallingBackend("b", None)
+        faults_of(a).after = wrote("a", a_wrote)
+        faults_of(b).after = wrote("b", None)
         errors: list[BaseException] = []
 
         def save_b() -> None:
@@ -542,7 +523,7 @@ def test_gc_between_recording_and_writing_an_object_with_a_rival_saver(
     path = tmp_path / "store"
     in_x, in_y, new = _three_versions()
     with (
-        WeightStore.open(path, index_url=index_url, settings=FAST) as a,
+        WeightStore.open(path, index_url=index_url, settings=FAST, wrap_objects=FaultBackend) as a,
         WeightStore.open(path, index_url=index_url, settings=FAST) as b,
         WeightStore.open(path, index_url=index_url, settings=FAST) as collector,
     ):
@@ -550,14 +531,12 @@ def test_gc_between_recording_and_writing_an_object_with_a_rival_saver(
         a.save("y", {"w": in_y}, step=0)
         meanwhile: list[object] = []
 
-        class RacingBackend(LocalBackend):
-            def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-                if not meanwhile:
-                    meanwhile.append(collector.gc(grace_seconds=0))
-                    meanwhile.append(b.save("y", {"w": new}, step=1))
-                super().put(key, data)
+        def race(op: str, key: str | None) -> None:
+            if op == "put" and not meanwhile:
+                meanwhile.append(collector.gc(grace_seconds=0))
+                meanwhile.append(b.save("y", {"w": new}, step=1))
 
-        a.objects = RacingBackend(path / "objects", fsync=False)
+        faults_of(a).before = race
         with contextlib.suppress(StorageError):  # allowed: A's object went during its save
             a.save("x", {"w": new}, step=1)
         gc_result = meanwhile[0]

@@ -24,7 +24,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from weightstore import StoreSettings, WeightStore
 from weightstore.errors import Conflict, RefNotFound, StorageError
 from weightstore.index import Index, IndexSettings, committing
 from weightstore.objects import LocalBackend
+from weightstore.testing.faults import FaultBackend, faults_of
 from weightstore.types import VerifyResult
 
 TASK = "crash"
@@ -265,29 +266,29 @@ def test_kill_while_writing_the_config_leaves_an_openable_store(
 # ------------------------------------------------------------------------------ faults
 
 
-class FullDiskBackend(LocalBackend):
-    """A LocalBackend whose puts fail after ``allowed`` of them succeed, as on a full disk (a real
-    full disk cannot be made in this test environment, so the error is raised instead)."""
+def full_disk(allowed: int) -> Callable[[str, str | None], None]:
+    """A fault hook under which puts fail after ``allowed`` of them succeed, as on a full disk
+    (a real full disk cannot be made in this test environment, so the error is raised instead)."""
+    lock = threading.Lock()
+    left = [allowed]
 
-    def __init__(self, root: Path, allowed: int) -> None:
-        super().__init__(root, fsync=False)
-        self.allowed = allowed
-        self._lock = threading.Lock()
-
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        with self._lock:
-            full = self.allowed <= 0
-            self.allowed -= 1
+    def before(op: str, key: str | None) -> None:
+        if op != "put":
+            return
+        with lock:
+            left[0] -= 1
+            full = left[0] < 0
         if full:
             raise StorageError(f"cannot write object {key!r}: [Errno 28] No space left on device")
-        super().put(key, data)
+
+    return before
 
 
 FAST = StoreSettings(fsync=False, threads=2)
 
 
 def _store_with_two_steps(path: Path, index_url: str) -> WeightStore:
-    store = WeightStore.open(path, index_url=index_url, settings=FAST)
+    store = WeightStore.open(path, index_url=index_url, settings=FAST, wrap_objects=FaultBackend)
     for step in range(2):
         store.save(TASK, state(5, step), step=step)
     return store
@@ -297,7 +298,11 @@ def _full_disk_save(path: Path, index_url: str) -> None:
     """Save step 2 through a backend that fills up after 3 objects; it must fail cleanly."""
     index = Index.open(IndexSettings(url=index_url))
     with (
-        WeightStore(index, FullDiskBackend(path / "objects", allowed=3), FAST) as full,
+        WeightStore(
+            index,
+            FaultBackend(LocalBackend(path / "objects", fsync=False), before=full_disk(3)),
+            FAST,
+        ) as full,
         pytest.raises(StorageError, match="No space left"),
     ):
         full.save(TASK, state(5, 2), step=2, tags=["latest"])
@@ -371,13 +376,7 @@ def test_losing_a_step_race_writes_no_snapshot_rows(
                     fired.append(rival.save(TASK, rival_weights, step=2).id)
 
         if moment == "before_commit":
-
-            class RivalBackend(LocalBackend):
-                def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-                    rival_commits()
-                    super().put(key, data)
-
-            store.objects = RivalBackend(path / "objects", fsync=False)
+            faults_of(store).before = lambda op, key: rival_commits() if op == "put" else None
         else:
 
             @event.listens_for(store.index.engine, "before_cursor_execute")

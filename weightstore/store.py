@@ -100,12 +100,8 @@ class WeightStore:
 
     @property
     def objects(self) -> ObjectBackend:
-        """The object backend (replacing it also replaces the reader's and the writer's)."""
+        """The object backend (to wrap it, open the store with ``wrap_objects``)."""
         return self._objects
-
-    @objects.setter
-    def objects(self, backend: ObjectBackend) -> None:
-        self._objects = self._chains.objects = self.writer.objects = backend
 
     # ----------------------------------------------------------------------------- opening
 
@@ -119,6 +115,7 @@ class WeightStore:
         create: bool = True,
         read_only: bool = False,
         s3: S3Settings | None = None,
+        wrap_objects: Callable[[ObjectBackend], ObjectBackend] | None = None,
     ) -> WeightStore:
         """Open the store in folder ``path``: SQLite inside it unless ``index_url`` names another
         database (remembered in ``weightstore.json`` once it opened), objects in
@@ -126,10 +123,15 @@ class WeightStore:
         ``create`` a missing store is made, else it is an error.
 
         ``path`` may instead be ``s3://bucket/prefix``: objects there (reached with ``s3``, or
-        the AWS environment variables), the index at ``index_url``, which is then required."""
+        the AWS environment variables), the index at ``index_url``, which is then required.
+
+        ``wrap_objects`` wraps the object backend before the store uses it, e.g. in a
+        :class:`~weightstore.objects.wrapped.RetryingBackend` or a test's fault injector."""
         settings = settings or StoreSettings()
 
         def build(index: Index, objects: ObjectBackend) -> WeightStore:
+            if wrap_objects is not None:
+                objects = wrap_objects(objects)
             return cls(index, objects, settings, read_only=read_only)
 
         return open_parts(

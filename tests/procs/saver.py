@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,8 @@ import torch
 from procs.workload import state
 from weightstore import WeightStore
 from weightstore.errors import StorageError
-from weightstore.objects import LocalBackend
 from weightstore.objects import local as local_backend
+from weightstore.testing.faults import FaultBackend
 
 
 def say(line: str) -> None:
@@ -62,26 +62,20 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-class KillingBackend(LocalBackend):
-    """Kills its own process with SIGKILL when the ``kill_on``-th put starts: a crash after the
-    index row of an object is written and before its blob is."""
+def kill_on_put(n: int) -> Callable[[str, str | None], None]:
+    """A fault hook that kills its own process with SIGKILL when the ``n``-th object put starts:
+    a crash after the index row of an object is written and before its blob is."""
+    lock = threading.Lock()
+    puts = [0]
 
-    def __init__(self, root: Path, kill_on: int) -> None:
-        super().__init__(root)
-        self.kill_on = kill_on
-        self.puts = 0
+    def before(op: str, key: str | None) -> None:
+        if op == "put":
+            with lock:
+                puts[0] += 1
+                if puts[0] >= n:
+                    os.kill(os.getpid(), signal.SIGKILL)
 
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        self.puts += 1
-        if self.puts >= self.kill_on:
-            os.kill(os.getpid(), signal.SIGKILL)
-        super().put(key, data)
-
-    def put_many(self, items: Sequence[tuple[str, bytes | bytearray | memoryview]]) -> None:
-        if self.puts + len(items) >= self.kill_on:
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.puts += len(items)
-        super().put_many(items)
+    return before
 
 
 def kill_on_file_fsync(n: int) -> None:
@@ -137,12 +131,13 @@ def run(config: dict[str, Any]) -> None:
         tear_config_writes()
     if config.get("kill_on_file_fsync"):
         kill_on_file_fsync(int(config["kill_on_file_fsync"]))
-    store = WeightStore.open(config["store"], index_url=config.get("index_url"))
+    hook = kill_on_put(int(config["kill_on_put"])) if config.get("kill_on_put") else None
+    store = WeightStore.open(
+        config["store"],
+        index_url=config.get("index_url"),
+        wrap_objects=(lambda b: FaultBackend(b, before=hook)) if hook else None,
+    )
     try:
-        if config.get("kill_on_put"):
-            store.objects = KillingBackend(
-                Path(config["store"]) / "objects", int(config["kill_on_put"])
-            )
         say("opened")
         for task, step, seed, version, *tags in config["jobs"]:
             weights = state(seed, version)

@@ -7,5 +7,13 @@ every backend keeps is written once, in :class:`ObjectBackend`'s docstrings.
 from weightstore.objects.base import ObjectBackend, ObjectInfo
 from weightstore.objects.local import LocalBackend
 from weightstore.objects.memory import MemoryBackend
+from weightstore.objects.wrapped import RetryingBackend, WrappedBackend
 
-__all__ = ["LocalBackend", "MemoryBackend", "ObjectBackend", "ObjectInfo"]
+__all__ = [
+    "LocalBackend",
+    "MemoryBackend",
+    "ObjectBackend",
+    "ObjectInfo",
+    "RetryingBackend",
+    "WrappedBackend",
+]
