@@ -5,6 +5,7 @@ restore. It replaces subclassing a concrete backend in tests."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from weightstore.objects.base import ObjectBackend, ObjectInfo
 from weightstore.objects.wrapped import Data, WrappedBackend
@@ -13,6 +14,7 @@ from weightstore.store import WeightStore
 # ``hook(op, key)``: op is the backend method's name ("put", "get_range", "iterate", ...), key
 # the object's key or None for calls without one. A hook may raise to make the call fail.
 Hook = Callable[[str, str | None], None]
+T = TypeVar("T")
 
 
 def _nothing(op: str, key: str | None) -> None:
@@ -39,9 +41,7 @@ class FaultBackend(WrappedBackend):
         self.before = self.after = _nothing
 
     def put(self, key: str, data: Data) -> None:
-        self.before("put", key)
-        self.inner.put(key, data)
-        self.after("put", key)
+        self._call("put", key, lambda: self.inner.put(key, data))
 
     def put_many(self, items: Sequence[tuple[str, Data]]) -> None:
         for key, _ in items:
@@ -50,53 +50,35 @@ class FaultBackend(WrappedBackend):
         for key, _ in items:
             self.after("put", key)
 
-    def get(self, key: str) -> bytes:
-        self.before("get", key)
-        found = self.inner.get(key)
-        self.after("get", key)
+    def _call(self, op: str, key: str | None, call: Callable[[], T]) -> T:
+        self.before(op, key)
+        found = call()
+        self.after(op, key)
         return found
+
+    def get(self, key: str) -> bytes:
+        return self._call("get", key, lambda: self.inner.get(key))
 
     def get_view(self, key: str) -> bytes | memoryview:
-        self.before("get_view", key)
-        found = self.inner.get_view(key)
-        self.after("get_view", key)
-        return found
+        return self._call("get_view", key, lambda: self.inner.get_view(key))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        self.before("get_range", key)
-        found = self.inner.get_range(key, start, length)
-        self.after("get_range", key)
-        return found
+        return self._call("get_range", key, lambda: self.inner.get_range(key, start, length))
 
     def exists(self, key: str) -> bool:
-        self.before("exists", key)
-        found = self.inner.exists(key)
-        self.after("exists", key)
-        return found
+        return self._call("exists", key, lambda: self.inner.exists(key))
 
     def exists_many(self, keys: Iterable[str]) -> set[str]:
-        self.before("exists_many", None)
-        found = self.inner.exists_many(keys)
-        self.after("exists_many", None)
-        return found
+        return self._call("exists_many", None, lambda: self.inner.exists_many(keys))
 
     def stat(self, key: str) -> ObjectInfo:
-        self.before("stat", key)
-        found = self.inner.stat(key)
-        self.after("stat", key)
-        return found
+        return self._call("stat", key, lambda: self.inner.stat(key))
 
     def delete(self, key: str) -> bool:
-        self.before("delete", key)
-        found = self.inner.delete(key)
-        self.after("delete", key)
-        return found
+        return self._call("delete", key, lambda: self.inner.delete(key))
 
     def iterate(self) -> Iterator[ObjectInfo]:
-        self.before("iterate", None)
-        found = self.inner.iterate()
-        self.after("iterate", None)
-        return found
+        return self._call("iterate", None, self.inner.iterate)
 
 
 def faults_of(store: WeightStore) -> FaultBackend:
