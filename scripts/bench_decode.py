@@ -22,6 +22,7 @@ storage-for-speed trade of docs/design.md ("Chains") can be re-measured.
 from __future__ import annotations
 
 import argparse
+import functools
 import struct
 import time
 from collections.abc import Callable
@@ -103,7 +104,10 @@ def main() -> None:
 
     # zstd alone on the compressed frames
     payload = memoryview(blob)[h.payload_offset :]
-    frames, sizes, jobs, pos = [], [], [], 0
+    frames: list[bytes | bytearray | memoryview] = []
+    sizes: list[int] = []
+    jobs: list[tuple[int, int, int, int]] = []
+    pos = 0
     plan = h.frame_plan()
     dst = np.empty(raw.size, np.uint8)
     src_addr = np.frombuffer(payload, np.uint8).ctypes.data
@@ -128,8 +132,8 @@ def main() -> None:
     for threads in (1, 2):
         r = rate(
             packed_mb,
-            lambda n=threads: dctx.multi_decompress_to_buffer(
-                frames, decompressed_sizes=table, threads=n
+            functools.partial(
+                dctx.multi_decompress_to_buffer, frames, decompressed_sizes=table, threads=threads
             ),
             args.repeat,
         )
@@ -157,7 +161,7 @@ def main() -> None:
     )
     r = rate(mb, multi_then_numpy, args.repeat)
     print(f"| multi_decompress_to_buffer + numpy un-group | 1 | {r} |")
-    codecs = {
+    codecs: dict[str, Callable[[int], Codec]] = {
         "numpy + python-zstandard": lambda n: Codec(native=False, threads=n),
         "numpy + ctypes per frame (before)": lambda n: Codec(
             CodecSettings(decoder="numpy"), threads=n
@@ -168,7 +172,7 @@ def main() -> None:
         for threads in counts:
             codec = make(threads)
             assert np.array_equal(codec.decode([blob], (), dst), raw)
-            r = rate(mb, lambda c=codec: c.decode([blob], (), dst), args.repeat)
+            r = rate(mb, functools.partial(codec.decode, [blob], (), dst), args.repeat)
             print(f"| {label} | {threads} | {r} |")
             codec.close()
 
@@ -192,7 +196,7 @@ def main() -> None:
         for threads in counts:
             codec = make(threads)
             assert np.array_equal(codec.decode(chain, chain_names, dst), versions[-1])
-            r = rate(mb, lambda c=codec: c.decode(chain, chain_names, dst), args.repeat)
+            r = rate(mb, functools.partial(codec.decode, chain, chain_names, dst), args.repeat)
             print(f"| {label} | {threads} | {r} |")
             codec.close()
 

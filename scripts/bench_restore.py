@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -170,7 +171,9 @@ def main() -> None:
                     ):
                         out = store.restore(r, device=dev)
                         assert all(torch.equal(out[k].cpu(), refs[r][k]) for k in out)
-                        t = best_of(lambda r=r: store.restore(r, device=dev), args.repeat, sync)
+                        t = best_of(
+                            functools.partial(store.restore, r, device=dev), args.repeat, sync
+                        )
                         against = ref["base" if r == "base" else "last"]
                         print(row(label, name, n, t, against, nbytes))
                     t = best_of(lambda: store.restore(last_ref, into=model), args.repeat, sync)

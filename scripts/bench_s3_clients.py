@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import sys
@@ -162,7 +163,11 @@ def measure(
     """PUT MB/s, ranged GET MB/s and whether a conditional create refuses, per variant."""
     client["put_all"]({"big": big})
     put_s = min(
-        timed(lambda r=r: client["put_all"]({f"o{r}-{j}": payload for j in range(args.objects)}))
+        timed(
+            functools.partial(
+                client["put_all"], {f"o{r}-{j}": payload for j in range(args.objects)}
+            )
+        )
         for r in range(args.repeat)
     )
     put = args.objects * len(payload) / 1e6 / put_s
@@ -175,7 +180,7 @@ def measure(
         if variant in client:
             assert client[variant]("big", starts) == got
             get_s = min(
-                timed(lambda v=variant: client[v]("big", starts)) for _ in range(args.repeat)
+                timed(functools.partial(client[variant], "big", starts)) for _ in range(args.repeat)
             )
             rows[label] = (put, len(starts) * PIECE / 1e6 / get_s, refuses)
     return rows

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from _pg import pg_schema
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, Table, insert, text
 
 from weightstore import WeightStore
 from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, TensorRow
@@ -154,7 +154,7 @@ def fill(engine: Engine, snapshots: int, tensors: int) -> Synthetic:
             (TagRow, tag_rows),
         ):
             for start in range(0, len(rows), 20_000):
-                conn.execute(insert(model.__table__), rows[start : start + 20_000])
+                conn.execute(insert(cast(Table, model.__table__)), rows[start : start + 20_000])
         if conn.dialect.name == "postgresql":
             # Identity sequences do not see explicit ids; the planner needs fresh statistics.
             conn.execute(text("SELECT setval('tasks_id_seq', (SELECT max(id) FROM tasks))"))

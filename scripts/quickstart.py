@@ -66,7 +66,7 @@ def main() -> None:
             pooled = backbone(input_ids=ids).last_hidden_state.mean(dim=1)
             loss = torch.nn.functional.cross_entropy(head(pooled), labels)
             opt.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
             if step % args.every == 0:
                 sd = state(backbone, head)

@@ -24,7 +24,8 @@ LAYOUTS = [
 
 
 def _raw(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype=np.uint8).copy()
+    out: np.ndarray = np.frombuffer(data, dtype=np.uint8).copy()
+    return out
 
 
 @st.composite

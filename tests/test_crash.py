@@ -95,14 +95,15 @@ def check_after_kill(
         # The interrupted save: committed but not yet reported, or not there at all.
         steps = {sid: step for step, sid in committed}
         interrupted = len(committed)
+        found: str | None
         try:
-            sid = store.resolve(f"{TASK}@{interrupted}")
+            found = store.resolve(f"{TASK}@{interrupted}")
         except RefNotFound:
-            sid = None
-        if sid is not None:
-            steps[sid] = interrupted
-            expected[sid] = state(seed, interrupted)
-            check_restores(store, {sid: expected[sid]})
+            found = None
+        if found is not None:
+            steps[found] = interrupted
+            expected[found] = state(seed, interrupted)
+            check_restores(store, {found: expected[found]})
         assert {(s.task, s.step, s.id) for s in store.log()} == {
             (TASK, step, sid) for sid, step in steps.items()
         }

@@ -43,23 +43,26 @@ def _weights(rng: np.random.Generator, n: int, k: int, kind: str) -> np.ndarray:
         vals = rng.normal(0, 0.05, n).astype(FLOATS[k])
         specials = np.array([np.nan, -0.0, np.inf, -np.inf, 0.0], FLOATS[k])
         vals[rng.integers(0, n, max(1, n // 10))] = specials[rng.integers(0, 5, max(1, n // 10))]
-        raw = vals.view(np.uint8).copy()
+        raw: np.ndarray = vals.view(np.uint8).copy()
         raw[rng.integers(0, raw.size, 3)] ^= 0x5A  # NaN payloads, denormals
         return raw
     if k == 1:
-        return rng.integers(-3, 3, n).astype(np.int8).view(np.uint8)
-    return rng.normal(0, 0.05, n).astype(FLOATS[k]).view(np.uint8).copy()
+        ints: np.ndarray = rng.integers(-3, 3, n).astype(np.int8).view(np.uint8)
+        return ints
+    floats: np.ndarray = rng.normal(0, 0.05, n).astype(FLOATS[k]).view(np.uint8).copy()
+    return floats
 
 
 def _step(rng: np.random.Generator, raw: np.ndarray, k: int) -> np.ndarray:
     """A fine-tuning step: floats nudged by a few ULPs, integers by a few bits."""
     if k == 1 or raw.size == 0:
-        out = raw.copy()
+        out: np.ndarray = raw.copy()
         out[rng.integers(0, max(raw.size, 1), min(raw.size, 5))] ^= 1
         return out
     uint = {2: np.uint16, 4: np.uint32, 8: np.uint64}[k]
     moved = raw.view(uint) + rng.integers(0, 300, raw.size // k).astype(uint)
-    return moved.view(np.uint8)
+    out_bytes: np.ndarray = moved.view(np.uint8)
+    return out_bytes
 
 
 @st.composite
@@ -171,7 +174,7 @@ def test_mixed_element_sizes_go_to_the_numpy_path() -> None:
     raw = np.arange(4096, dtype=np.uint8)
     codec = Codec()
     base = codec.encode_plain(raw, Layout(2))
-    delta = codec.encode_delta(raw ^ 1, raw, digest(raw.tobytes()), Layout(4))
+    delta = codec.encode_delta(raw ^ np.uint8(1), raw, digest(raw.tobytes()), Layout(4))
     with pytest.raises(CorruptObject):
         codec.decode([delta.blob, base.blob])
 

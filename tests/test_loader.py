@@ -444,7 +444,7 @@ LoaderMachine.TestCase.settings = settings(
 test_loader_state_machine = LoaderMachine.TestCase
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_swaps_through_both_caches(
     store: WeightStore, tasks: dict[str, dict[str, torch.Tensor]]
 ) -> None:

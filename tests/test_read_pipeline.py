@@ -190,7 +190,7 @@ def test_snapshot_listings_page_by_keyset(served: Served, tmp_path: Path) -> Non
     expected = [s.id for s in served.store.log("m")]
     with served.client() as http:
         seen: list[str] = []
-        params: dict[str, object] = {"limit": 4}
+        params: dict[str, str | int] = {"limit": 4}
         statements = []
         while True:
             with counted(app_store(served).index.engine) as stmts:

@@ -31,8 +31,11 @@ def served(tmp_path: Path, index_url: str) -> Iterator[Served]:
         yield s
 
 
-def remote(s: Served, tmp_path: Path, scope: str = "write", **kw: int) -> RemoteStore:
-    return RemoteStore(s.url, token=s.tokens[scope], cache_dir=tmp_path / "cache", **kw)
+def remote(
+    s: Served, tmp_path: Path, scope: str = "write", cache_bytes: int = 8 << 30
+) -> RemoteStore:
+    cache = tmp_path / "cache"
+    return RemoteStore(s.url, token=s.tokens[scope], cache_dir=cache, cache_bytes=cache_bytes)
 
 
 def finetune(sd: dict[str, torch.Tensor], scale: float = 1e-3) -> dict[str, torch.Tensor]:

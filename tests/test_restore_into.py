@@ -110,7 +110,7 @@ def test_beyond_the_staging_budget_the_partial_overwrite_is_reported(tmp_path: P
             store.restore("t", into=fresh())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_cuda_targets_are_staged_on_their_device(store: WeightStore) -> None:
     target = {k: v.cuda() for k, v in fresh().items()}
     store.restore("t", into=target)

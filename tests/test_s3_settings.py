@@ -80,7 +80,8 @@ def test_settings_refuse_parts_s3_cannot_take() -> None:
 
 
 def test_transient_failures_are_retried_with_growing_capped_delays() -> None:
-    calls, sleeps = [], []
+    calls: list[int] = []
+    sleeps: list[float] = []
 
     def flaky() -> str:
         calls.append(1)

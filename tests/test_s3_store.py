@@ -185,7 +185,7 @@ def test_saves_and_restores_retry_through_faults(
 def test_timeouts_are_retried(
     open_store: Callable[..., WeightStore], s3: S3Settings, s3_endpoint: str
 ) -> None:
-    faults = random_faults(0.1, ("delay",), methods=("PUT", "GET"), seed=3)
+    faults = random_faults(0.1, ["delay"], methods=("PUT", "GET"), seed=3)
     with FaultProxy(s3_endpoint, faults, delay=1.5) as proxy:
         store = open_store(s3=_through(proxy, s3, read_timeout=0.5))
         sd = weights(4)

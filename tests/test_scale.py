@@ -4,6 +4,7 @@ key (a range), with exactly LIKE's answers, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -62,9 +63,9 @@ def test_a_hex_prefix_is_searched_not_scanned_on_sqlite(
     url = f"sqlite:///{tmp_path_factory.mktemp('scale') / 'index.db'}"
     with Index.open(IndexSettings(url=url)) as index:
         _commit(index, [f"{n:064x}" for n in range(50)])
-        seen: list[tuple[str, object]] = []
+        seen: list[tuple[str, Any]] = []
 
-        def grab(conn: object, cur: object, stmt: str, params: object, *_: object) -> None:
+        def grab(conn: object, cur: object, stmt: str, params: Any, *_: object) -> None:
             seen.append((stmt, params))
 
         event.listen(index.engine, "before_cursor_execute", grab)

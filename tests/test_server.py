@@ -9,6 +9,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -325,7 +326,7 @@ def test_object_exchange_verifies_before_keeping(served: Served) -> None:
         assert c.put(f"/objects/{d_b}", content=plain[:50]).status_code == 400
         big = b"\0" * (MAX_UPLOAD + 1)
         assert c.put(f"/objects/{d_b}", content=big).status_code == 413
-        manifest = {
+        manifest: dict[str, Any] = {
             "id": "ab" * 32,
             "task": "pushed",
             "created_at": "2026-01-01T00:00:00+00:00",

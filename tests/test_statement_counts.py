@@ -21,6 +21,7 @@ import torch
 from served import serve
 from sqlalchemy import Engine, event
 
+from weightstore.objects import LocalBackend
 from weightstore.remote import RemoteStore
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -93,7 +94,9 @@ def test_a_download_reads_the_chains_once(history: WeightStore, index_url: str) 
     last = history.show("t").tensors[-1]
     expected = history.read_tensor_bytes(last).tobytes()
     history.close()
-    with serve(history.objects.root.parent, index_url) as served, served.client() as http:
+    backend = history.objects
+    assert isinstance(backend, LocalBackend)
+    with serve(backend.root.parent, index_url) as served, served.client() as http:
         http.get("/tasks")
         with counted(app_store(served).index.engine) as seen:
             body = http.get("/snapshots/t/safetensors").content

@@ -130,9 +130,10 @@ class Worker:
     def _join(self) -> None:
         for t in self._threads:
             t.join(timeout=10)
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):  # the pipe's reader is dead
-                self.proc.stdin.close()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # the pipe's other end is dead
+                    pipe.close()
 
     def close(self) -> None:
         """Kill the worker if it still runs (for ``finally`` blocks)."""

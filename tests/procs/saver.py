@@ -87,7 +87,7 @@ def kill_on_file_fsync(n: int) -> None:
     lock = threading.Lock()
     count = 0
 
-    def fsync(fd: int) -> None:
+    def fsync(fd: Any) -> None:
         nonlocal count
         if stat.S_ISREG(os.fstat(fd).st_mode):
             with lock:
@@ -105,8 +105,9 @@ def kill_on_file_fsync(n: int) -> None:
         real_syncfs(path)
 
     os.fsync = fsync
-    real_syncfs = local_backend._syncfs  # noqa: SLF001 (the fault point is private)
-    if real_syncfs is not None:
+    found = local_backend._syncfs  # noqa: SLF001 (the fault point is private)
+    if found is not None:
+        real_syncfs: Callable[[Path], None] = found
         local_backend._syncfs = barrier  # noqa: SLF001
 
 
