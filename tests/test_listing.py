@@ -20,7 +20,7 @@ from weightstore.cli.main import app
 from weightstore.cli.render import storage_table
 from weightstore.errors import RefNotFound
 from weightstore.index import Index
-from weightstore.types import ObjectRecord, StoreStats, TensorEntry, UsageRow
+from weightstore.types import Encoding, ObjectRecord, StoreStats, TensorEntry, UsageRow
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -31,7 +31,7 @@ def digest(label: object) -> str:
 
 def obj(index: Index, label: str, stored: int, base: str | None = None) -> str:
     d = digest(label)
-    enc = "delta" if base else "plain"
+    enc: Encoding = "delta" if base else "plain"
     index.add_objects([ObjectRecord(d, 1000, stored, enc, base, 1 if base else 0)], T0)
     return d
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
+
+# How an object's payload is stored: its raw bytes; byte planes in zstd frames; XOR against a
+# base, then as plain; the arithmetic difference of float bit patterns, then as plain.
+Encoding = Literal["raw", "plain", "delta", "sub"]
+ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ class ObjectRecord:
     digest: str
     raw_size: int
     stored_size: int
-    encoding: str  # "raw" | "plain" | "delta" (XOR) | "sub" (arithmetic, floats)
+    encoding: Encoding
     base: str | None
     chain_depth: int
 

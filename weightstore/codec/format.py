@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 from weightstore.codec.layout import Layout
 from weightstore.errors import CorruptObject, InvalidInput
+from weightstore.types import ENCODINGS, Encoding
 
 MAGIC = b"WSOB"
 VERSION = 1
-ENCODINGS = ("raw", "plain", "delta", "sub")
-DELTAS = ("delta", "sub")
+DELTAS: tuple[Encoding, ...] = ("delta", "sub")
 RAW_FRAME = 0x8000_0000
 _HEAD = struct.Struct("<4sBBBBQII32sI")
 HEADER_SIZE = _HEAD.size
@@ -40,7 +40,7 @@ HEADER_SIZE = _HEAD.size
 class Header:
     """Parsed object header; ``payload_offset`` is where the frames start in the blob."""
 
-    encoding: str
+    encoding: Encoding
     layout: Layout
     raw_len: int
     frame_size: int

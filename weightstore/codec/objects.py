@@ -33,6 +33,7 @@ from weightstore.codec.native import load_native
 from weightstore.codec.scratch import Scratch
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import DECODER_ENV, DECODERS, CodecSettings
+from weightstore.types import Encoding
 
 
 def raw_object_size(raw_len: int) -> int:
@@ -45,7 +46,7 @@ class Encoded:
     """An encoded object ready to store."""
 
     blob: bytes
-    encoding: str
+    encoding: Encoding
     base: str | None
     raw_size: int
 
@@ -112,7 +113,7 @@ class Codec:
         return Encoded(head + raw.tobytes(), "raw", None, raw.size)
 
     def _encode_planes(
-        self, planes: U8, raw_len: int, layout: Layout, encoding: str, base: str | None
+        self, planes: U8, raw_len: int, layout: Layout, encoding: Encoding, base: str | None
     ) -> Encoded:
         plan = frame_plan(raw_len, layout, self.settings.frame_size)
         table, payload = self._frames.compress(planes, plan, layout.elem_size, self._threads)

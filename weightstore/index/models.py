@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from weightstore.types import ENCODINGS
+
 # Deterministic constraint names let later migrations drop or alter constraints by name on every
 # backend (SQLite would otherwise leave them unnamed and PostgreSQL would invent its own).
 NAMING_CONVENTION: dict[str, str] = {
@@ -32,7 +34,6 @@ NAMING_CONVENTION: dict[str, str] = {
     "pk": "pk_%(table_name)s",
 }
 
-ENCODINGS = ("raw", "plain", "delta", "sub")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

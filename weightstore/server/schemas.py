@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from weightstore.types import Encoding
+
 
 class TensorOut(BaseModel):
     name: str
@@ -124,7 +126,7 @@ class ObjectOut(BaseModel):
     digest: str
     raw_size: int
     stored_size: int
-    encoding: str
+    encoding: Encoding
     base: str | None
 
 
