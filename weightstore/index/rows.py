@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Select, case, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from weightstore.errors import InvalidInput, StorageError
 from weightstore.index.models import ObjectRow, UTCDateTime
 from weightstore.index.sql import chunks
 from weightstore.types import ObjectRecord
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 
 def aware(value: datetime, what: str) -> datetime:
@@ -23,10 +25,16 @@ def aware(value: datetime, what: str) -> datetime:
 
 
 def insert_for(conn: Connection, model: type[Any]) -> sqlite.Insert | postgresql.Insert:
+    """The dialect's INSERT, which has ON CONFLICT (imported here: a SQLite store's listing
+    need not load the PostgreSQL dialect)."""
     name = conn.dialect.name
     if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(model)
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(model)
     raise StorageError(f"unsupported index database {name!r}: use SQLite or PostgreSQL")
 
