@@ -111,7 +111,7 @@ def check_after_kill(
             assert store.resolve(f"{TASK}:latest") == max(steps, key=steps.__getitem__)
 
         # The interrupted step can be saved again (or, if it made it, the next one).
-        again = interrupted if sid is None else interrupted + 1
+        again = interrupted if found is None else interrupted + 1
         snap = store.save(TASK, state(seed, again), step=again, tags=["latest"])
         expected[snap.id] = state(seed, again)
         check_restores(store, {snap.id: expected[snap.id], f"{TASK}:latest": expected[snap.id]})

@@ -131,9 +131,10 @@ def stats_with_negative_compression() -> StoreStats:
 
 
 def render(table: object, width: int) -> str:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(table)
-    return console.export_text()
+    with open(os.devnull, "w") as sink:
+        console = Console(width=width, record=True, file=sink)
+        console.print(table)
+        return console.export_text()
 
 
 def test_storage_report_never_shows_negative_savings_and_explains_encodings() -> None:

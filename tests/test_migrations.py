@@ -216,12 +216,35 @@ def test_upgrade_from_0001_adds_identity_and_token_tables_and_keeps_the_data(
             text("INSERT INTO tasks (name, created_at) VALUES ('kept', '2026-01-01 00:00:00')")
         )
     assert not {"api_tokens", "store_meta", "damaged_objects"} & tables(engine)
-    with pytest.raises(SchemaOutdated, match="at revision 0001, this weightstore needs 0004"):
+    with pytest.raises(SchemaOutdated, match="at revision 0001, this weightstore needs 0005"):
         ensure_schema(engine, create=True)
     upgrade(engine)
     ensure_schema(engine, create=False)
-    assert current_revision(engine) == HEAD == "0004"
+    assert current_revision(engine) == HEAD == "0005"
     assert tables(engine) == WEIGHTSTORE_TABLES
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT name FROM tasks")).scalars()) == ["kept"]
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_upgrade_to_0005_keeps_each_snapshots_parent_for_its_id(engine: Engine) -> None:
+    """Rows with a parent get it as their origin; rows without one (a root, or a child whose
+    parent was deleted before 0005) stay unknown (NULL)."""
+    upgrade(engine, "0004")
+    at = "'2026-01-01 00:00:00'"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO tasks (name, created_at) VALUES ('t', {at})"))
+        for sid, parent in (("a" * 64, None), ("b" * 64, "a" * 64), ("c" * 64, None)):
+            conn.execute(
+                text(
+                    "INSERT INTO snapshots (id, task_id, step, parent_id, created_at, message, "
+                    f"metadata, logical_bytes) VALUES (:id, 1, NULL, :parent, {at}, '', '{{}}', 0)"
+                ),
+                {"id": sid, "parent": parent},
+            )
+    upgrade(engine)
+    with engine.connect() as conn:
+        rows: dict[str, str | None] = dict(
+            conn.execute(text("SELECT id, origin_parent_id FROM snapshots")).all()
+        )
+    assert rows == {"a" * 64: None, "b" * 64: "a" * 64, "c" * 64: None}

@@ -8,6 +8,7 @@ import json
 import os
 import struct
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from weightstore.codec import digest as digest_of
 from weightstore.errors import IncompatibleTensor
 from weightstore.forms import snapshot_json, tasks_json
 from weightstore.index.tokens import Tokens
+from weightstore.manifests import snapshot_id
 from weightstore.remote import RemoteStore
 from weightstore.tensors import dtype_info, tensor_bytes
+from weightstore.types import TensorEntry
 
 
 @pytest.fixture
@@ -175,7 +178,8 @@ def test_the_client_diffs_in_one_request_and_restores_into_reading_each_object_o
     served.store.save("m", tuned, step=2)
     with RemoteStore(served.url, token=served.tokens["read"], cache_dir=tmp_path / "cache") as r:
         requests: list[str] = []
-        r._http.event_hooks["request"]  # noqa: SLF001 (counts requests).append(lambda q: requests.append(q.url.path))
+        hooks = r._http.event_hooks  # noqa: SLF001 (to count the client's requests)
+        hooks["request"].append(lambda q: requests.append(q.url.path))
         d = r.diff("m@1", "m@2")
         assert len(requests) == 1
         assert d == served.store.diff("m@1", "m@2")
@@ -327,13 +331,21 @@ def test_object_exchange_verifies_before_keeping(served: Served) -> None:
         big = b"\0" * (MAX_UPLOAD + 1)
         assert c.put(f"/objects/{d_b}", content=big).status_code == 413
         manifest: dict[str, Any] = {
-            "id": "ab" * 32,
             "task": "pushed",
             "created_at": "2026-01-01T00:00:00+00:00",
             "tensors": [
                 {"name": "w", "dtype": "float32", "shape": [1000], "nbytes": 4000, "digest": d_b}
             ],
         }
+        manifest["id"] = snapshot_id(
+            task="pushed",
+            step=None,
+            parent=None,
+            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+            message="",
+            metadata_json="{}",
+            tensors=[TensorEntry("w", "float32", (1000,), d_b, 4000)],
+        )
         assert c.post("/snapshots", json=manifest).status_code == 400  # its object is absent
         assert footprint(served) == before
         with served.client("read") as reader:

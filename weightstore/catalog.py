@@ -28,6 +28,7 @@ class Catalog:
         """The store at ``path`` (its index elsewhere with ``index_url``), or objects at an
         ``s3://`` URL with the index at ``index_url``, as :meth:`WeightStore.open` finds them; a
         missing store is an error, and nothing is created or recorded."""
+
         def build(index: Index, objects: ObjectBackend) -> Catalog:
             try:
                 location.bind(index, objects, write=False)

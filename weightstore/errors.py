@@ -112,6 +112,13 @@ class CorruptObject(WeightstoreError, IOError):
     http_status = 500
 
 
+class ManifestMismatch(CorruptObject):
+    """A snapshot manifest whose content does not hash to the id it carries: altered in
+    transit or at rest. A server answers 400 to a client that sends one."""
+
+    http_status = 400
+
+
 class StorageError(WeightstoreError, OSError):
     """The object backend or the index failed for a reason outside weightstore's control."""
 

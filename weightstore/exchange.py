@@ -25,6 +25,7 @@ from weightstore.errors import (
     RefNotFound,
 )
 from weightstore.index import Index
+from weightstore.manifests import check_manifest, check_snapshot_id
 from weightstore.objects import ObjectBackend
 from weightstore.objects.base import validate_key
 from weightstore.read import ObjectReader, walk_chains
@@ -99,9 +100,7 @@ def receive_object(
         # base was verified when it was kept, and verify() checks it again.
         raise CorruptFile(f"received object does not decode to its name: {e}") from e
     depth = chain[0].chain_depth + 1 if chain else 0
-    record = ObjectRecord(
-        digest, header.raw_len, len(blob), header.encoding, header.base, depth
-    )
+    record = ObjectRecord(digest, header.raw_len, len(blob), header.encoding, header.base, depth)
     if digest in rows and (rows[digest].encoding, rows[digest].base) != (
         record.encoding,
         record.base,
@@ -119,9 +118,12 @@ def receive_object(
 def commit_manifest(index: Index, objects: ObjectBackend, snap: Snapshot) -> Snapshot:
     """Commit a snapshot whose objects are all stored already (push, pull, the service),
     keeping its id, so a snapshot has one id in every store. Committing one that is here
-    already only moves its tags."""
+    already only moves its tags. The manifest is checked as a save's input would be and its id
+    derived again from it (:mod:`weightstore.manifests`) before anything is written."""
     if not re.fullmatch(r"[0-9a-f]{64}", snap.id):
         raise InvalidInput(f"snapshot id {snap.id!r} must be 64 lowercase hex digits")
+    check_manifest(snap)
+    check_snapshot_id(snap)
     try:
         here: Snapshot | None = index.get_snapshot(snap.id)
     except RefNotFound:
@@ -158,6 +160,7 @@ def commit_manifest(index: Index, objects: ObjectBackend, snap: Snapshot) -> Sna
         logical_bytes=sum(t.nbytes for t in snap.tensors),
         tensors=snap.tensors,
         tags=snap.tags,
+        origin_parent=snap.origin_parent or "",
     )
     return index.get_snapshot(snap.id)
 

@@ -43,6 +43,7 @@ def snapshot_json(s: Snapshot | SnapshotSummary, *, tensors: bool = False) -> di
         "task": s.task,
         "step": s.step,
         "parent": s.parent,
+        "origin_parent": s.origin_parent,
         "created_at": s.created_at.isoformat(),
         "message": s.message,
         "metadata": s.metadata,
@@ -173,6 +174,8 @@ def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
         task=str(d["task"]),
         step=None if d["step"] is None else int(d["step"]),
         parent=d["parent"],
+        # Absent from the manifests of servers before it existed: their parent is the origin.
+        origin_parent=d.get("origin_parent") or d["parent"],
         created_at=datetime.fromisoformat(d["created_at"]),
         message=str(d["message"]),
         metadata=dict(d["metadata"]),

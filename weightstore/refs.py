@@ -9,6 +9,11 @@ Grammar (task and tag names: letters, digits and ``._-/``; no leading ``-`` or `
 
 A bare word is tried as a task name first and as an id prefix second, like git tries a branch
 before an abbreviated commit.
+
+Names become URL path segments (``/v1/snapshots/{ref}/tags/{tag}``, the Hub routes'
+``/{repo}/resolve/{revision}/...``), and routes that take a name with ``/`` in it match
+greedily. So a segment of a name may not be one of the words those routes put after a name
+(:data:`RESERVED_SEGMENTS`): every URL then has one reading.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ _REF_RE = re.compile(rf"(?P<task>{_NAME})(?:@(?P<step>-?[0-9]+)|:(?P<tag>{_NAME}
 _HEX_RE = re.compile(r"[0-9a-f]{4,64}")
 
 RefKind = Literal["latest", "step", "tag"]
+
+#: Words the REST and Hub routes put after a name; no segment of a task or tag name may be one.
+RESERVED_SEGMENTS = frozenset(
+    {"tags", "diff", "safetensors", "tensors", "snapshots", "resolve", "revision", "tree"}
+    | {"paths-info"}
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,10 @@ def _bad_path(name: str) -> bool:
     return any(seg in ("", ".", "..") for seg in name.split("/"))
 
 
+def _reserved(name: str) -> str | None:
+    return next((seg for seg in name.split("/") if seg in RESERVED_SEGMENTS), None)
+
+
 def check_name(name: str, what: str = "task") -> str:
     """Return ``name`` if it is a valid task or tag name, else raise :class:`InvalidRef`."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or _bad_path(name):
@@ -57,6 +72,11 @@ def check_name(name: str, what: str = "task") -> str:
         )
     if what == "tag" and name.isdigit():
         raise InvalidRef(f"invalid tag name {name!r}: a tag cannot be all digits")
+    if "/" in name and (word := _reserved(name)) is not None:
+        raise InvalidRef(
+            f"invalid {what} name {name!r}: {word!r} is reserved as a segment of a name with "
+            "'/' (it is a word of the service's URLs)"
+        )
     return name
 
 
@@ -75,6 +95,10 @@ def parse_ref(text: str) -> Ref:
             f"invalid ref {text!r}: expected 'task', 'task@STEP', 'task:TAG' or an id prefix"
         )
     task = m.group("task")
+    if "/" in task and (word := _reserved(task)) is not None:
+        raise InvalidRef(
+            f"invalid ref {text!r}: {word!r} is reserved as a segment of a task name with '/'"
+        )
     if m.group("step") is not None:
         return Ref(text, "step", task, step=int(m.group("step")))
     if m.group("tag") is not None:

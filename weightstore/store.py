@@ -6,6 +6,7 @@ objects are durable before the snapshot's index rows commit in one transaction (
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
@@ -40,6 +41,7 @@ from weightstore.inputs import (
     check_tags,
 )
 from weightstore.maintenance import collect_garbage, verify_objects
+from weightstore.manifests import derived_ids
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.objects.s3config import S3Settings
 from weightstore.opening import open_parts, schema_engine
@@ -60,6 +62,7 @@ from weightstore.types import (
     StoreStats,
     TaskSummary,
     TensorEntry,
+    VerifyProblem,
     VerifyResult,
     diff_snapshots,
 )
@@ -450,14 +453,24 @@ class WeightStore:
     def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
         """Re-read objects (those of ``ref``'s snapshot, or all that snapshots reach), check
         headers, decode and re-derive each digest; name the snapshots a missing or corrupt
-        object breaks."""
+        object breaks; and re-derive each snapshot's id from its manifest."""
         if ref is not None:
-            digests = {t.digest for t in self.show(ref).tensors}
+            snaps = [self.show(ref)]
+            digests = {t.digest for t in snaps[0].tensors}
         else:
+            snaps = self.index.list_snapshots()
             # Objects no snapshot reaches are garbage (a save interrupted between recording
             # and writing one leaves such a row): gc's business, not damage.
             digests = self.index.reachable_digests()
-        return verify_objects(
+        altered = [s.id for s in snaps if s.id not in derived_ids(s)]
+        # A parent deleted before revision 0005 took the id's parent with it: not damage.
+        unknown = self.index.unknown_origins(altered) if altered else set()
+        problems = tuple(
+            VerifyProblem(sid, "its manifest in the index does not hash to its id", (sid,))
+            for sid in altered
+            if sid not in unknown
+        )
+        result = verify_objects(
             self.index,
             self.objects,
             self.reader,
@@ -466,6 +479,7 @@ class WeightStore:
             progress,
             remember=not self.read_only,
         )
+        return dataclasses.replace(result, problems=problems + result.problems)
 
     def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:
         """Rewrite damaged objects (found by :meth:`verify`) from weights the caller still has:

@@ -36,6 +36,9 @@ class SnapshotHeader:
     metadata: dict[str, Any]
     tags: tuple[str, ...]
     logical_bytes: int
+    # The parent it was saved against, part of its id: ``parent`` until that snapshot is
+    # deleted, then still its id (``parent`` becomes None).
+    origin_parent: str | None
 
     @property
     def short_id(self) -> str:
@@ -127,7 +130,8 @@ class GcResult:
 
 @dataclass(frozen=True)
 class VerifyProblem:
-    """One object that failed verification and the snapshots it breaks."""
+    """One object that failed verification and the snapshots it breaks (or one snapshot
+    whose manifest does not hash to its id: then ``digest`` is that id)."""
 
     digest: str
     problem: str

@@ -9,7 +9,6 @@ source that changed in between (a checkpoint rewritten in place, a model still t
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from weightstore import manifests
 from weightstore.codec import Codec, Encoded, digest
 from weightstore.codec.format import DELTAS, header_length, read_header
 from weightstore.codec.layout import U8
@@ -281,18 +281,14 @@ class SnapshotWriter:
         """Commit the snapshot of ``entries`` (every object stored already) in one index
         transaction with its tags; its id is the digest of what it is and when."""
         meta, meta_json = metadata
-        snapshot_id = digest(
-            json.dumps(
-                [
-                    task,
-                    step,
-                    parent_id,
-                    created_at.isoformat(),
-                    message,
-                    meta_json,
-                    [(e.name, e.dtype, e.shape, e.digest) for e in entries],
-                ],
-            ).encode()
+        snapshot_id = manifests.snapshot_id(
+            task=task,
+            step=step,
+            parent=parent_id,
+            created_at=created_at,
+            message=message,
+            metadata_json=meta_json,
+            tensors=entries,
         )
         with _interrupt_after_commit(self.index, snapshot_id):
             self.index.commit_snapshot(

@@ -71,8 +71,14 @@ def serve(
     ] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     max_upload: Annotated[
-        int, typer.Option("--max-upload-bytes", min=1, help="Largest request body.")
+        int, typer.Option("--max-upload-bytes", min=1, help="Largest upload (file, object).")
     ] = 64 << 30,
+    max_json: Annotated[
+        int,
+        typer.Option(
+            "--max-json-bytes", min=1, help="Largest JSON body (a manifest, digests to check)."
+        ),
+    ] = 64 << 20,
 ) -> None:
     """Run the REST service (docs at /docs, API under /v1)."""
     uvicorn = _extra("uvicorn")
@@ -84,7 +90,7 @@ def serve(
     # Workers may start elsewhere: a folder is made absolute, a URL (s3://) kept as given.
     where = path if "://" in path else str(Path(path).resolve())
     settings = server.ServerSettings(
-        where, url, public_read=public_read, max_upload_bytes=max_upload
+        where, url, public_read=public_read, max_upload_bytes=max_upload, max_json_bytes=max_json
     )
     if workers == 1:
         uvicorn.run(server.create_app(settings), host=host, port=port)

@@ -52,6 +52,7 @@ def insert_snapshot(
     logical_bytes: int,
     tensors: Sequence[TensorEntry],
     tags: Sequence[str],
+    origin_parent: str | None = None,
 ) -> None:
     """Write the snapshot's rows in the caller's transaction (see :meth:`Index.commit_snapshot`)."""
     task_id = ensure_task(conn, task, created_at)
@@ -73,6 +74,7 @@ def insert_snapshot(
             task_id=task_id,
             step=step,
             parent_id=parent_id,
+            origin_parent_id=origin_parent if origin_parent is not None else (parent_id or ""),
             created_at=created_at,
             message=message,
             metadata=metadata,

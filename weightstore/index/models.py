@@ -35,7 +35,6 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 
-
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC that always reads back as a tz-aware UTC ``datetime``.
 
@@ -91,6 +90,9 @@ class SnapshotRow(Base):
     parent_id: Mapped[str | None] = mapped_column(
         String(64), ForeignKey("snapshots.id", ondelete="SET NULL"), index=True
     )
+    # The parent the snapshot was saved against, kept when that parent is deleted (its id is
+    # derived with it): the parent's id, "" for none, NULL when unknown (revision 0005).
+    origin_parent_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     message: Mapped[str] = mapped_column(Text)
     # ``metadata`` is reserved on declarative classes, hence the attribute name.

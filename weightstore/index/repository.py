@@ -202,8 +202,12 @@ class Index:
         logical_bytes: int,
         tensors: Sequence[TensorEntry],
         tags: Sequence[str],
+        origin_parent: str | None = None,
     ) -> None:
         """Record a snapshot, its tensors and its tags in one transaction.
+
+        ``origin_parent``: the parent its id was derived with when that is not ``parent_id``
+        (a received snapshot whose parent was deleted at its source).
 
         Creates the task on first use and moves each tag to the new snapshot. Raises
         :class:`Conflict` if the task already has a snapshot at ``step`` and
@@ -226,6 +230,7 @@ class Index:
                     logical_bytes=logical_bytes,
                     tensors=tensors,
                     tags=tags,
+                    origin_parent=origin_parent,
                 )
         except IntegrityError as exc:
             # A concurrent saver can win the race between our check and our insert.
@@ -255,6 +260,21 @@ class Index:
                 return loading.load_snapshots(conn, None)
             task_id = resolving.require_task(conn, task)
             return loading.load_snapshots(conn, SnapshotRow.task_id == task_id)
+
+    def unknown_origins(self, snapshot_ids: Collection[str]) -> set[str]:
+        """Those of the snapshots whose parent at save is unknown (saved before revision 0005,
+        their parent deleted since): their ids cannot be derived again."""
+        out: set[str] = set()
+        with self._read() as conn:
+            for chunk in chunks(snapshot_ids):
+                out.update(
+                    conn.scalars(
+                        select(SnapshotRow.id).where(
+                            SnapshotRow.id.in_(chunk), SnapshotRow.origin_parent_id.is_(None)
+                        )
+                    )
+                )
+        return out
 
     def latest_snapshot_id(self, task: str) -> str | None:
         """The newest snapshot of ``task``, or None when the task has none or does not exist."""

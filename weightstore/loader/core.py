@@ -94,7 +94,10 @@ class TaskLoader:
         self._prefetcher = ThreadPoolExecutor(1, "weightstore-prefetch")
         self._swap_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._held: dict[MemoryKey, str] = {}  # target memory -> digest of the bytes it holds
+        # Target memory -> the digest of the bytes it holds and the tensor's version counter
+        # then: an in-place change outside the loader (an optimizer step, load_state_dict)
+        # bumps the counter, so the slot no longer counts as holding that digest.
+        self._held: dict[MemoryKey, tuple[str, int]] = {}
         self._active: Snapshot | None = None
         self._pins: dict[str, list[str]] = {}  # snapshot id -> its digests, once per pin
         self._swaps = self._failed = self._moved = 0
@@ -116,11 +119,11 @@ class TaskLoader:
         with self._swap_lock:
             snap = self._snapshot(ref)
             slots = check_slots(snap, target_tensors(self.model), self.strict)
-            changed = [s for s in slots if self._held.get(s.key) != s.entry.digest]
+            changed = [s for s in slots if self._held.get(s.key) != _holding(s)]
             tiers = self._swap(snap, changed)
             with self._state_lock:
                 for s in slots:
-                    self._held[s.key] = s.entry.digest
+                    self._held[s.key] = _holding(s)
                 self._active = snap
                 self._swaps += 1
                 self._moved += sum(tiers.values())
@@ -173,8 +176,9 @@ class TaskLoader:
         return self._gpu.evict() + self._host.evict()
 
     def invalidate(self) -> None:
-        """Forget what the model holds (after changing its weights outside the loader): the
-        next swap writes every tensor."""
+        """Forget what the model holds: the next swap writes every tensor. In-place changes
+        to the model's tensors are seen without it (their version counters move); this is for
+        changes that cannot be seen, such as writes through ``.data`` or raw pointers."""
         with self._swap_lock, self._state_lock:
             self._held.clear()
             self._active = None
@@ -438,3 +442,8 @@ def _check_device(tensors: dict[str, torch.Tensor], device: torch.device) -> Non
 
 
 __all__ = ["TaskLoader"]
+
+
+def _holding(slot: Slot) -> tuple[str, int]:
+    """What the slot holds once it holds its entry: the digest, at the tensor's version now."""
+    return slot.entry.digest, slot.tensor._version  # noqa: SLF001 (torch's public counter)

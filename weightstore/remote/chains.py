@@ -54,7 +54,13 @@ class RemoteChains:
                 except CorruptObject:
                     self.cache.discard(d)  # a damaged cached copy: fetch it again
             blob = self.blob(d)
-            h = read_header(blob, d)
+            try:
+                h = read_header(blob, d)
+            except CorruptObject:
+                # A cached copy cut short (cache writes are not fsynced): fetch it again, once.
+                self.cache.discard(d)
+                blob = self.blob(d)
+                h = read_header(blob, d)
             return ObjectRecord(d, h.raw_len, len(blob), h.encoding, h.base, 0)
 
         wanted = sorted(digests)

@@ -12,12 +12,14 @@ Errors from the service come back as the same classes of the error tree.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import torch
@@ -27,12 +29,16 @@ from weightstore import errors
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
 from weightstore.errors import InvalidInput, WeightstoreError
+from weightstore.exchange import check_digest
 from weightstore.forms import diff_from_json, snapshot_from_json, snapshot_json
+from weightstore.inputs import check_new_task, check_tags
+from weightstore.manifests import check_snapshot_id
 from weightstore.objcache import ObjectCache
 from weightstore.ports import Progress, Weights, fan_out
 from weightstore.read import ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes, write_snapshot_file
+from weightstore.refs import check_name, parse_ref
 from weightstore.remote.chains import RemoteChains
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -60,6 +66,16 @@ def _error_class(status: int, kind: str) -> type[WeightstoreError]:
         423: errors.LockHeld,
     }
     return by_status.get(status, errors.StorageError)
+
+
+def _path(*parts: str) -> str:
+    """A URL path from checked names and refs, each percent-quoted (``/`` in a name stays: the
+    routes take names with ``/``, and reserved words keep that unambiguous)."""
+    return "/" + "/".join(quote(p, safe="/@:") for p in parts)
+
+
+def _ref(text: str) -> str:
+    return parse_ref(text).text
 
 
 def raise_for_problem(response: httpx.Response) -> None:
@@ -99,7 +115,11 @@ class RemoteStore:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=timeout)
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
-        self.cache = ObjectCache(Path(cache_dir or default_cache_dir()) / "objects", cache_bytes)
+        # One cache folder per server: encoded objects are what that server encoded (a delta
+        # there may be stored plainly elsewhere), so a chain never mixes two servers' objects.
+        server = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        root = Path(cache_dir or default_cache_dir()) / "objects" / server
+        self.cache = ObjectCache(root, cache_bytes)
         self._fetchers = fetchers
         self._pool = ThreadPoolExecutor(fetchers, "weightstore-remote")
         chains = RemoteChains(self.get_object, self.cache, self._pool, self.url)
@@ -133,7 +153,11 @@ class RemoteStore:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._call(method, path, **kwargs).json()
+        response = self._call(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as e:
+            raise errors.CorruptObject(f"{self.url}{path}: the answer is not JSON: {e}") from e
 
     # ----------------------------------------------------------------------------- reading
 
@@ -149,17 +173,25 @@ class RemoteStore:
         out: list[Snapshot] = []
         params: dict[str, Any] = {"limit": _PAGE}
         while True:
-            page = self._json("GET", f"/tasks/{task}/snapshots", params=params)
+            page = self._json("GET", _path("tasks", check_name(task), "snapshots"), params=params)
             out.extend(snapshot_from_json(s) for s in page["items"])
             if page.get("next_cursor") is None:
                 return out
             params = {"limit": _PAGE, "cursor": page["next_cursor"]}
 
     def show(self, ref: str) -> Snapshot:
-        return snapshot_from_json(self._json("GET", f"/snapshots/{ref}"))
+        """The snapshot's manifest, its id derived again from it (a manifest altered on the
+        way raises :class:`~weightstore.errors.ManifestMismatch`)."""
+        snap = snapshot_from_json(self._json("GET", _path("snapshots", _ref(ref))))
+        check_snapshot_id(snap)
+        return snap
 
     def diff(self, ref_a: str, ref_b: str) -> Diff:
-        return diff_from_json(self._json("GET", f"/snapshots/{ref_a}/diff/{ref_b}"))
+        path = _path("snapshots", _ref(ref_a), "diff", _ref(ref_b))
+        found = diff_from_json(self._json("GET", path))
+        check_snapshot_id(found.a)
+        check_snapshot_id(found.b)
+        return found
 
     def resolve(self, ref: str) -> str:
         return self.show(ref).id
@@ -227,26 +259,29 @@ class RemoteStore:
     ) -> Snapshot:
         """Upload ``weights`` as a safetensors file (the server encodes it; ``push`` from a
         local store sends only the deltas instead)."""
+        task = check_new_task(task)
         state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
-        params: dict[str, Any] = {"tag": list(tags), "message": message}
+        params: dict[str, Any] = {"tag": check_tags(tags), "message": message}
         if step is not None:
             params["step"] = step
         with tempfile.TemporaryDirectory(prefix="weightstore-upload-") as tmp:
             path = Path(tmp) / "weights.safetensors"
             save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
             with path.open("rb") as f:
-                body = self._json("PUT", f"/tasks/{task}/snapshots", params=params, content=f)
+                route = _path("tasks", task, "snapshots")
+                body = self._json("PUT", route, params=params, content=f)
         return snapshot_from_json(body)
 
     def tag(self, ref: str, name: str) -> Snapshot:
-        return snapshot_from_json(self._json("PUT", f"/snapshots/{ref}/tags/{name}"))
+        path = _path("snapshots", _ref(ref), "tags", check_name(name, "tag"))
+        return snapshot_from_json(self._json("PUT", path))
 
     def untag(self, task: str, name: str) -> None:
-        self._call("DELETE", f"/tasks/{task}/tags/{name}")
+        self._call("DELETE", _path("tasks", check_name(task), "tags", check_name(name, "tag")))
 
     def delete(self, ref: str) -> Snapshot:
         snap = self.show(ref)
-        self._call("DELETE", f"/snapshots/{snap.id}")
+        self._call("DELETE", _path("snapshots", check_digest(snap.id)))
         return snap
 
     # ----------------------------------------------------------------------------- exchange
@@ -263,7 +298,7 @@ class RemoteStore:
         """The encoded object (not verified here: decoding checks its digest)."""
         if cache and (hit := self.cache.get(digest)) is not None:
             return hit
-        blob = self._call("GET", f"/objects/{digest}").content
+        blob = self._call("GET", _path("objects", check_digest(digest))).content
         self.bytes_received += len(blob)
         if cache:
             self.cache.put(digest, blob)
@@ -272,7 +307,7 @@ class RemoteStore:
     def put_object(self, digest: str, blob: bytes) -> None:
         self._call(
             "PUT",
-            f"/objects/{digest}",
+            _path("objects", check_digest(digest)),
             content=blob,
             headers={"Content-Type": "application/octet-stream"},
         )

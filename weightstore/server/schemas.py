@@ -24,6 +24,7 @@ class SnapshotOut(BaseModel):
     task: str
     step: int | None
     parent: str | None
+    origin_parent: str | None = None  # the parent at save, kept after it is deleted (in the id)
     created_at: str
     message: str
     metadata: dict[str, Any]
@@ -44,6 +45,7 @@ class ManifestIn(BaseModel):
     task: str
     step: int | None = None
     parent: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    origin_parent: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     created_at: AwareDatetime
     message: str = ""
     metadata: dict[str, Any] = {}

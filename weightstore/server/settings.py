@@ -20,15 +20,18 @@ class ServerSettings:
     ``public_read``: serve reads without a token. ``max_upload_bytes``: the largest request body
     (a safetensors upload, one encoded object). ``max_object_bytes``: the largest raw size an
     uploaded object may decode to (a small object must not claim terabytes).
-    ``threads``: the store's worker threads (0: every core). ``upload_dir``: where upload
-    bodies are spooled before they are read (default: ``.uploads`` in a store folder, the
-    system's temporary folder for a store at a URL such as ``s3://``)."""
+    ``max_json_bytes``: the largest JSON body (a manifest, a list of digests), read only once
+    the caller's token is checked. ``threads``: the store's worker threads (0: every core).
+    ``upload_dir``: where upload bodies are spooled before they are read (default:
+    ``.uploads`` in a store folder, the system's temporary folder for a store at a URL such as
+    ``s3://``)."""
 
     store: str
     index_url: str | None = None
     public_read: bool = False
     max_upload_bytes: int = 64 << 30
     max_object_bytes: int = 64 << 30
+    max_json_bytes: int = 64 << 20
     threads: int = 0
     upload_dir: str | None = None
 

@@ -1,18 +1,24 @@
-"""Request bodies with a size limit: into memory (one object) or a temporary file (a
-safetensors upload), refusing with 413 as soon as the limit is passed."""
+"""Request bodies with a size limit: into memory (one object, a JSON body) or a temporary file
+(a safetensors upload), refusing with 413 as soon as the limit is passed, and never before the
+caller's token is checked."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from weightstore.errors import InvalidInput, PayloadTooLarge
+from weightstore.server.deps import get_settings
 
 
 def _declared(request: Request, limit: int) -> None:
@@ -58,3 +64,27 @@ async def body_file(request: Request, limit: int, folder: Path, suffix: str) -> 
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+class GuardedBodyRoute(APIRoute):
+    """A route whose declared body (JSON, parsed by FastAPI) is read only after the route's
+    own dependencies (its token check) pass, and at most ``max_json_bytes`` of it.
+
+    FastAPI reads and parses a declared body before it solves dependencies, so without this a
+    caller without a token could make the server hold any amount of JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+        checks = [d.dependency for d in self.dependencies if d.dependency is not None]
+
+        async def guarded(request: Request) -> Response:
+            for check in checks:
+                await run_in_threadpool(check, request)
+            limit = get_settings(request).max_json_bytes
+            # Starlette keeps the body it read here; FastAPI's parsing then uses that copy.
+            request._body = await read_body(request, limit)  # noqa: SLF001
+            return await handler(request)
+
+        return guarded

@@ -2,7 +2,9 @@
 answers (500, 503), connections reset before or after the server acted, delayed answers, and
 response bodies with a flipped byte. Tests point a backend's endpoint at it.
 
-A ``plan`` decides per request: ``plan(method, path)`` returns the :data:`Fault` to inject.
+A ``plan`` decides per request: ``plan(method, path)`` returns the :data:`Fault` to inject;
+``rewrite(method, path, body)``, when given, returns the response body to relay instead (a
+tampering middlebox: a changed manifest, swapped names).
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-__all__ = ["Fault", "FaultProxy", "random_faults"]
+__all__ = ["Fault", "FaultProxy", "Rewrite", "no_faults", "random_faults"]
+
+
+def no_faults(method: str, path: str) -> Fault:
+    """A plan that relays every request unchanged."""
+    return "pass"
+
 
 Fault = Literal["pass", "error", "reset", "reset_after", "delay", "corrupt"]
 Plan = Callable[[str, str], Fault]
+Rewrite = Callable[[str, str, bytes], bytes]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
@@ -52,10 +61,13 @@ class FaultProxy:
     ``counts`` tallies the faults injected. Use as a context manager, or ``start``/``stop``.
     """
 
-    def __init__(self, upstream: str, plan: Plan, *, delay: float = 2.0) -> None:
+    def __init__(
+        self, upstream: str, plan: Plan, *, delay: float = 2.0, rewrite: Rewrite | None = None
+    ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.plan = plan
+        self.rewrite = rewrite
         self.delay = delay
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -145,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "reset_after":  # the server acted, the client never hears of it
             self._reset()
             return
+        if proxy.rewrite is not None and self.command != "HEAD":
+            data = proxy.rewrite(self.command, self.path, data)
         if fault == "corrupt" and data and self.command == "GET":
             flipped = bytearray(data)
             flipped[len(flipped) // 2] ^= 0x01

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from weightstore.server.deps import CanRead, CanWrite, Settings, Store
 from weightstore.server.metrics import bytes_sent
 from weightstore.server.schemas import DigestList, MissingOut, ObjectOut
-from weightstore.server.uploads import read_body
+from weightstore.server.uploads import GuardedBodyRoute, read_body
 
-router = APIRouter(prefix="/objects", tags=["objects"])
+router = APIRouter(prefix="/objects", tags=["objects"], route_class=GuardedBodyRoute)
 
 
 @router.post(

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Response
 from weightstore.forms import diff_json, snapshot_from_json, snapshot_json
 from weightstore.server.deps import CanRead, CanWrite, Store
 from weightstore.server.schemas import DiffOut, ManifestIn, ManifestOut
+from weightstore.server.uploads import GuardedBodyRoute
 
-router = APIRouter(prefix="/snapshots", tags=["snapshots"])
+router = APIRouter(prefix="/snapshots", tags=["snapshots"], route_class=GuardedBodyRoute)
 
 
 @router.post(
