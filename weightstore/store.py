@@ -40,8 +40,7 @@ from weightstore.inputs import (
     check_step,
     check_tags,
 )
-from weightstore.maintenance import collect_garbage, verify_objects
-from weightstore.manifests import derived_ids
+from weightstore.maintenance import altered_manifests, collect_garbage, verify_objects
 from weightstore.objects import LocalBackend, ObjectBackend
 from weightstore.objects.s3config import S3Settings
 from weightstore.opening import open_parts, schema_engine
@@ -62,7 +61,6 @@ from weightstore.types import (
     StoreStats,
     TaskSummary,
     TensorEntry,
-    VerifyProblem,
     VerifyResult,
     diff_snapshots,
 )
@@ -462,14 +460,7 @@ class WeightStore:
             # Objects no snapshot reaches are garbage (a save interrupted between recording
             # and writing one leaves such a row): gc's business, not damage.
             digests = self.index.reachable_digests()
-        altered = [s.id for s in snaps if s.id not in derived_ids(s)]
-        # A parent deleted before revision 0005 took the id's parent with it: not damage.
-        unknown = self.index.unknown_origins(altered) if altered else set()
-        problems = tuple(
-            VerifyProblem(sid, "its manifest in the index does not hash to its id", (sid,))
-            for sid in altered
-            if sid not in unknown
-        )
+        altered = altered_manifests(self.index, snaps)
         result = verify_objects(
             self.index,
             self.objects,
@@ -479,7 +470,7 @@ class WeightStore:
             progress,
             remember=not self.read_only,
         )
-        return dataclasses.replace(result, problems=problems + result.problems)
+        return dataclasses.replace(result, problems=altered + result.problems)
 
     def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:
         """Rewrite damaged objects (found by :meth:`verify`) from weights the caller still has:
