@@ -1,6 +1,7 @@
 """SQL statements per operation on SQLite and PostgreSQL (transaction control not counted):
 save of 50 changed tensors, restore, export, the /safetensors download, and a push of 200
-objects, on 5 snapshots of 50 tensors of 64x64 fp32, the newest 4 deltas deep.
+objects, on 5 snapshots of 50 tensors of 64x64 fp32, the newest 4 deltas deep; and the wall
+time of export and download (best of 5, milliseconds).
 
     python scripts/bench_statements.py [--postgres URL]
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -26,6 +29,15 @@ from weightstore.remote import RemoteStore
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
 from weightstore.sync import push
+
+
+def best_ms(fn: Callable[[], object], runs: int = 5) -> int:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(min(times) * 1e3)
 
 
 def measure(tmp: Path, index_url: str, push_url: str) -> dict[str, int]:
@@ -42,12 +54,16 @@ def measure(tmp: Path, index_url: str, push_url: str) -> dict[str, int]:
     with counted(store.index.engine) as seen:
         store.export("t", tmp / "x.safetensors")
     out["export"] = len(seen)
+    out["export ms"] = best_ms(lambda: store.export("t", tmp / "x.safetensors"))
     store.close()
     with serve(tmp / "s", index_url) as served, served.client() as http:
         http.get("/tasks")
         with counted(app_store(served).index.engine) as seen:
             http.get("/snapshots/t/safetensors").raise_for_status()
         out["download"] = len(seen)
+        out["download ms"] = best_ms(
+            lambda: http.get("/snapshots/t/safetensors").raise_for_status()
+        )
     source = WeightStore.open(tmp / "src", settings=StoreSettings(threads=2))
     for step in range(4):
         source.save("t", weights(step), step=step)

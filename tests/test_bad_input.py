@@ -223,8 +223,20 @@ def cli_cases(tmp_path: Path) -> list[tuple[str, list[str | Path], int]]:
         ("markup in a missing path", ["save", "t", tmp_path / "[/x]missing[bold]"], 3),
         ("markup in a folder path", ["save", "t", markup], 2),
         ("markup in an export folder", ["export", "keep", markup / "[/x]" / "out"], 3),
+        ("clone into a file", ["clone", "http://127.0.0.1:9", good], 2),
+        ("--plot to a folder", ["report", "storage", "--plot", markup], 2),
+        (
+            "--plot into a missing folder",
+            ["report", "storage", "--plot", missing_plot(tmp_path)],
+            3,
+        ),
+        ("swap --plot to a folder", ["report", "swap", "keep", "--plot", markup], 2),
     ]
     return cases
+
+
+def missing_plot(tmp_path: Path) -> Path:
+    return tmp_path / "missing" / "dir" / "x.png"
 
 
 def test_cli_bad_input_prints_an_error_and_changes_nothing(
@@ -232,6 +244,7 @@ def test_cli_bad_input_prints_an_error_and_changes_nothing(
 ) -> None:
     root = tmp_path / "cli-store"
     before = cli_fingerprint(root)
+    good = (tmp_path / "good.safetensors").read_bytes()
     for what, args, code in cli_cases(tmp_path):
         result = cli(*args)
         assert result.exit_code == code, (what, result.output)
@@ -239,6 +252,8 @@ def test_cli_bad_input_prints_an_error_and_changes_nothing(
         assert "Traceback" not in result.output, what
         assert result.stderr.startswith("error: "), (what, result.stderr)
         assert cli_fingerprint(root) == before, what
+    assert (tmp_path / "good.safetensors").read_bytes() == good
+    assert not (tmp_path / "missing").exists(), "a plot must not make folders"
 
 
 def test_cli_error_messages_print_markup_literally(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save as save_bytes
 from safetensors.torch import save_file
 from served import MAX_UPLOAD, Served, serve
 from test_dtypes import bits, safetensors_dtypes, sample
@@ -379,3 +380,31 @@ def test_a_corrupt_object_is_never_served_as_good_bytes(served: Served) -> None:
         assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
         assert "Traceback" not in r.text
         assert c.get("/snapshots/t/tensors/a").status_code == 200  # the good one still reads
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["bytes=" + "9" * 5000 + "-", "bytes=0-" + "9" * 5000, "bytes=-" + "9" * 5000],
+    ids=["start", "end", "suffix"],
+)
+def test_range_numbers_of_thousands_of_digits_are_answered(served: Served, header: str) -> None:
+    served.store.save("m", {"w": torch.arange(100, dtype=torch.float32)})
+    with served.client() as c:
+        whole = c.get("/snapshots/m/safetensors").content
+        r = c.get("/snapshots/m/safetensors", headers={"Range": header})
+    if header.startswith("bytes=9"):
+        assert r.status_code == 416, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    else:  # to the end of the file, or a suffix longer than it: the whole file
+        assert r.status_code in (200, 206), r.text
+        assert r.content == whole
+
+
+def test_upload_metadata_nested_thousands_deep_is_a_400(served: Served) -> None:
+    data = save_bytes({"w": torch.zeros(4)})
+    with served.client("write") as c:
+        deep = "[" * 3000 + "]" * 3000
+        r = c.put("/tasks/m/snapshots", params={"metadata": deep}, content=data)
+        assert r.status_code == 400, r.text
+        assert "nested too deeply" in r.json()["detail"]
+    assert served.store.log() == []

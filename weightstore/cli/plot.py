@@ -7,12 +7,36 @@ canvas created there: no GUI backend, no pyplot global state, nothing done at im
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from weightstore.errors import InvalidInput, NotFound
 from weightstore.types import SnapshotUsage
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def check_plot_path(out: Path) -> Path:
+    """``out`` if a PNG may be written there, checked before the report runs: a file (new, or
+    to replace) in a folder that exists. Folders are never made."""
+    if str(out).endswith(("/", os.sep)) or out.is_dir():
+        raise InvalidInput(
+            f"{out} is a folder: give the PNG file to write, e.g. {out / 'plot.png'}"
+        )
+    if not out.parent.is_dir():
+        raise NotFound(f"folder {out.parent} does not exist: create it first")
+    return out
+
+
+def save_png(fig: Any, out: Path) -> Path:
+    """Write ``fig`` to ``out`` as PNG, by export's rules: whole or not at all."""
+    from weightstore.files import open_destination
+
+    with open_destination(check_plot_path(out)) as f:
+        fig.savefig(f, format="png")
+    return out
 
 
 def byte_unit(largest: float) -> tuple[str, int]:
@@ -85,6 +109,4 @@ def plot_storage(usages: Sequence[SnapshotUsage], out: Path, title: str | None =
         ax.legend(loc="upper left", fontsize="small")
     else:
         ax.text(0.5, 0.5, "no snapshots", ha="center", va="center", transform=ax.transAxes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return save_png(fig, out)

@@ -13,6 +13,7 @@ from weightstore.cli.app import (
     stdout,
 )
 from weightstore.cli.options import REFS_HELP, JsonFlag, emit_json
+from weightstore.cli.plot import check_plot_path
 from weightstore.cli.render import (
     storage_table,
 )
@@ -44,6 +45,8 @@ def report_storage(
 
     Example: weightstore report storage --plot storage.png
     """
+    if plot is not None:
+        check_plot_path(plot)
     st = state(ctx)
     stats = st.store(read_only=True).stats()
     if json_out:
@@ -74,6 +77,8 @@ def report_swap(
 
     Example: weightstore report swap base sentiment:prod --device cuda --plot swap.png
     """
+    if plot is not None:
+        check_plot_path(plot)
     from weightstore.cli.swap import plot_swaps, swap_table
     from weightstore.loader.bench import measure_swaps
 

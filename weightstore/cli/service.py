@@ -190,6 +190,8 @@ def clone(
     token: TokenOpt = None,
 ) -> None:
     """Copy every snapshot of REMOTE into a new store at PATH."""
+    if path.exists() and not path.is_dir():
+        raise InvalidInput(f"{path} is a file: clone makes a new store folder")
     if path.exists() and any(path.iterdir()):
         raise InvalidInput(f"{path} exists and is not empty: clone makes a new store")
     with _weightstore().open(path) as local:

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from weightstore.cli.plot import save_png
 from weightstore.cli.render import human_bytes
 
 
@@ -47,6 +48,4 @@ def plot_swaps(result: dict[str, Any], out: Path) -> Path:
     ax.set_xlabel("GB/s at p50 (bytes written into the target)")
     ax.set_title(f"weightstore swaps on {result['device']}")
     ax.grid(True, axis="x", alpha=0.3)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
-    return out
+    return save_png(fig, out)

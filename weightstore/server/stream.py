@@ -17,13 +17,19 @@ from weightstore.errors import InvalidInput
 from weightstore.read.layout import FileLayout, TensorBytes
 
 CHUNK = 1 << 20
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE_RE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 class RangeNotSatisfiable(InvalidInput):
     """A Range header that selects no byte of the file."""
 
     http_status = 416
+
+
+def _number(digits: str) -> int:
+    # Any number of over 19 digits is past every file's end; int() of thousands of digits
+    # would raise (Python's digit limit) or cost time.
+    return int(digits) if len(digits) <= 19 else 1 << 64
 
 
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
@@ -38,14 +44,14 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # a suffix: the last N bytes
-        n = int(last)
+        n = _number(last)
         if n == 0 or size == 0:
-            raise RangeNotSatisfiable(f"range {value!r} selects nothing of {size} bytes")
+            raise RangeNotSatisfiable(f"range {value[:80]!r} selects nothing of {size} bytes")
         return max(0, size - n), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
-        raise RangeNotSatisfiable(f"range {value!r} is outside the file's {size} bytes")
+    start = _number(first)
+    end = min(_number(last), size - 1) if last else size - 1
+    if start >= size or (last and _number(last) < start):
+        raise RangeNotSatisfiable(f"range {value[:80]!r} is outside the file's {size} bytes")
     return start, end
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from weightstore.errors import InvalidInput
 from weightstore.forms import snapshot_json, tasks_json
+from weightstore.inputs import load_json_object
 from weightstore.refs import check_name
 from weightstore.server.deps import CanRead, CanWrite, Settings, Store
 from weightstore.server.schemas import ManifestOut, SnapshotPage, TaskOut
@@ -117,15 +117,7 @@ async def upload_safetensors(
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise InvalidInput(f"metadata must be a JSON object: {e}") from e
-    if not isinstance(value, dict):
-        raise InvalidInput("metadata must be a JSON object")
-    return value
+    return {} if text is None else load_json_object(text, "metadata")
 
 
 @router.delete(
