@@ -30,6 +30,7 @@ def served_module(tmp_path: Path) -> Iterator[Served]:
         yield s
 
 
+@pytest.mark.slow
 def test_no_server_errors_and_responses_match_the_schema(served_module: Served) -> None:
     api = schemathesis.openapi.from_url(f"{served_module.url}/openapi.json")
     headers = {"Authorization": f"Bearer {served_module.tokens['write']}"}

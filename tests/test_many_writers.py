@@ -45,6 +45,7 @@ def team_store(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> st
     return next(w for w in made.split() if w.startswith("wst_"))
 
 
+@pytest.mark.slow
 def test_eight_writers_gc_and_two_servers_lose_nothing(
     stack_env: dict[str, str],  # noqa: F811
     team_store: str,
@@ -147,6 +148,7 @@ def test_eight_writers_gc_and_two_servers_lose_nothing(
         forks.close()
 
 
+@pytest.mark.slow
 def test_a_killed_gc_keeps_its_lock_row_until_unlocked(
     stack_env: dict[str, str],  # noqa: F811
     team_store: str,

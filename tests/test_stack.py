@@ -86,6 +86,7 @@ def weights(seed: int) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 def test_push_pull_restore_gc_verify_through_the_served_s3_postgres_store(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
