@@ -476,6 +476,7 @@ def test_report_storage_table_json_and_plot(inited: Run, tmp_path: Path) -> None
         assert word in text
 
     png = tmp_path / "plots" / "storage.png"
+    png.parent.mkdir()  # a plot never makes folders
     result = ok(inited("report", "storage", "--plot", png))
     assert str(png) in result.stdout
     assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 5000
