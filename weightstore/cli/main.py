@@ -7,6 +7,7 @@ Commands hold no storage logic: they parse arguments, call the facade, and rende
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -68,19 +69,13 @@ def _root(
     ctx.call_on_close(st.close)
 
 
-app.command()(writing.init)
-app.command()(writing.save)
-app.command()(writing.export)
-app.command()(writing.tag)
-app.command()(writing.untag)
-app.command()(deleting.rm)
-app.command()(deleting.prune)
-app.command()(deleting.gc)
-app.command()(reading.log)
-app.command()(reading.show)
-app.command()(reading.diff)
-app.command()(reading.verify)
-app.command()(reading.tasks)
+_commands: tuple[Callable[..., None], ...] = (
+    *(writing.init, writing.save, writing.export, writing.tag, writing.untag),
+    *(deleting.rm, deleting.prune, deleting.gc),
+    *(reading.log, reading.show, reading.diff, reading.verify, reading.tasks),
+)
+for _command in _commands:
+    app.command()(_command)
 app.command("demo")(demo_command)
 
 

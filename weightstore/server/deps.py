@@ -28,6 +28,19 @@ def get_settings(request: Request) -> ServerSettings:
     return settings
 
 
+_GRANTED = "weightstore.granted"  # the request scope's key: what the token was granted
+
+
+def _granted(request: Request, token: str) -> str | None:
+    """The token's scope, looked up once per request: a guarded route
+    (``server.uploads.GuardedBodyRoute``) checks it before reading the body, and the route's
+    dependency then checks it again without asking the index twice."""
+    if _GRANTED not in request.scope:
+        request.scope[_GRANTED] = get_store(request).check_token(token)
+    found: str | None = request.scope[_GRANTED]
+    return found
+
+
 def require(scope: str) -> Callable[[Request], str]:
     """A dependency that lets the request through with a token of at least ``scope`` (or,
     for ``read`` on a public-read server, none) and returns the scope granted."""
@@ -42,9 +55,7 @@ def require(scope: str) -> Callable[[Request], str]:
                 f"this needs a token with {scope!r} scope: send Authorization: Bearer"
             )
         kind, _, token = header.partition(" ")
-        granted = None
-        if kind.lower() == "bearer":
-            granted = get_store(request).check_token(token.strip())
+        granted = _granted(request, token.strip()) if kind.lower() == "bearer" else None
         if granted is None:
             raise Unauthorized("invalid or revoked token")
         if not scope_allows(granted, scope):
