@@ -36,7 +36,7 @@ def tensor_json(t: TensorEntry) -> dict[str, Any]:
 
 def snapshot_json(s: Snapshot | SnapshotSummary, *, tensors: bool = False) -> dict[str, Any]:
     """A snapshot, or a listing's summary of one (``tensors`` then has nothing to add)."""
-    count = s.tensor_count if isinstance(s, SnapshotSummary) else len(s.tensors)
+    count = s.tensor_count if isinstance(s, SnapshotSummary) else len(s.weights)
     out: dict[str, Any] = {
         "id": s.id,
         "short_id": s.short_id,

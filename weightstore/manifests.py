@@ -20,6 +20,7 @@ from typing import Any
 
 from weightstore.codec.digest import digest
 from weightstore.errors import InvalidInput, ManifestMismatch
+from weightstore.folders import check_folder
 from weightstore.inputs import (
     check_message,
     check_metadata,
@@ -97,13 +98,15 @@ def check_snapshot_id(snap: Snapshot) -> None:
 
 def check_manifest(snap: Snapshot) -> None:
     """:class:`InvalidInput` unless every part of the manifest is something ``save`` could
-    have written: names, step, tags, message and metadata within their limits; each tensor a
+    have written: names, step, tags, message and metadata within their limits; a folder
+    record that agrees with its file entries; each tensor a
     known dtype with non-negative integer dimensions whose size is its ``nbytes``."""
     check_new_task(snap.task)
     check_step(snap.step)
     check_tags(snap.tags)
     check_message(snap.message)
     check_metadata(snap.metadata)
+    check_folder(snap.metadata, snap.tensors)
     seen: set[str] = set()
     for t in snap.tensors:
         check_tensor_name(t.name)

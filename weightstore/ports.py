@@ -52,6 +52,15 @@ def _first_error(done: Iterable[Future[None]]) -> BaseException | None:
     return next((e for f in done if (e := f.exception()) is not None), None)
 
 
+class SnapshotSource(Protocol):
+    """Where snapshots are looked up by ref (the Hub routes' only input besides the reader)."""
+
+    def resolve(self, ref: str) -> str: ...
+    def show(self, ref: str) -> Snapshot: ...
+    def snapshot(self, snapshot_id: str) -> Snapshot: ...
+    def count_snapshots(self, task: str) -> int: ...
+
+
 class ChainSource(Protocol):
     """Where encoded objects and their delta chains come from (the reader's only input)."""
 

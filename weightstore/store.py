@@ -29,6 +29,8 @@ from weightstore.errors import (
 )
 from weightstore.exchange import commit_manifest, missing_objects, object_blob, receive_object
 from weightstore.files import read_weights, safetensors_metadata, store_paths
+from weightstore.files.folder import read_folder
+from weightstore.folders import FOLDER_KEY, check_folder, record_of
 from weightstore.forms import SOURCE_METADATA
 from weightstore.index import Index, schema
 from weightstore.index.tokens import Tokens
@@ -47,7 +49,7 @@ from weightstore.opening import open_parts, schema_engine
 from weightstore.ports import Progress, Weights, fan_out
 from weightstore.read import LocalChains, ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
-from weightstore.read.layout import TensorBytes, write_snapshot_file
+from weightstore.read.layout import TensorBytes, export_snapshot
 from weightstore.refs import Ref, check_name, parse_ref
 from weightstore.settings import StoreSettings
 from weightstore.tensors import state_dict_of
@@ -265,6 +267,48 @@ class WeightStore:
         stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
         smaller.
         """
+        if isinstance(metadata, Mapping) and FOLDER_KEY in metadata:
+            raise InvalidInput(f"metadata key {FOLDER_KEY!r} is reserved: use import_folder")
+        return self._save(task, weights, step, tags, metadata, parent, message, progress)
+
+    def import_folder(
+        self,
+        task: str,
+        folder: str | os.PathLike[str],
+        *,
+        step: int | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        message: str = "",
+        progress: Progress | None = None,
+    ) -> Snapshot:
+        """Save a whole model folder (weights, config, tokenizer, subfolders) as a new snapshot
+        of ``task``: safetensors tensors as tensors (deduplicated and delta-compressed), every
+        other file byte for byte; ``export`` and the Hub routes give the folder back
+        byte-identical (see ``weightstore.folders``)."""
+        check_new_task(task)
+        meta, _ = check_metadata(metadata)
+        if FOLDER_KEY in meta:
+            raise InvalidInput(f"metadata key {FOLDER_KEY!r} is reserved for the folder record")
+        found = read_folder(folder)
+        meta[FOLDER_KEY] = record_of(found.files)
+        return self._save(
+            task, found.state, step, tags, meta, parent, message, progress, found.check_unchanged
+        )
+
+    def _save(
+        self,
+        task: str,
+        weights: Weights,
+        step: int | None,
+        tags: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+        parent: str | None,
+        message: str,
+        progress: Progress | None,
+        before_commit: Callable[[], None] = lambda: None,
+    ) -> Snapshot:
         check_new_task(task)
         tag_list = check_tags(tags)
         step = check_step(step)
@@ -286,7 +330,9 @@ class WeightStore:
 
         created = _now()
         entries = self.writer.hash_all(state)
+        check_folder(meta, entries)
         self.writer.store(state, entries, base_of, progress)
+        before_commit()
         return self.writer.commit(
             task=task,
             step=step,
@@ -356,7 +402,7 @@ class WeightStore:
         """
         snap = self.show(ref)
         check = self.settings.verify_reads if verify is None else verify
-        chains = self.reader.chains({t.digest for t in snap.tensors})
+        chains = self.reader.chains({t.digest for t in snap.weights})
         if into is None:
             dev = torch.device("cpu" if device is None else device)
             return fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
@@ -499,10 +545,11 @@ class WeightStore:
     def export(
         self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
     ) -> Snapshot:
-        """Write the snapshot as a standard safetensors file (tensor by tensor)."""
+        """Write the snapshot as a standard safetensors file (tensor by tensor), or, for a
+        snapshot saved from a folder, the folder as it was saved (``path`` then names a new or
+        empty folder)."""
         snap = self.show(ref)
-        read = self.tensor_reader(snap.tensors)
-        write_snapshot_file(snap, path, read, progress, self._own_paths())
+        export_snapshot(snap, path, self.tensor_reader, progress, self._own_paths())
         return snap
 
     def _own_paths(self) -> list[Path]:
@@ -526,7 +573,21 @@ class WeightStore:
     ) -> Snapshot:
         """Save the weights in a safetensors file, a sharded safetensors folder or a torch
         state-dict file as a new snapshot of ``task``; ``key`` picks the entry of a torch
-        checkpoint that holds the weights (found by itself for the usual nestings)."""
+        checkpoint that holds the weights (found by itself for the usual nestings). A folder
+        is saved whole, as :meth:`import_folder` does."""
+        if Path(path).is_dir():
+            if key is not None:
+                raise InvalidInput(f"{path}: --key applies to torch checkpoints, not folders")
+            return self.import_folder(
+                task,
+                path,
+                step=step,
+                tags=tags,
+                metadata=metadata,
+                parent=parent,
+                message=message,
+                progress=progress,
+            )
         weights = read_weights(path, key=key)
         source = safetensors_metadata(path)
         if source:

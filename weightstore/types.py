@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 # How an object's payload is stored: its raw bytes; byte planes in zstd frames; XOR against a
 # base, then as plain; the arithmetic difference of float bit patterns, then as plain.
 Encoding = Literal["raw", "plain", "delta", "sub"]
 ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
+
+FILE_PREFIX = "::file/"
+"""Names of the entries that hold the files of a model folder (see ``weightstore.folders``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,14 @@ class Snapshot(SnapshotHeader):
     # Stored bytes of the objects no snapshot committed before it references: what saving it
     # cost the store (see docs/design.md, "Listings read only what they show").
     added_bytes: int = 0
+
+    @cached_property
+    def weights(self) -> tuple[TensorEntry, ...]:
+        """The weight tensors: ``tensors`` without the entries that hold a folder's files
+        (what restore, export and the loader read)."""
+        if not any(t.name.startswith(FILE_PREFIX) for t in self.tensors):
+            return self.tensors
+        return tuple(t for t in self.tensors if not t.name.startswith(FILE_PREFIX))
 
 
 @dataclass(frozen=True)

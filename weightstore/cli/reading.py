@@ -18,6 +18,7 @@ from weightstore.cli.progress import ByteProgress
 from weightstore.cli.render import (
     diff_summary,
     diff_table,
+    file_table,
     human_bytes,
     log_table,
     metadata_table,
@@ -27,6 +28,7 @@ from weightstore.cli.render import (
     verify_table,
 )
 from weightstore.errors import CorruptObject
+from weightstore.folders import FOLDER_KEY, folder_files
 from weightstore.forms import (
     diff_json,
     snapshot_json,
@@ -59,7 +61,7 @@ def log(
 
 
 def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
-    """Show a snapshot: details, metadata and its tensors.
+    """Show a snapshot: details, metadata, its files (if saved from a folder) and tensors.
 
     Example: weightstore show sentiment:best
     """
@@ -69,9 +71,13 @@ def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
         return
     out = stdout()
     out.print(snapshot_table(snap))
-    if snap.metadata:
-        out.print(metadata_table(snap.metadata))
-    out.print(tensor_table(snap.tensors))
+    metadata = {k: v for k, v in snap.metadata.items() if k != FOLDER_KEY}
+    if metadata:
+        out.print(metadata_table(metadata))
+    files = folder_files(snap.metadata)
+    if files:
+        out.print(file_table(files))
+    out.print(tensor_table(snap.weights))
 
 
 def diff(

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightstore.cli.columns import Column, fitted_table
+from weightstore.folders import FolderFile
 from weightstore.forms import ratio, unchanged_bytes
 from weightstore.types import (
     DeletionEffect,
@@ -149,7 +150,7 @@ def snapshot_table(s: Snapshot) -> Table:
     table.add_row("tags", ", ".join(s.tags) or "-")
     table.add_row("parent", s.parent[:SHORT] if s.parent else "-")
     table.add_row("created", local_time(s.created_at, seconds=True))
-    table.add_row("tensors", str(len(s.tensors)))
+    table.add_row("tensors", str(len(s.weights)))
     table.add_row("size", f"{human_bytes(s.logical_bytes)} ({s.logical_bytes} bytes)")
     table.add_row(
         "added",
@@ -180,6 +181,18 @@ def tensor_table(tensors: Sequence[TensorEntry]) -> Table:
         table.add_row(
             Text(t.name), t.dtype, shape_text(t.shape), human_bytes(t.nbytes), t.digest[:SHORT]
         )
+    return table
+
+
+def file_table(files: Sequence[FolderFile]) -> Table:
+    table = Table(title=f"files ({len(files)})", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("sha256", style="dim", no_wrap=True)
+    table.add_column("kept as")
+    for f in files:
+        kept = "header + tensors" if f.rebuilt else "bytes"
+        table.add_row(Text(f.path), human_bytes(f.size), f.sha256[:SHORT], kept)
     return table
 
 

@@ -21,6 +21,7 @@ from weightstore.cli.render import (
     result_table,
 )
 from weightstore.errors import InterruptedAfterCommit, InvalidInput
+from weightstore.folders import folder_files
 from weightstore.forms import (
     snapshot_json,
 )
@@ -74,8 +75,8 @@ def save(
     file: Annotated[
         Path,
         typer.Argument(
-            help="A .safetensors file, a folder of sharded safetensors with "
-            "model.safetensors.index.json, or a torch state_dict file.",
+            help="A .safetensors file, a torch state_dict file, or a model folder (config, "
+            "tokenizer, single or sharded safetensors: every file is kept).",
         ),
     ],
     step: Annotated[
@@ -108,12 +109,14 @@ def save(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Save a weights file as a new snapshot of TASK.
+    """Save a weights file or a whole model folder as a new snapshot of TASK.
 
     Tensors already stored are not stored again; tensors that changed since the parent
-    snapshot are stored as compressed deltas when that is smaller.
+    snapshot are stored as compressed deltas when that is smaller. A folder keeps every
+    file (config, tokenizer, README, subfolders) byte for byte; export gives it back whole.
 
     Example: weightstore save sentiment model.safetensors --step 1200 --tag best
+    Example: weightstore save team/minilm ./all-MiniLM-L6-v2 --step 0 --tag base
     """
     metadata = parse_meta(meta or [])
     store = state(ctx).store()
@@ -143,7 +146,7 @@ def save(
                 ("task", snap.task),
                 ("step", "-" if snap.step is None else str(snap.step)),
                 ("tags", ", ".join(snap.tags) or "-"),
-                ("tensors", str(len(snap.tensors))),
+                ("tensors", str(len(snap.weights))),
                 ("size", human_bytes(snap.logical_bytes)),
                 ("added to storage", human_bytes(snap.added_bytes)),
             ]
@@ -159,21 +162,25 @@ def export(
         str,
         typer.Argument(
             help="Safetensors file to write (replaced atomically), or a pipe or character "
-            "device to stream into; never a folder or a path inside the store."
+            "device to stream into; for a snapshot saved from a folder, the new (or empty) "
+            "folder to write. Never a path inside the store."
         ),
     ],
 ) -> None:
-    """Write a snapshot as a standard safetensors file.
+    """Write a snapshot as a standard safetensors file, or as the folder it was saved from.
 
     Example: weightstore export sentiment:best best.safetensors
+    Example: weightstore export team/minilm:best ./minilm-best
     """
     store = state(ctx).store(read_only=True)
     snap = store.show(ref)
     with ByteProgress(f"exporting {snap.short_id}", snap.logical_bytes) as bar:
         store.export(snap.id, out, progress=bar)
+    files = folder_files(snap.metadata)
+    what = f"{len(files)} files, " if files else ""
     stdout().print(
-        f"exported {snap.short_id} ({ref_text(snap)}) to {out}: {len(snap.tensors)} tensors, "
-        f"{human_bytes(snap.logical_bytes)}"
+        f"exported {snap.short_id} ({ref_text(snap)}) to {out}: {what}{len(snap.weights)} "
+        f"tensors, {human_bytes(snap.logical_bytes)}"
     )
 
 

@@ -8,7 +8,12 @@ from weightstore.files.reading import (
     read_weights,
     safetensors_metadata,
 )
-from weightstore.files.writing import open_destination, store_paths, write_safetensors
+from weightstore.files.writing import (
+    open_destination,
+    store_paths,
+    write_folder,
+    write_safetensors,
+)
 
 __all__ = [
     "SHARD_INDEX",
@@ -18,5 +23,6 @@ __all__ = [
     "safetensors_head",
     "safetensors_metadata",
     "store_paths",
+    "write_folder",
     "write_safetensors",
 ]

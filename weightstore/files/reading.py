@@ -55,7 +55,7 @@ class SafetensorsWeights(Mapping[str, torch.Tensor]):
         return len(self._where)
 
 
-def _safetensors_names(path: Path) -> list[str]:
+def safetensors_names(path: Path) -> list[str]:
     """Tensor names of one safetensors file in file order (safe_open lists them sorted),
     checking that the whole file is there."""
     try:
@@ -86,7 +86,7 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
             shard_path = folder / shard
             if not shard_path.is_file():
                 raise CorruptFile(f"{index_file}: shard {shard} is missing")
-            shards[shard] = _safetensors_names(shard_path)
+            shards[shard] = safetensors_names(shard_path)
         if name not in shards[shard]:
             raise CorruptFile(f"{index_file}: {name!r} is not in shard {shard}")
         files[name] = folder / shard
@@ -213,24 +213,25 @@ def read_weights(
             p = single
         else:
             raise InvalidInput(f"{p}: folder has neither {SHARD_INDEX} nor model.safetensors")
-    size = _regular_file_size(p)
+    size = regular_file_size(p)
     if p.suffix == ".safetensors" or _looks_like_safetensors(p, size):
         if key is not None:
             raise InvalidInput(f"{p}: --key applies to torch checkpoints, not safetensors")
-        return SafetensorsWeights(dict.fromkeys(_safetensors_names(p), p))
+        return SafetensorsWeights(dict.fromkeys(safetensors_names(p), p))
     return _read_torch(p, key)
 
 
-def _regular_file_size(p: Path) -> int:
-    """The size of ``p`` if it is a non-empty regular file: reading a FIFO would block, a
-    device never ends, and /proc files claim a size of 0 and may not be readable at all."""
+def regular_file_size(p: Path, *, allow_empty: bool = False) -> int:
+    """The size of ``p`` if it is a regular file (non-empty unless ``allow_empty``): reading a
+    FIFO would block, a device never ends, and /proc files claim a size of 0 and may not be
+    readable at all."""
     try:
         st = p.stat()
     except OSError as e:
         raise InvalidInput(f"{p}: cannot be read ({e.strerror or e})") from e
     if not stat.S_ISREG(st.st_mode):
         raise InvalidInput(f"{p}: not a regular file (a device, FIFO or socket): save from a file")
-    if st.st_size == 0:
+    if st.st_size == 0 and not allow_empty:
         raise CorruptFile(f"{p}: the file is empty")
     return st.st_size
 

@@ -1,9 +1,11 @@
 """Weights files out: standard safetensors streamed one tensor at a time to a destination that
-is replaced atomically, never one of the store's own files."""
+is replaced atomically, never one of the store's own files; model folders the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -11,7 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from weightstore.errors import InvalidInput, NotFound, StorageError, WeightstoreError
+from weightstore.errors import (
+    CorruptObject,
+    InvalidInput,
+    NotFound,
+    StorageError,
+    WeightstoreError,
+)
 from weightstore.files.layout import safetensors_head
 
 
@@ -121,3 +129,51 @@ def _storage_errors(target: Path) -> Iterator[None]:
         raise
     except OSError as e:
         raise StorageError(f"cannot write {target}: {e.strerror or e}; nothing was exported") from e
+
+
+def write_folder(
+    path: str | os.PathLike[str],
+    files: Sequence[tuple[str, int, str, Callable[[], Iterator[bytes | memoryview]]]],
+    protected: Sequence[Path] = (),
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Write a model folder: each of ``files`` is (relative path, size, sha256, its bytes in
+    pieces). The folder is built beside ``path`` under a temporary name and renamed into place
+    once every file is complete and matches its size and SHA-256, so a failure leaves nothing;
+    ``path`` must not exist or be an empty folder."""
+    text = os.fspath(path)
+    target = Path(text)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise InvalidInput(f"{text} exists and is not an empty folder: export to a new folder")
+    real = Path(os.path.realpath(target))
+    if not real.parent.is_dir():
+        raise NotFound(f"folder {target.parent} does not exist: create it first")
+    _refuse_protected(target, real, protected)
+    tmp = real.parent / f".{real.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with _storage_errors(target):
+            tmp.mkdir()
+            for rel, size, sha, pieces in files:
+                out = tmp / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                h, n = hashlib.sha256(), 0
+                with out.open("xb") as f:
+                    for piece in pieces():
+                        f.write(piece)
+                        h.update(piece)
+                        n += len(piece)
+                        if progress:
+                            progress(len(piece))
+                    f.flush()
+                    os.fsync(f.fileno())
+                if (n, h.hexdigest()) != (size, sha):
+                    raise CorruptObject(
+                        f"{rel}: rebuilt as {n} bytes with another SHA-256 than the "
+                        f"{size} bytes saved; run `weightstore verify`"
+                    )
+            if target.is_dir():
+                target.rmdir()
+            os.replace(tmp, real)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

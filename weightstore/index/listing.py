@@ -21,7 +21,7 @@ from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, Te
 from weightstore.index.reach import needed_by
 from weightstore.index.resolving import require_task
 from weightstore.index.sql import CHUNK, chunks
-from weightstore.types import DeletionEffect, SnapshotSummary, TaskSummary
+from weightstore.types import FILE_PREFIX, DeletionEffect, SnapshotSummary, TaskSummary
 
 
 def list_summaries(
@@ -171,7 +171,7 @@ def _summaries(
     counts: dict[str, int] = dict(
         conn.execute(
             select(TensorRow.snapshot_id, func.count())
-            .where(TensorRow.snapshot_id.in_(ids))
+            .where(TensorRow.snapshot_id.in_(ids), ~TensorRow.name.startswith(FILE_PREFIX))
             .group_by(TensorRow.snapshot_id)
         ).all()
     )

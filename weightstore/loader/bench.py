@@ -91,7 +91,7 @@ def build_target(snaps: list[Snapshot], device: torch.device) -> dict[str, torch
     """Empty tensors for every name in the snapshots' manifests (the first one's wins)."""
     target: dict[str, torch.Tensor] = {}
     for snap in snaps:
-        for e in snap.tensors:
+        for e in snap.weights:
             if e.name not in target:
                 dt = dtype_info(e.dtype).torch_dtype
                 target[e.name] = torch.empty(e.shape, dtype=dt, device=device)
@@ -199,7 +199,7 @@ def _baselines(
         for ref, snap in snaps.items():
             path = Path(tmp) / f"{snap.id}.safetensors"
             store.export(snap.id, path)
-            nbytes = sum(e.nbytes for e in snap.tensors)
+            nbytes = sum(e.nbytes for e in snap.weights)
             times = [timed(functools.partial(load, path), dev) for _ in range(iterations)]
             rows.append(timing_row(name, ref, nbytes, times))
             path.unlink()

@@ -155,7 +155,7 @@ class TaskLoader:
         that do not fit next to other pinned ones stay in the store."""
         self._check_open()
         snap = self._snapshot(ref)
-        digests = list({t.digest for t in snap.tensors})
+        digests = list({t.digest for t in snap.weights})
         with self._state_lock:
             self._pins.setdefault(snap.id, []).extend(digests)
         self._host.pin(digests)
@@ -338,7 +338,7 @@ class TaskLoader:
 
     def _warm(self, snap: Snapshot) -> Snapshot:
         """Bring the snapshot's tensors into the host cache (and the GPU cache on a GPU)."""
-        entries = _unique(list(snap.tensors))
+        entries = _unique(list(snap.weights))
         cold = [e for e in entries if e.digest not in self._host and e.digest not in self._gpu]
         cold = [e for e in cold if self._host.fits(e.nbytes)]
         if cold:

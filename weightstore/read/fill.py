@@ -38,8 +38,8 @@ def fill_new(
         if progress:
             progress(entry.nbytes)
 
-    run_all(load, sorted(snap.tensors, key=lambda e: -e.nbytes))
-    return {t.name: out[t.name] for t in snap.tensors}
+    run_all(load, sorted(snap.weights, key=lambda e: -e.nbytes))
+    return {t.name: out[t.name] for t in snap.weights}
 
 
 def fill_targets(

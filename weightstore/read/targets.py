@@ -74,7 +74,7 @@ def check_targets(
 ) -> list[Pair]:
     """The (stored entry, target tensor) pairs to restore, or :class:`IncompatibleTensor`
     listing every problem. ``device``: the device the caller asked for, if any."""
-    stored = {t.name: t for t in snap.tensors}
+    stored = {t.name: t for t in snap.weights}
     problems = []
     if strict:
         missing = [n for n in target if n not in stored]

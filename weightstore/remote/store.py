@@ -37,7 +37,7 @@ from weightstore.objcache import ObjectCache
 from weightstore.ports import Progress, Weights, fan_out
 from weightstore.read import ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
-from weightstore.read.layout import TensorBytes, write_snapshot_file
+from weightstore.read.layout import TensorBytes, export_snapshot
 from weightstore.refs import check_name, parse_ref
 from weightstore.remote.chains import RemoteChains
 from weightstore.settings import StoreSettings
@@ -225,7 +225,7 @@ class RemoteStore:
         """The snapshot's tensors on ``device``; with ``into``, copied into the module's (or
         state dict's) tensors in place, by the same rules as :meth:`WeightStore.restore`."""
         snap = self.show(ref)
-        chains = self.reader.chains({t.digest for t in snap.tensors})
+        chains = self.reader.chains({t.digest for t in snap.weights})
         if into is None:
             dev = torch.device(device)
             return fill_new(self.reader, snap, chains, dev, True, self._run_all, progress)
@@ -241,9 +241,10 @@ class RemoteStore:
     def export(
         self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
     ) -> Snapshot:
-        """Write the snapshot as a standard safetensors file, decoded here."""
+        """Write the snapshot as a standard safetensors file (or the folder it was saved
+        from), decoded here."""
         snap = self.show(ref)
-        write_snapshot_file(snap, path, self.tensor_reader(snap.tensors), progress)
+        export_snapshot(snap, path, self.tensor_reader, progress)
         return snap
 
     # ----------------------------------------------------------------------------- writing

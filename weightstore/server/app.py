@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from weightstore.errors import InvalidInput
 from weightstore.server import metrics, problems
-from weightstore.server.routes import files, health, objects, snapshots, tasks
+from weightstore.server.routes import files, health, hub, objects, snapshots, tasks
 from weightstore.server.settings import SETTINGS_ENV, ServerSettings
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
@@ -57,6 +57,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(api)
     # /healthz etc. also at the root, where probes look (once in the schema: under /v1).
     app.include_router(health.router, include_in_schema=False)
+    # Last: its /{repo}/resolve/... catch-all must not shadow any other route.
+    app.include_router(hub.router)
     return app
 
 

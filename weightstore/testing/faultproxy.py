@@ -1,6 +1,7 @@
 """A loopback HTTP proxy that injects faults between an S3 client and its server: error
-answers (500, 503), connections reset before or after the server acted, delayed answers, and
-response bodies with a flipped byte. Tests point a backend's endpoint at it.
+answers (500, 503), connections reset before or after the server acted, delayed answers,
+response bodies with a flipped byte, and bodies cut off halfway (``truncate``). Tests point a
+backend's endpoint at it.
 
 A ``plan`` decides per request: ``plan(method, path)`` returns the :data:`Fault` to inject;
 ``rewrite(method, path, body)``, when given, returns the response body to relay instead (a
@@ -29,7 +30,7 @@ def no_faults(method: str, path: str) -> Fault:
     return "pass"
 
 
-Fault = Literal["pass", "error", "reset", "reset_after", "delay", "corrupt"]
+Fault = Literal["pass", "error", "reset", "reset_after", "delay", "corrupt", "truncate"]
 Plan = Callable[[str, str], Fault]
 Rewrite = Callable[[str, str, bytes], bytes]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
@@ -172,6 +173,12 @@ class _Handler(BaseHTTPRequestHandler):
                 length = int(value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        if fault == "truncate" and self.command == "GET" and data:
+            self.wfile.write(data[: len(data) // 2])  # the promised length, half the bytes
+            self.wfile.flush()
+            self.close_connection = True  # an orderly close: the client sees a short body
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
 

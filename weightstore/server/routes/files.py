@@ -90,7 +90,7 @@ def safetensors_head(request: Request, store: Store, ref: str) -> Response:
 def tensor(request: Request, store: Store, ref: str, name: str) -> Response:
     """One tensor's raw little-endian bytes (dtype and shape in ``X-Weightstore-*`` headers)."""
     snap = store.show(ref)
-    entry = next((t for t in snap.tensors if t.name == name), None)
+    entry = next((t for t in snap.weights if t.name == name), None)
     if entry is None:
         raise NotFound(f"snapshot {snap.short_id} has no tensor {name!r}")
     data = store.read_tensor_bytes(entry, verify=True).tobytes()
