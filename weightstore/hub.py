@@ -90,9 +90,16 @@ def commit_of(snap: Snapshot) -> str:
     return snap.id[:COMMIT_LENGTH]
 
 
-def resolve_revision(store: SnapshotSource, repo: str, revision: str | None) -> Snapshot:
+def resolve_revision(
+    store: SnapshotSource,
+    repo: str,
+    revision: str | None,
+    load: Callable[[str], Snapshot] | None = None,
+) -> Snapshot:
     """The snapshot ``revision`` names in task ``repo`` (see the module docstring), or
-    :class:`HubNotFound` saying whether the repo or the revision is unknown."""
+    :class:`HubNotFound` saying whether the repo or the revision is unknown. ``load`` gives
+    the snapshot of a full id (a cache: snapshots never change; default: the store)."""
+    load = load or store.snapshot
     try:
         task = check_name(repo)
     except InvalidRef as e:
@@ -100,15 +107,15 @@ def resolve_revision(store: SnapshotSource, repo: str, revision: str | None) -> 
     rev = "main" if revision in (None, "") else str(revision)
     try:
         if _HEX_RE.fullmatch(rev):
-            snap = store.snapshot(store.resolve(rev))
+            snap = load(store.resolve(rev))
             if snap.task != task:
                 raise RefNotFound(f"{rev} is a commit of another task")
             return snap
         if rev == "main":
-            return store.show(task)
+            return load(store.resolve(task))
         if rev.isascii() and rev.isdigit():
-            return store.show(f"{task}@{int(rev)}")
-        return store.show(f"{task}:{rev}")
+            return load(store.resolve(f"{task}@{int(rev)}"))
+        return load(store.resolve(f"{task}:{rev}"))
     except (RefNotFound, InvalidRef) as e:
         if not _exists(store, task):
             raise HubNotFound("RepoNotFound", f"no task {task!r} in this store") from e

@@ -104,11 +104,38 @@ class _SingleFileDigests:
         return h.hexdigest()
 
 
-def _digests(request: Request, store: WeightStore) -> _SingleFileDigests:
-    found: _SingleFileDigests | None = getattr(request.app.state, "hub_digests", None)
-    if found is None:
-        found = request.app.state.hub_digests = _SingleFileDigests(store)
-    return found
+class _Snapshots:
+    """Snapshots by full id, kept once loaded: a snapshot never changes (its id is its
+    content), so a HEAD costs one query, the ref's resolution (its tags are read fresh by
+    ``model_info``)."""
+
+    def __init__(self, store: WeightStore, limit: int = 256) -> None:
+        self._store = store
+        self._known: OrderedDict[str, Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def __call__(self, snapshot_id: str) -> Snapshot:
+        with self._lock:
+            snap = self._known.get(snapshot_id)
+            if snap is not None:
+                self._known.move_to_end(snapshot_id)
+                return snap
+        snap = self._store.snapshot(snapshot_id)
+        with self._lock:
+            self._known[snapshot_id] = snap
+            while len(self._known) > self._limit:
+                self._known.popitem(last=False)
+        return snap
+
+
+def _state(request: Request, store: WeightStore) -> tuple[_SingleFileDigests, _Snapshots]:
+    """The app's caches of the Hub routes, made on first use."""
+    state = request.app.state
+    if getattr(state, "hub_caches", None) is None:
+        state.hub_caches = (_SingleFileDigests(store), _Snapshots(store))
+    caches: tuple[_SingleFileDigests, _Snapshots] = state.hub_caches
+    return caches
 
 
 def _last_commit(snap: Snapshot) -> dict[str, Any]:
@@ -130,8 +157,9 @@ def api_models(request: Request, store: Store, rest: str) -> Response:
     if keyword == "paths-info":
         return JSONResponse({"error": "paths-info is a POST"}, 405)
     try:
-        snap = resolve_revision(store, repo, rev if keyword else None)
-        files = hub_files(snap, _digests(request, store))
+        cached = _state(request, store)[1] if keyword == "tree" else None  # info: fresh tags
+        snap = resolve_revision(store, repo, rev if keyword else None, cached)
+        files = hub_files(snap, _state(request, store)[0])
         if keyword == "tree":
             expand = _flag(request.query_params.get("expand"))
             recursive = _flag(request.query_params.get("recursive"))
@@ -184,10 +212,10 @@ async def api_models_post(request: Request, store: Store, rest: str) -> Response
 
     def answer() -> Response:
         try:
-            snap = resolve_revision(store, repo, rev)
+            snap = resolve_revision(store, repo, rev, _state(request, store)[1])
         except HubNotFound as e:
             return _not_found(e)
-        files = hub_files(snap, _digests(request, store))
+        files = hub_files(snap, _state(request, store)[0])
         expand = _last_commit(snap)
         return JSONResponse(
             paths_info(files, paths, expand), headers={"X-Repo-Commit": commit_of(snap)}
@@ -235,9 +263,9 @@ def resolve(request: Request, store: Store, rest: str) -> Response:
     _can_read(request)  # here, not as a dependency: other paths are a 404 to anyone
     path = "/".join(more)
     try:
-        snap = resolve_revision(store, repo, rev)
+        snap = resolve_revision(store, repo, rev, _state(request, store)[1])
         commit = commit_of(snap)
-        file = next((f for f in hub_files(snap, _digests(request, store)) if f.path == path), None)
+        file = next((f for f in hub_files(snap, _state(request, store)[0]) if f.path == path), None)
         if file is None:
             raise HubNotFound("EntryNotFound", f"{snap.task} at {rev} has no file {path!r}", commit)
     except HubNotFound as e:
