@@ -4,6 +4,8 @@ command per line, one JSON answer per line), in a process of their own: ``HF_END
 
 Tensors come back as the SHA-256 of their bytes (name -> hex) and files as the SHA-256 of
 their content, so the test compares them bit for bit with the originals without moving them.
+The huggingface_hub operations need nothing else installed: the same script drives the 0.x
+client in a virtual environment of its own (``WS_HUB0_PYTHON``, made by scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 
+def _digests(state: Mapping[str, Any]) -> dict[str, str]:
+    import torch  # here: the huggingface_hub 0.x client runs without torch
 
-def _digests(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
     out = {}
     for name, t in state.items():
         raw = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()

@@ -18,11 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 import torch
 from hf_models import tiny_bert
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from served import Served, serve
 
@@ -48,7 +51,7 @@ pytestmark = [
 class Client:
     """One process of real clients, answering JSON commands."""
 
-    def __init__(self, endpoint: str, home: Path, token: str) -> None:
+    def __init__(self, endpoint: str, home: Path, token: str, python: str = sys.executable) -> None:
         env = {
             **os.environ,
             "HF_ENDPOINT": endpoint,
@@ -62,7 +65,7 @@ class Client:
         env.pop("HF_HUB_OFFLINE", None)
         env.pop("TRANSFORMERS_OFFLINE", None)
         self.proc = subprocess.Popen(
-            [sys.executable, str(CLIENT)],
+            [python, str(CLIENT)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -445,3 +448,105 @@ def test_the_remote_client_exports_a_folder(world: World, tmp_path: Path) -> Non
     ) as remote:
         remote.export("team/minilm:v2", tmp_path / "out")
     assert _files(tmp_path / "out") == _files(world.tuned)
+
+
+# ----------------------------------------------------------------- huggingface_hub 0.x
+
+HUB0_PYTHON = os.environ.get("WS_HUB0_PYTHON")
+
+
+@pytest.fixture(scope="module")
+def hub0(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """The 0.x client (it lists files from ``siblings``, the 1.x line from ``tree``)."""
+    if not HUB0_PYTHON:
+        pytest.skip("WS_HUB0_PYTHON names no huggingface_hub 0.x environment (scripts/test.sh)")
+    client = Client(
+        world.served.url, tmp_path_factory.mktemp("hf0"), world.served.tokens["read"], HUB0_PYTHON
+    )
+    version = subprocess.run(
+        [HUB0_PYTHON, "-c", "import huggingface_hub as h; print(h.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert version.startswith("0."), version
+    yield client
+    client.close()
+
+
+def test_hub0_downloads_snapshots_files_and_listings(world: World, hub0: Client) -> None:
+    assert hub0("snapshot", "team/minilm", "best") == _files(world.minilm)
+    jsons = hub0("snapshot", "team/minilm", "v2", ["*.json"])
+    assert {p: h for p, h in jsons.items() if p.endswith(".json")} == {
+        p: h for p, h in _files(world.tuned).items() if p.endswith(".json")
+    }
+    assert hub0("snapshot", "team/tiny-sharded", "1") == _files(world.sharded)
+    expected = hashlib.sha256((world.tuned / "model.safetensors").read_bytes()).hexdigest()
+    assert hub0("download", "team/minilm", "model.safetensors", "1200") == expected
+    assert hub0("info", "team/minilm", "best")["files"] == sorted(_files(world.minilm))
+    assert ["RepoFolder", "1_Pooling"] in hub0("tree", "team/minilm", "best")
+    assert "team/minilm/1_Pooling" in hub0("ls", "team/minilm")
+    assert hub0("st_metadata", "team/tiny-sharded", "1")["sharded"] is True
+
+
+def test_hub0_maps_the_errors(hub0: Client) -> None:
+    assert hub0("error", "download", "team/nope", "config.json") == "RepositoryNotFoundError"
+    assert hub0("error", "download", "team/minilm", "a.json", "nope") == "RevisionNotFoundError"
+    assert hub0("error", "download", "team/minilm", "nope.json", "best") in (
+        "EntryNotFoundError",
+        "RemoteEntryNotFoundError",
+    )
+
+
+_SEGMENTS = st.one_of(
+    st.sampled_from(
+        [
+            "team",
+            "minilm",
+            "resolve",
+            "revision",
+            "tree",
+            "paths-info",
+            "best",
+            "main",
+            "100",
+            "config.json",
+            "1_Pooling",
+            "..",
+            ".",
+            "%2F",
+            "%2E%2E",
+            "%00",
+            "%ff",
+            "",
+            "api",
+            "models",
+        ]
+    ),
+    st.text(min_size=1, max_size=30).map(lambda t: quote(t, safe="")),
+)
+_RANGES = st.one_of(
+    st.none(),
+    st.from_regex(r"bytes=[0-9]{0,25}-[0-9]{0,25}", fullmatch=True),
+    st.text(max_size=40).filter(lambda t: t.isprintable() and t.isascii()),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST"]),
+    segments=st.lists(_SEGMENTS, min_size=1, max_size=8),
+    range_=_RANGES,
+)
+def test_no_request_to_the_hub_routes_is_a_server_error(
+    world: World, method: str, segments: list[str], range_: str | None
+) -> None:
+    path = "/" + "/".join(segments)
+    headers = {"Authorization": f"Bearer {world.served.tokens['read']}"}
+    if range_ is not None:
+        headers["Range"] = range_
+    with httpx.Client(base_url=world.served.url, timeout=30) as h:
+        r = h.request(method, path, headers=headers)
+    assert r.status_code < 500, (method, path, range_, r.text[:300])

@@ -69,7 +69,9 @@ def _split(segments: list[str], keywords: tuple[str, ...]) -> tuple[str, str, st
 
 
 def _not_found(e: HubNotFound, head: bool = False) -> Response:
-    headers = {"X-Error-Code": e.code, "X-Error-Message": str(e)[:200]}
+    # Header values are latin-1 on the wire: names from the path are escaped into ASCII.
+    message = str(e).encode("ascii", "backslashreplace").decode()[:200]
+    headers = {"X-Error-Code": e.code, "X-Error-Message": message}
     if e.commit is not None:
         headers["X-Repo-Commit"] = e.commit
     if head:
