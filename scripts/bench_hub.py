@@ -184,7 +184,8 @@ def main() -> None:
     print(f"\n{CHECKPOINTS} full-folder checkpoints")
     print(f"  {'copies of the folder':36s} {copies / 1e6:8.1f} MB")
     print(
-        f"  {'weightstore (objects + index)':36s} {kept / 1e6:8.1f} MB   {kept / copies:.3f} of copies"
+        f"  {'weightstore (objects + index)':36s} {kept / 1e6:8.1f} MB   "
+        f"{kept / copies:.3f} of copies"
     )
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -550,3 +550,33 @@ def test_no_request_to_the_hub_routes_is_a_server_error(
     with httpx.Client(base_url=world.served.url, timeout=30) as h:
         r = h.request(method, path, headers=headers)
     assert r.status_code < 500, (method, path, range_, r.text[:300])
+
+
+def test_a_damaged_object_cuts_the_response_never_sends_wrong_bytes(tmp_path: Path) -> None:
+    """A flipped byte in a stored file ends its download early (the client sees a short body
+    and raises), the HEAD still answers from the index, other files still download, and the
+    server stays up."""
+    src = tmp_path / "src"
+    tiny_bert(3).save_pretrained(src)
+    (src / "notes.txt").write_bytes(b"x" * 100_000)
+    with serve(tmp_path / "store", f"sqlite:///{tmp_path / 'index.db'}") as served:
+        snap = served.store.import_folder("team/tiny", src, step=1)
+        entry = next(t for t in snap.tensors if t.name.endswith("notes.txt"))
+        blob = served.root / "objects" / entry.digest[:2] / entry.digest
+        data = bytearray(blob.read_bytes())
+        data[-1] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        with _http_of(served) as h:
+            assert h.head("/team/tiny/resolve/main/notes.txt").status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                h.get("/team/tiny/resolve/main/notes.txt")
+        with _http_of(served) as h:
+            config = h.get("/team/tiny/resolve/main/config.json")
+            assert config.content == (src / "config.json").read_bytes()
+            weights = h.get("/team/tiny/resolve/main/model.safetensors")
+            assert weights.content == (src / "model.safetensors").read_bytes()
+
+
+def _http_of(served: Served) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {served.tokens['read']}"}
+    return httpx.Client(base_url=served.url, headers=headers, timeout=30)
