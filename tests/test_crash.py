@@ -66,11 +66,22 @@ def jobs(seed: int, steps: range) -> list[list[Any]]:
 
 
 def run_and_kill(
-    server: ForkServer, path: Path, index_url: str | None, seed: int, delay: float
+    server: ForkServer,
+    path: Path,
+    index_url: str | None,
+    seed: int,
+    delay: float,
+    background: bool = False,
 ) -> list[tuple[int, str]]:
-    """Start a worker on the six-step job list, SIGKILL it after ``delay`` seconds and return
-    the (step, snapshot id) pairs it reported committed."""
-    config = {"store": str(path), "index_url": index_url, "jobs": jobs(seed, range(STEPS))}
+    """Start a worker on the six-step job list (with ``save_async`` if ``background``),
+    SIGKILL it after ``delay`` seconds and return the (step, snapshot id) pairs it reported
+    committed."""
+    config = {
+        "store": str(path),
+        "index_url": index_url,
+        "jobs": jobs(seed, range(STEPS)),
+        "async": background,
+    }
     worker = server.start(config, path.parent / "worker.out")
     time.sleep(delay)
     status = worker.kill()
@@ -185,6 +196,19 @@ def test_kill_mid_save_postgresql(
     path = tmp_path / "store"
     committed = run_and_kill(server, path, postgres_url, seed, delay)
     check_after_kill(path, postgres_url, seed, committed)
+
+
+@pytest.mark.parametrize("seed", [200, 201, 202, 203, 204, 205])
+def test_kill_during_background_saves_loses_nothing_completed(
+    seed: int, server: ForkServer, run_seconds: float, tmp_path: Path
+) -> None:
+    """Issue 15: a process killed while ``save_async`` saves run in the background: every save
+    whose Future completed is there and restores bit-exactly (the workload zeroes each state
+    the moment ``save_async`` returns), the one in flight is whole or absent."""
+    delay = random.Random(seed).uniform(0.0, run_seconds)
+    path = tmp_path / "store"
+    committed = run_and_kill(server, path, None, seed, delay, background=True)
+    check_after_kill(path, None, seed, committed)
 
 
 KILL_POINTS = {

@@ -46,6 +46,8 @@ class StoreSettings:
     ``restore_staging_bytes``: ``restore(into=...)`` decodes a snapshot up to this size into
     staging memory before writing any target, so a corrupt object cannot leave a model half
     restored; larger ones are decoded straight into their targets.
+    ``max_pending_saves`` / ``max_pending_bytes``: how many ``save_async`` saves may be captured
+    and not yet committed, and how many bytes their copies may hold, before the next waits.
     """
 
     codec: CodecSettings = CodecSettings()
@@ -54,6 +56,8 @@ class StoreSettings:
     fsync: bool = True
     verify_reads: bool = True
     restore_staging_bytes: int = 1 << 30
+    max_pending_saves: int = 2
+    max_pending_bytes: int = 8 << 30
 
     def worker_count(self) -> int:
         return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)

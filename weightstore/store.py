@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,18 @@ from weightstore.read import LocalChains, ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes, export_snapshot
 from weightstore.refs import Ref, check_name, parse_ref
+from weightstore.saving import BackgroundSaver, SaveFuture, capture, nbytes_of
 from weightstore.settings import StoreSettings
 from weightstore.tensors import state_dict_of
+from weightstore.training import (
+    TRAINING_KEY,
+    Stateful,
+    capture_training,
+    load_training,
+    require_training,
+)
 from weightstore.types import (
+    RESERVED_PREFIX,
     DeletionEffect,
     Diff,
     GcResult,
@@ -68,6 +79,35 @@ from weightstore.types import (
 )
 from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
+
+
+def _with_training(
+    weights: Weights,
+    metadata: Mapping[str, Any] | None,
+    optimizer: Stateful | None,
+    scheduler: Stateful | None,
+    rng: bool,
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The entries and metadata of a save: the weights, refused if they use a reserved name,
+    and the training state asked for."""
+    meta, _ = check_metadata(metadata)
+    for key in (FOLDER_KEY, TRAINING_KEY):
+        if key in meta:
+            raise InvalidInput(f"metadata key {key!r} is reserved for weightstore's own record")
+    state = state_dict_of(weights)
+    reserved = next(
+        (n for n in state if isinstance(n, str) and n.startswith(RESERVED_PREFIX)), None
+    )
+    if reserved is not None:
+        raise InvalidInput(
+            f"tensor name {reserved!r}: names starting {RESERVED_PREFIX!r} are reserved for "
+            "weightstore's own entries (folder files, training state)"
+        )
+    extra, record = capture_training(optimizer, scheduler, rng)
+    if not record:
+        return state, meta
+    meta[TRAINING_KEY] = record
+    return {**state, **extra}, meta
 
 
 def _now() -> datetime:
@@ -100,6 +140,8 @@ class WeightStore:
         self.writer = SnapshotWriter(
             index, objects, self.reader, self.codec, self.settings, self._run_all
         )
+        self._saver: BackgroundSaver | None = None
+        self._saver_lock = threading.Lock()
 
     @property
     def objects(self) -> ObjectBackend:
@@ -179,10 +221,16 @@ class WeightStore:
         return self.index.break_lock(name)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.codec.close()
-        self.index.close()
-        self.objects.close()
+        """Wait for pending background saves, then release everything; raises
+        :class:`PendingSaveFailed` (after closing) if one of them failed."""
+        try:
+            if self._saver is not None:
+                self._saver.close()
+        finally:
+            self._pool.shutdown(wait=True)
+            self.codec.close()
+            self.index.close()
+            self.objects.close()
 
     def __enter__(self) -> WeightStore:
         return self
@@ -259,17 +307,70 @@ class WeightStore:
         parent: str | None = None,
         message: str = "",
         progress: Progress | None = None,
+        optimizer: Stateful | None = None,
+        scheduler: Stateful | None = None,
+        rng: bool = False,
     ) -> Snapshot:
         """Store ``weights`` as a new snapshot of ``task`` and return it.
 
         Each tensor is stored once per distinct content; a tensor that also exists under the
         same name, dtype and size in the parent snapshot (the task's latest, or ``parent``) is
         stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
-        smaller.
+        smaller. ``optimizer`` / ``scheduler`` (anything with ``state_dict``) and ``rng`` (torch,
+        CUDA, numpy and ``random`` states) are kept too, so ``restore`` can resume training
+        (``weightstore.training``).
         """
-        if isinstance(metadata, Mapping) and FOLDER_KEY in metadata:
-            raise InvalidInput(f"metadata key {FOLDER_KEY!r} is reserved: use import_folder")
-        return self._save(task, weights, step, tags, metadata, parent, message, progress)
+        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng)
+        return self._save(task, state, step, tags, meta, parent, message, progress)
+
+    def save_async(
+        self,
+        task: str,
+        weights: Weights,
+        *,
+        step: int | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        parent: str | None = None,
+        message: str = "",
+        optimizer: Stateful | None = None,
+        scheduler: Stateful | None = None,
+        rng: bool = False,
+    ) -> SaveFuture:
+        """:meth:`save` in the background: returns once every tensor (and the optimizer's) is
+        copied, so the caller may change them at once; the Future gives the snapshot. Saves
+        commit in call order (a task's previous pending save is the next one's parent); errors
+        come on the Future and again from :meth:`wait` and :meth:`close`
+        (``weightstore.saving``)."""
+        check_new_task(task)
+        tag_list = check_tags(tags)
+        check_step(step)
+        check_message(message)
+        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng)
+
+        def take() -> Callable[[], Snapshot]:
+            copies, ready = capture(state)
+
+            def work() -> Snapshot:
+                ready()
+                return self._save(task, copies, step, tag_list, meta, parent, message, None)
+
+            return work
+
+        return self._background().submit(nbytes_of(state), take)
+
+    def wait(self) -> None:
+        """Wait for every pending :meth:`save_async`; :class:`PendingSaveFailed` if one failed."""
+        if self._saver is not None:
+            self._saver.wait()
+
+    def _background(self) -> BackgroundSaver:
+        with self._saver_lock:
+            if self._saver is None:
+                self._saver = BackgroundSaver(
+                    self.settings.max_pending_saves, self.settings.max_pending_bytes
+                )
+            return self._saver
 
     def import_folder(
         self,
@@ -391,9 +492,14 @@ class WeightStore:
         strict: bool = True,
         verify: bool | None = None,
         progress: Progress | None = None,
+        optimizer: Stateful | None = None,
+        scheduler: Stateful | None = None,
+        rng: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Return the snapshot's tensors on ``device``; or, with ``into``, copy them into the
-        module's (or state dict's) own tensors in place and return those.
+        module's (or state dict's) own tensors in place and return those. ``optimizer``,
+        ``scheduler`` and ``rng`` get the training state saved with it (``load_state_dict``),
+        checked present before anything is written.
 
         ``strict`` (with ``into``): the names must match exactly, as in ``load_state_dict``.
         Every target is checked before anything is written (weightstore/targets.py); with
@@ -402,10 +508,16 @@ class WeightStore:
         """
         snap = self.show(ref)
         check = self.settings.verify_reads if verify is None else verify
+        training = optimizer is not None or scheduler is not None or rng
+        if training:
+            require_training(snap, optimizer, scheduler, rng)
         chains = self.reader.chains({t.digest for t in snap.weights})
         if into is None:
             dev = torch.device("cpu" if device is None else device)
-            return fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
+            out = fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
+            if training:
+                load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
+            return out
         asked = None if device is None else torch.device(device)
         pairs = check_targets(snap, state_dict_of(into), strict, asked)
         fill_targets(
@@ -418,7 +530,15 @@ class WeightStore:
             self.settings.restore_staging_bytes,
             progress,
         )
+        if training:
+            load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
         return {entry.name: t for entry, t in pairs}
+
+    def _decode(self, entries: Sequence[TensorEntry], check: bool) -> dict[str, torch.Tensor]:
+        """New CPU tensors of ``entries`` (of one snapshot), by name."""
+        chains = self.reader.chains({e.digest for e in entries})
+        cpu = torch.device("cpu")
+        return {e.name: self.reader.tensor(e, chains[e.digest], cpu, check) for e in entries}
 
     def tensor_reader(
         self, entries: Collection[TensorEntry], verify: bool | None = None

@@ -12,7 +12,9 @@ from typing import Any, Literal, get_args
 Encoding = Literal["raw", "plain", "delta", "sub"]
 ENCODINGS: tuple[Encoding, ...] = get_args(Encoding)
 
-FILE_PREFIX = "::file/"
+RESERVED_PREFIX = "::"
+"""Entry names weightstore keeps for itself (folder files, training state): never weights."""
+FILE_PREFIX = RESERVED_PREFIX + "file/"
 """Names of the entries that hold the files of a model folder (see ``weightstore.folders``)."""
 
 
@@ -60,11 +62,11 @@ class Snapshot(SnapshotHeader):
 
     @cached_property
     def weights(self) -> tuple[TensorEntry, ...]:
-        """The weight tensors: ``tensors`` without the entries that hold a folder's files
-        (what restore, export and the loader read)."""
-        if not any(t.name.startswith(FILE_PREFIX) for t in self.tensors):
+        """The weight tensors: ``tensors`` without weightstore's own entries (a folder's files,
+        training state): what restore, export and the loader read."""
+        if not any(t.name.startswith(RESERVED_PREFIX) for t in self.tensors):
             return self.tensors
-        return tuple(t for t in self.tensors if not t.name.startswith(FILE_PREFIX))
+        return tuple(t for t in self.tensors if not t.name.startswith(RESERVED_PREFIX))
 
 
 @dataclass(frozen=True)

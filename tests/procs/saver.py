@@ -9,7 +9,8 @@ JSON line from stdin (so a test can start it ahead of time and release it at a c
      "pause": 0.0,                  # seconds to sleep after each job
      "kill_on_put": null,           # SIGKILL itself at the start of the Nth object put
      "kill_on_file_fsync": null,    # SIGKILL itself at the Nth os.fsync of a regular file
-     "tear_config_write": false}    # SIGKILL itself halfway through writing weightstore.json
+     "tear_config_write": false,    # SIGKILL itself halfway through writing weightstore.json
+     "async": false}                # save with save_async (reported as each Future completes)
 
 and prints, flushing after each line::
 
@@ -140,6 +141,9 @@ def run(config: dict[str, Any]) -> None:
     )
     try:
         say("opened")
+        if config.get("async"):
+            run_async(store, config)
+            return
         for task, step, seed, version, *tags in config["jobs"]:
             weights = state(seed, version)
             start = time.monotonic()
@@ -158,6 +162,28 @@ def run(config: dict[str, Any]) -> None:
         say("done")
     finally:
         store.close()
+
+
+def run_async(store: WeightStore, config: dict[str, Any]) -> None:
+    """Every job through ``save_async``; a line for each as its Future completes."""
+    lock = threading.Lock()
+
+    def report(task: str, step: int, start: float) -> Callable[[Any], None]:
+        def done(future: Any) -> None:
+            with lock:
+                snap = future.result()
+                say(f"committed {task} {step} {snap.id} {time.monotonic() - start:.3f}")
+
+        return done
+
+    for task, step, seed, version, *tags in config["jobs"]:
+        weights = state(seed, version)
+        future = store.save_async(task, weights, step=step, tags=tags)
+        future.add_done_callback(report(task, step, time.monotonic()))
+        for t in weights.values():  # the caller may change its tensors at once
+            t.zero_()
+    store.wait()
+    say("done")
 
 
 def work(config: dict[str, Any]) -> int:

@@ -29,7 +29,7 @@ from weightstore.files.reading import (
     safetensors_names,
 )
 from weightstore.folders import MAX_FILES, FolderFile, check_file_path
-from weightstore.types import FILE_PREFIX
+from weightstore.types import FILE_PREFIX, RESERVED_PREFIX
 
 SKIPPED_FOLDERS = frozenset({".git", ".cache"})
 """Top-level folders that are tooling, not model: git's, and ``hf download --local-dir``'s."""
@@ -178,7 +178,7 @@ def read_folder(folder: str | os.PathLike[str]) -> FolderInput:
         stats[real] = _identity(real)
         head = _contiguous_header(real, size) if rel.endswith(".safetensors") else None
         names = safetensors_names(real) if head is not None else []
-        clash = next((n for n in names if n in where or n.startswith(FILE_PREFIX)), None)
+        clash = next((n for n in names if n in where or n.startswith(RESERVED_PREFIX)), None)
         if clash is not None:
             raise InvalidInput(f"{root / rel}: tensor {clash!r} is also in {where.get(clash)}")
         if head is not None:

@@ -21,7 +21,7 @@ from weightstore.index.models import ObjectRow, SnapshotRow, TagRow, TaskRow, Te
 from weightstore.index.reach import needed_by
 from weightstore.index.resolving import require_task
 from weightstore.index.sql import CHUNK, chunks
-from weightstore.types import FILE_PREFIX, DeletionEffect, SnapshotSummary, TaskSummary
+from weightstore.types import RESERVED_PREFIX, DeletionEffect, SnapshotSummary, TaskSummary
 
 
 def list_summaries(
@@ -171,7 +171,7 @@ def _summaries(
     counts: dict[str, int] = dict(
         conn.execute(
             select(TensorRow.snapshot_id, func.count())
-            .where(TensorRow.snapshot_id.in_(ids), ~TensorRow.name.startswith(FILE_PREFIX))
+            .where(TensorRow.snapshot_id.in_(ids), ~TensorRow.name.startswith(RESERVED_PREFIX))
             .group_by(TensorRow.snapshot_id)
         ).all()
     )

@@ -21,7 +21,7 @@ from weightstore.files import safetensors_head, write_folder, write_safetensors
 from weightstore.folders import FolderFile, folder_files
 from weightstore.forms import export_metadata
 from weightstore.ports import Progress
-from weightstore.types import FILE_PREFIX, Snapshot, TensorEntry
+from weightstore.types import RESERVED_PREFIX, Snapshot, TensorEntry
 
 TensorBytes = Callable[[TensorEntry], U8]  # one tensor's raw bytes, read by the one rule
 
@@ -113,7 +113,12 @@ def folder_file_layout(snap: Snapshot, file: FolderFile, read: TensorBytes) -> F
     at, tensors = 0, []
     for begin, end, name in spans:
         t = by_name.get(name)
-        if t is None or t.name.startswith(FILE_PREFIX) or begin != at or end - begin != t.nbytes:
+        if (
+            t is None
+            or t.name.startswith(RESERVED_PREFIX)
+            or begin != at
+            or end - begin != t.nbytes
+        ):
             raise CorruptObject(
                 f"{snap.short_id}: the header of {file.path!r} does not match tensor {name!r}"
             )
