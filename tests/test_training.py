@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,3 +240,173 @@ def test_a_cuda_capture_is_the_state_at_the_call(store: WeightStore) -> None:
     future = store.save_async("gpu", {"w": w})
     w.mul_(2.0)  # queued behind the copy on the caller's stream
     assert torch.equal(store.restore(future.result(timeout=60).id)["w"], expected)
+
+
+# ------------------------------------------------------------------- the HF Trainer
+
+
+@pytest.mark.filterwarnings(
+    "ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning"
+)
+@pytest.mark.parametrize("background", [True, False])
+def test_the_trainer_callback_saves_every_checkpoint_bit_exact(
+    tmp_path: Path, background: bool
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    from weightstore.integrations.transformers import WeightstoreCallback
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    model = transformers.BertForSequenceClassification(config)
+    g = torch.Generator().manual_seed(1)
+    data = [
+        {"input_ids": torch.randint(0, 64, (8,), generator=g), "labels": int(i % 2)}
+        for i in range(32)
+    ]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=6,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    with WeightStore.open(tmp_path / "store", create=True) as store:
+        callback = WeightstoreCallback(store, "bert-run", async_=background)
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=data, callbacks=[callback]
+        )
+        trainer.train()
+        assert [s.step for s in reversed(store.log("bert-run"))] == [2, 4, 6]
+        for step in (2, 4, 6):
+            theirs = load_file(str(tmp_path / "out" / f"checkpoint-{step}" / "model.safetensors"))
+            ours = store.restore(f"bert-run@{step}")
+            assert theirs and all(torch.equal(ours[k], v) for k, v in theirs.items())
+            optimizer = torch.load(
+                tmp_path / "out" / f"checkpoint-{step}" / "optimizer.pt", weights_only=True
+            )
+            fresh = transformers.BertForSequenceClassification(config)
+            restored = transformers.Trainer(model=fresh, args=args).create_optimizer()
+            store.restore(f"bert-run@{step}", into=fresh, optimizer=restored)
+            for pid, state in optimizer["state"].items():
+                for key, value in state.items():
+                    assert torch.equal(restored.state_dict()["state"][pid][key], value)
+            snap = store.show(f"bert-run@{step}")
+            assert snap.metadata["trainer"]["global_step"] == step
+            assert "loss" in snap.metadata["metrics"]
+
+
+# ------------------------------------------------------------------------ Lightning
+
+
+def _lightning_run(
+    root: Path, steps: int, plugins: list[Any], ckpt: str | None = None, top_k: int = -1
+) -> dict[str, torch.Tensor]:
+    """A deterministic CPU run of a tiny LightningModule, checkpointing every epoch (2 steps);
+    the weights it ends with."""
+    L = pytest.importorskip("lightning")
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Tiny(L.LightningModule):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(4, 2)
+
+        def training_step(self, batch: Any, index: int) -> torch.Tensor:
+            return self.net(batch[0]).pow(2).mean()  # type: ignore[no-any-return]
+
+        def configure_optimizers(self) -> Any:
+            opt = torch.optim.Adam(self.parameters(), lr=0.01)
+            return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1)}
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(8, 4, generator=g)), batch_size=4
+    )
+    torch.manual_seed(0)
+    model = Tiny()
+    trainer = L.Trainer(
+        max_steps=steps,
+        default_root_dir=str(root),
+        plugins=plugins or None,
+        callbacks=[ModelCheckpoint(every_n_epochs=1, save_top_k=top_k)],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.fit(model, data, ckpt_path=ckpt)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+LIGHTNING_WARNINGS = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]
+
+
+@pytest.mark.parametrize("background", [True, False])
+@LIGHTNING_WARNINGS[0]
+@LIGHTNING_WARNINGS[1]
+@LIGHTNING_WARNINGS[2]
+def test_the_lightning_plugin_is_a_faithful_checkpoint_io(tmp_path: Path, background: bool) -> None:
+    """Every checkpoint Lightning asks for is a snapshot; loading one gives exactly what
+    Lightning's own ``TorchCheckpointIO`` file holds (same run, same paths); a run resumed
+    through the plugin ends exactly where one resumed from Lightning's files does."""
+    from weightstore.integrations.lightning import WeightstoreCheckpointIO
+
+    root = tmp_path / "run"
+    with WeightStore.open(tmp_path / "store", create=True) as store:
+        plugin = WeightstoreCheckpointIO(store, "lt", async_=background)
+        ours = _lightning_run(root, 6, [plugin])
+        assert [s.step for s in reversed(store.log("lt"))] == [2, 4, 6]
+        theirs = _lightning_run(root, 6, [])  # the default CheckpointIO: files, same paths
+        assert _same(ours, theirs)
+        for name in ("epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"):
+            path = root / "checkpoints" / name
+            assert _same(plugin.load_checkpoint(path), torch.load(path, weights_only=False))
+            (root / "checkpoints" / name).unlink()  # from here on only the store has them
+
+        resumed_ours = _lightning_run(
+            tmp_path / "again", 6, [plugin], str(root / "checkpoints" / "epoch=1-step=4.ckpt")
+        )
+    fresh = tmp_path / "files"
+    _lightning_run(fresh, 6, [])
+    resumed_theirs = _lightning_run(
+        tmp_path / "again2", 6, [], str(fresh / "checkpoints" / "epoch=1-step=4.ckpt")
+    )
+    assert _same(resumed_ours, resumed_theirs)
+
+
+@LIGHTNING_WARNINGS[0]
+@LIGHTNING_WARNINGS[1]
+@LIGHTNING_WARNINGS[2]
+def test_lightning_top_k_removes_the_snapshots_it_drops(tmp_path: Path) -> None:
+    from weightstore.integrations.lightning import WeightstoreCheckpointIO
+
+    with WeightStore.open(tmp_path / "store", create=True) as store:
+        _lightning_run(tmp_path / "run", 6, [WeightstoreCheckpointIO(store, "lt")], top_k=1)
+        assert [s.step for s in store.log("lt")] == [6]

@@ -7,7 +7,9 @@ objects are durable before the snapshot's index rows commit in one transaction (
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import socket
 import threading
 import uuid
@@ -62,6 +64,9 @@ from weightstore.training import (
     capture_training,
     load_training,
     require_training,
+    training_entries,
+    training_record,
+    unflatten_checkpoint,
 )
 from weightstore.types import (
     RESERVED_PREFIX,
@@ -87,6 +92,7 @@ def _with_training(
     optimizer: Stateful | None,
     scheduler: Stateful | None,
     rng: bool,
+    extra: object = None,
 ) -> tuple[Mapping[str, Any], dict[str, Any]]:
     """The entries and metadata of a save: the weights, refused if they use a reserved name,
     and the training state asked for."""
@@ -103,11 +109,17 @@ def _with_training(
             f"tensor name {reserved!r}: names starting {RESERVED_PREFIX!r} are reserved for "
             "weightstore's own entries (folder files, training state)"
         )
-    extra, record = capture_training(optimizer, scheduler, rng)
+    found, record = capture_training(optimizer, scheduler, rng, extra)
     if not record:
         return state, meta
     meta[TRAINING_KEY] = record
-    return {**state, **extra}, meta
+    return {**state, **found}, meta
+
+
+def _skeleton_tensors(skeleton: Any) -> set[str]:
+    """The entry names a flattened checkpoint's skeleton refers to."""
+    text = json.dumps(skeleton)
+    return set(re.findall(r'"__tensor__": "([^"]+)"', text))
 
 
 def _now() -> datetime:
@@ -310,6 +322,7 @@ class WeightStore:
         optimizer: Stateful | None = None,
         scheduler: Stateful | None = None,
         rng: bool = False,
+        extra: object = None,
     ) -> Snapshot:
         """Store ``weights`` as a new snapshot of ``task`` and return it.
 
@@ -318,9 +331,10 @@ class WeightStore:
         stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
         smaller. ``optimizer`` / ``scheduler`` (anything with ``state_dict``) and ``rng`` (torch,
         CUDA, numpy and ``random`` states) are kept too, so ``restore`` can resume training
-        (``weightstore.training``).
+        (``weightstore.training``); ``extra``, any nested dicts and lists of tensors and plain
+        values (a framework's checkpoint), comes back from :meth:`restore_extra`.
         """
-        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng)
+        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng, extra)
         return self._save(task, state, step, tags, meta, parent, message, progress)
 
     def save_async(
@@ -336,6 +350,7 @@ class WeightStore:
         optimizer: Stateful | None = None,
         scheduler: Stateful | None = None,
         rng: bool = False,
+        extra: object = None,
     ) -> SaveFuture:
         """:meth:`save` in the background: returns once every tensor (and the optimizer's) is
         copied, so the caller may change them at once; the Future gives the snapshot. Saves
@@ -346,7 +361,7 @@ class WeightStore:
         tag_list = check_tags(tags)
         check_step(step)
         check_message(message)
-        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng)
+        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng, extra)
 
         def take() -> Callable[[], Snapshot]:
             copies, ready = capture(state)
@@ -534,11 +549,28 @@ class WeightStore:
             load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
         return {entry.name: t for entry, t in pairs}
 
-    def _decode(self, entries: Sequence[TensorEntry], check: bool) -> dict[str, torch.Tensor]:
-        """New CPU tensors of ``entries`` (of one snapshot), by name."""
+    def restore_extra(self, ref: str, *, device: str | torch.device | None = None) -> Any:
+        """What was saved as ``extra=`` (a framework's checkpoint parts), tensors on
+        ``device``; :class:`InvalidInput` if the snapshot holds none."""
+        snap = self.show(ref)
+        record = training_record(snap)
+        if "extra" not in record:
+            raise InvalidInput(f"snapshot {snap.short_id} holds no extra state")
+        names = _skeleton_tensors(record["extra"])
+        entries = [t for t in training_entries(snap) if t.name in names]
+        tensors = self._decode(entries, self.settings.verify_reads, device)
+        return unflatten_checkpoint(record["extra"], tensors)
+
+    def _decode(
+        self,
+        entries: Sequence[TensorEntry],
+        check: bool,
+        device: str | torch.device | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """New tensors of ``entries`` (of one snapshot) on ``device`` (the CPU), by name."""
         chains = self.reader.chains({e.digest for e in entries})
-        cpu = torch.device("cpu")
-        return {e.name: self.reader.tensor(e, chains[e.digest], cpu, check) for e in entries}
+        dev = torch.device("cpu" if device is None else device)
+        return {e.name: self.reader.tensor(e, chains[e.digest], dev, check) for e in entries}
 
     def tensor_reader(
         self, entries: Collection[TensorEntry], verify: bool | None = None

@@ -61,11 +61,16 @@ def capture_training(
     optimizer: Stateful | None = None,
     scheduler: Stateful | None = None,
     rng: bool = False,
+    extra: object = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The entries (name -> tensor, as the caller holds them: save copies them) and the
-    metadata record of the training state asked for; both empty when nothing is asked."""
+    metadata record of the training state asked for (``extra``: any other nested state, see
+    :func:`flatten_checkpoint`); both empty when nothing is asked."""
     tensors: dict[str, torch.Tensor] = {}
     record: dict[str, Any] = {}
+    if extra is not None:
+        found, record["extra"] = flatten_checkpoint(extra)
+        tensors.update(found)
     if optimizer is not None:
         sd = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
@@ -194,3 +199,59 @@ def _load_rng(record: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> No
 
         key = tensors[RNG_PREFIX + "numpy"].numpy().view(np.uint32)
         np.random.set_state((saved["kind"], key, saved["pos"], saved["has_gauss"], saved["gauss"]))
+
+
+CHECKPOINT_PREFIX = TRAIN_PREFIX + "checkpoint/"
+
+
+def flatten_checkpoint(obj: object) -> tuple[dict[str, torch.Tensor], Any]:
+    """A nested checkpoint (dicts, lists, tuples, tensors, numbers, strings) as entries named
+    ``::train/checkpoint/<n>`` (in traversal order, so the same structure gives the same names
+    and deltas line up) and a JSON skeleton that :func:`unflatten_checkpoint` reverses; other
+    objects are :class:`InvalidInput` naming where they are."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: object, where: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            name = f"{CHECKPOINT_PREFIX}{len(tensors)}"
+            tensors[name] = value
+            return {"__tensor__": name}
+        if isinstance(value, dict):
+            if all(isinstance(k, str) and not k.startswith("__") for k in value):
+                return {k: walk(v, f"{where}.{k}") for k, v in value.items()}
+            return {
+                "__dict__": [[walk(k, where), walk(v, f"{where}[{k!r}]")] for k, v in value.items()]
+            }
+        if isinstance(value, (list, tuple)):
+            items = [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return items if isinstance(value, list) else {"__tuple__": items}
+        if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+            return {"__float__": repr(value)}
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise InvalidInput(
+            f"checkpoint entry {where or '<root>'} is a {type(value).__name__}: only tensors, "
+            "numbers, strings, lists, tuples and dicts can be kept"
+        )
+
+    return tensors, walk(obj, "")
+
+
+def unflatten_checkpoint(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """The checkpoint :func:`flatten_checkpoint` took apart."""
+    if isinstance(skeleton, list):
+        return [unflatten_checkpoint(v, tensors) for v in skeleton]
+    if not isinstance(skeleton, dict):
+        return skeleton
+    if "__tensor__" in skeleton:
+        return tensors[skeleton["__tensor__"]]
+    if "__tuple__" in skeleton:
+        return tuple(unflatten_checkpoint(v, tensors) for v in skeleton["__tuple__"])
+    if "__float__" in skeleton:
+        return float(skeleton["__float__"])
+    if "__dict__" in skeleton:
+        return {
+            unflatten_checkpoint(k, tensors): unflatten_checkpoint(v, tensors)
+            for k, v in skeleton["__dict__"]
+        }
+    return {k: unflatten_checkpoint(v, tensors) for k, v in skeleton.items()}
