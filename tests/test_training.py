@@ -22,7 +22,7 @@ from weightstore.saving import PendingSaveFailed
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
 from weightstore.testing.faults import FaultBackend
-from weightstore.training import OPTIMIZER_PREFIX, TRAINING_KEY
+from weightstore.types import OPTIMIZER_PREFIX, TRAINING_KEY
 
 
 @pytest.fixture

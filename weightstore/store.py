@@ -59,7 +59,6 @@ from weightstore.saving import BackgroundSaver, SaveFuture, capture, nbytes_of
 from weightstore.settings import StoreSettings
 from weightstore.tensors import state_dict_of
 from weightstore.training import (
-    TRAINING_KEY,
     Stateful,
     capture_training,
     load_training,
@@ -70,6 +69,7 @@ from weightstore.training import (
 )
 from weightstore.types import (
     RESERVED_PREFIX,
+    TRAINING_KEY,
     DeletionEffect,
     Diff,
     GcResult,

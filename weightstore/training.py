@@ -25,13 +25,15 @@ from typing import Any, Protocol
 import torch
 
 from weightstore.errors import InvalidInput
-from weightstore.types import RESERVED_PREFIX, Snapshot, TensorEntry
-
-TRAINING_KEY = "weightstore.training"
-"""The metadata key of a snapshot's training state (optimizer structure, scheduler, RNG)."""
-TRAIN_PREFIX = RESERVED_PREFIX + "train/"
-OPTIMIZER_PREFIX = TRAIN_PREFIX + "optimizer/"
-RNG_PREFIX = TRAIN_PREFIX + "rng/"
+from weightstore.types import (
+    CHECKPOINT_PREFIX,
+    OPTIMIZER_PREFIX,
+    RNG_PREFIX,
+    TRAIN_PREFIX,
+    TRAINING_KEY,
+    Snapshot,
+    TensorEntry,
+)
 
 
 class Stateful(Protocol):
@@ -199,9 +201,6 @@ def _load_rng(record: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> No
 
         key = tensors[RNG_PREFIX + "numpy"].numpy().view(np.uint32)
         np.random.set_state((saved["kind"], key, saved["pos"], saved["has_gauss"], saved["gauss"]))
-
-
-CHECKPOINT_PREFIX = TRAIN_PREFIX + "checkpoint/"
 
 
 def flatten_checkpoint(obj: object) -> tuple[dict[str, torch.Tensor], Any]:

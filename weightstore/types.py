@@ -16,6 +16,13 @@ RESERVED_PREFIX = "::"
 """Entry names weightstore keeps for itself (folder files, training state): never weights."""
 FILE_PREFIX = RESERVED_PREFIX + "file/"
 """Names of the entries that hold the files of a model folder (see ``weightstore.folders``)."""
+TRAIN_PREFIX = RESERVED_PREFIX + "train/"
+"""Names of the entries that hold training state (see ``weightstore.training``)."""
+OPTIMIZER_PREFIX = TRAIN_PREFIX + "optimizer/"
+RNG_PREFIX = TRAIN_PREFIX + "rng/"
+CHECKPOINT_PREFIX = TRAIN_PREFIX + "checkpoint/"
+TRAINING_KEY = "weightstore.training"
+"""The metadata key of a snapshot's training state (optimizer structure, scheduler, RNG)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from weightstore.cli.render import (
     snapshot_table,
     tasks_table,
     tensor_table,
+    training_table,
     verify_table,
 )
 from weightstore.errors import CorruptObject
@@ -35,6 +36,7 @@ from weightstore.forms import (
     tasks_json,
     verify_json,
 )
+from weightstore.types import TRAINING_KEY
 
 
 def log(
@@ -71,12 +73,15 @@ def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
         return
     out = stdout()
     out.print(snapshot_table(snap))
-    metadata = {k: v for k, v in snap.metadata.items() if k != FOLDER_KEY}
+    metadata = {k: v for k, v in snap.metadata.items() if k not in (FOLDER_KEY, TRAINING_KEY)}
     if metadata:
         out.print(metadata_table(metadata))
     files = folder_files(snap.metadata)
     if files:
         out.print(file_table(files))
+    training = training_table(snap)
+    if training is not None:
+        out.print(training)
     out.print(tensor_table(snap.weights))
 
 

@@ -16,9 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 from weightstore.cli.columns import Column, fitted_table
-from weightstore.folders import FolderFile
+from weightstore.folders import FOLDER_KEY, FolderFile
 from weightstore.forms import ratio, unchanged_bytes
 from weightstore.types import (
+    CHECKPOINT_PREFIX,
+    OPTIMIZER_PREFIX,
+    RNG_PREFIX,
+    TRAIN_PREFIX,
+    TRAINING_KEY,
     DeletionEffect,
     Diff,
     Snapshot,
@@ -134,12 +139,50 @@ def log_table(
         Column("tags", [Text(", ".join(s.tags)) for s in snaps], style="green"),
         Column("created", [local_time(s.created_at) for s in snaps], priority=2),
         Column("tensors", [str(s.tensor_count) for s in snaps], priority=4, justify="right"),
+        Column("holds", [holds(s.metadata) for s in snaps], priority=4),
         Column("size", [human_bytes(s.logical_bytes) for s in snaps], priority=3, justify="right"),
         Column("added", [human_bytes(s.added_bytes) for s in snaps], priority=1, justify="right"),
         Column("message", [Text(truncate(s.message, 40)) for s in snaps], priority=5, shrink_to=12),
     ]
     caption = "added: bytes the snapshot added to the store; size: its full (logical) size"
     return fitted_table(cols, width, title=title, caption=caption if snaps else None)
+
+
+def holds(metadata: dict[str, Any]) -> str:
+    """What a snapshot holds besides weights: a folder's files, training state."""
+    parts = ["folder" if FOLDER_KEY in metadata else "weights"]
+    record = metadata.get(TRAINING_KEY)
+    if isinstance(record, dict):
+        parts += [p for p in ("optimizer", "scheduler", "rng", "extra") if p in record]
+    return ", ".join(parts)
+
+
+def training_table(s: Snapshot) -> Table | None:
+    """What ``restore(..., optimizer=, scheduler=, rng=True)`` / ``restore_extra`` would load."""
+    record = s.metadata.get(TRAINING_KEY)
+    if not isinstance(record, dict):
+        return None
+    entries = [t for t in s.tensors if t.name.startswith(TRAIN_PREFIX)]
+    table = Table(
+        title="training state (restore with optimizer= / scheduler= / rng=True)",
+        title_justify="left",
+    )
+    table.add_column("part")
+    table.add_column("what")
+    table.add_column("tensors", justify="right")
+    table.add_column("size", justify="right")
+    for part, prefix in (
+        ("optimizer", OPTIMIZER_PREFIX),
+        ("rng", RNG_PREFIX),
+        ("extra", CHECKPOINT_PREFIX),
+    ):
+        if part in record:
+            mine = [t for t in entries if t.name.startswith(prefix)]
+            what = record[part].get("class", "") if isinstance(record[part], dict) else ""
+            table.add_row(part, what, str(len(mine)), human_bytes(sum(t.nbytes for t in mine)))
+    if "scheduler" in record:
+        table.add_row("scheduler", str(record["scheduler"].get("class", "")), "0", "-")
+    return table
 
 
 def snapshot_table(s: Snapshot) -> Table:
