@@ -41,8 +41,41 @@ class PendingSaveFailed(WeightstoreError, RuntimeError):
     """Raised by ``wait()`` / ``close()``: a background save failed (its Future holds why)."""
 
 
+class StagingPool:
+    """Capture buffers kept for the next save (same shapes every checkpoint): a capture then
+    writes into memory already mapped instead of faulting in fresh pages, as a plain clone does
+    into memory its allocator just freed. At most ``limit`` bytes are kept."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free: dict[tuple[torch.dtype, tuple[int, ...], bool], list[torch.Tensor]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, pinned: bool) -> torch.Tensor:
+        with self._lock:
+            found = self._free.get((dtype, shape, pinned))
+            if found:
+                t = found.pop()
+                self._bytes -= t.numel() * t.element_size()
+                return t
+        return torch.empty(shape, dtype=dtype, pin_memory=pinned)
+
+    def give(self, tensors: Mapping[str, Any]) -> None:
+        with self._lock:
+            for t in tensors.values():
+                if not isinstance(t, torch.Tensor):
+                    continue
+                size = t.numel() * t.element_size()
+                if self._bytes + size > self.limit:
+                    return
+                key = (t.dtype, tuple(t.shape), t.is_pinned())
+                self._free.setdefault(key, []).append(t)
+                self._bytes += size
+
+
 def capture(
-    state: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor], pool: StagingPool | None = None
 ) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
     """One copy of every tensor, on the host, that nothing else references, and what to call
     before reading the copies (it waits for the device-to-host copies; the caller's stream
@@ -53,17 +86,24 @@ def capture(
     if cuda:
         side = torch.cuda.Stream(device=cuda[0].device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(cuda[0].device))
+
+    def buffer(t: torch.Tensor, pinned: bool) -> torch.Tensor:
+        shape = tuple(t.shape)
+        if pool is not None:
+            return pool.take(shape, t.dtype, pinned)
+        return torch.empty(shape, dtype=t.dtype, pin_memory=pinned)
+
     for name, t in state.items():
         if not isinstance(t, torch.Tensor):
             out[name] = t  # the writer refuses it with the usual message
         elif t.is_cuda and side is not None:
             with torch.cuda.stream(side):
-                host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                host = buffer(t, pinned=True)
                 host.copy_(t.detach(), non_blocking=True)
             t.record_stream(side)
             out[name] = host
         else:
-            out[name] = t.detach().clone(memory_format=torch.contiguous_format)
+            out[name] = buffer(t, pinned=False).copy_(t.detach())
     if side is None:
         return out, lambda: None
     done = side.record_event()
@@ -87,10 +127,13 @@ class BackgroundSaver:
         self._failed: list[BaseException] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pool = StagingPool(max_bytes)
 
-    def submit(self, nbytes: int, take: Callable[[], Callable[[], Snapshot]]) -> SaveFuture:
-        """Wait for room for ``nbytes``, then run ``take`` here (it captures and returns the
-        work to do later) and queue its work."""
+    def submit(
+        self, state: Mapping[str, Any], commit: Callable[[Mapping[str, Any]], Snapshot]
+    ) -> SaveFuture:
+        """Wait for room, capture ``state`` here and queue ``commit`` of the copies."""
+        nbytes = nbytes_of(state)
         fut = SaveFuture()
         fut.nbytes = nbytes
         began = time.perf_counter()
@@ -106,11 +149,19 @@ class BackgroundSaver:
             self.peak_bytes = max(self.peak_bytes, self._pending_bytes)
         fut.waited_seconds = time.perf_counter() - began
         try:
-            work = take()
+            copies, ready = capture(state, self._pool)
         except BaseException:
             self._release(nbytes)
             raise
         fut.capture_seconds = time.perf_counter() - began - fut.waited_seconds
+
+        def work() -> Snapshot:
+            ready()
+            try:
+                return commit(copies)
+            finally:
+                self._pool.give(copies)
+
         with self._cond:
             self._queue.append((fut, work))
             if self._thread is None:

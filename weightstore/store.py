@@ -55,7 +55,7 @@ from weightstore.read import LocalChains, ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes, export_snapshot
 from weightstore.refs import Ref, check_name, parse_ref
-from weightstore.saving import BackgroundSaver, SaveFuture, capture, nbytes_of
+from weightstore.saving import BackgroundSaver, SaveFuture
 from weightstore.settings import StoreSettings
 from weightstore.tensors import state_dict_of
 from weightstore.training import (
@@ -363,16 +363,10 @@ class WeightStore:
         check_message(message)
         state, meta = _with_training(weights, metadata, optimizer, scheduler, rng, extra)
 
-        def take() -> Callable[[], Snapshot]:
-            copies, ready = capture(state)
+        def commit(copies: Mapping[str, Any]) -> Snapshot:
+            return self._save(task, copies, step, tag_list, meta, parent, message, None)
 
-            def work() -> Snapshot:
-                ready()
-                return self._save(task, copies, step, tag_list, meta, parent, message, None)
-
-            return work
-
-        return self._background().submit(nbytes_of(state), take)
+        return self._background().submit(state, commit)
 
     def wait(self) -> None:
         """Wait for every pending :meth:`save_async`; :class:`PendingSaveFailed` if one failed."""
