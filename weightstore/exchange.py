@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from weightstore.codec import Header, read_header
+from weightstore.codec.digest import digest as blob_digest
 from weightstore.codec.format import DELTAS
 from weightstore.errors import (
     Conflict,
@@ -112,6 +113,7 @@ def receive_object(
         )
     index.add_objects([record], datetime.now(timezone.utc))
     objects.put(digest, blob)
+    index.set_checksums({digest: blob_digest(blob)})
     return record
 
 

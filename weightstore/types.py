@@ -115,6 +115,7 @@ class ObjectRecord:
     encoding: Encoding
     base: str | None
     chain_depth: int
+    checksum: str | None = None  # BLAKE3 of the stored bytes (None: not recorded yet)
 
 
 @dataclass(frozen=True)

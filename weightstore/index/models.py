@@ -123,6 +123,8 @@ class ObjectRow(Base):
     chain_depth: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # BLAKE3 of the stored (encoded) bytes, once written; NULL for objects from before 0006.
+    checksum: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from weightstore.errors import LockHeld, ObjectNotFound, RefNotFound, StorageError
@@ -131,6 +131,46 @@ class Index:
                 for row in conn.execute(object_select().where(ObjectRow.digest.in_(chunk))):
                     out[row.digest] = record_of(row)
         return out
+
+    def replace_objects(self, records: Sequence[ObjectRecord]) -> None:
+        """Give existing object rows a new encoding (a damaged object rewritten standalone);
+        the checksum is recorded again once its blob is written."""
+        if not records:
+            return
+        with self._write() as conn:
+            conn.execute(
+                update(ObjectRow)
+                .where(ObjectRow.digest == bindparam("d"))
+                .values(
+                    stored_size=bindparam("s"),
+                    encoding=bindparam("e"),
+                    base_digest=bindparam("b"),
+                    chain_depth=bindparam("n"),
+                    checksum=None,
+                ),
+                [
+                    {
+                        "d": r.digest,
+                        "s": r.stored_size,
+                        "e": r.encoding,
+                        "b": r.base,
+                        "n": r.chain_depth,
+                    }
+                    for r in records
+                ],
+            )
+
+    def set_checksums(self, checksums: Mapping[str, str]) -> None:
+        """Record the checksum of each object's stored bytes (objects without a row: none)."""
+        if not checksums:
+            return
+        with self._write() as conn:
+            conn.execute(
+                update(ObjectRow)
+                .where(ObjectRow.digest == bindparam("d"))
+                .values(checksum=bindparam("c")),
+                [{"d": d, "c": c} for d, c in checksums.items()],
+            )
 
     def get_closure(self, digests: Collection[str]) -> dict[str, ObjectRecord]:
         """The rows of those ``digests`` that exist and of all their delta bases (one query

@@ -65,6 +65,7 @@ def object_columns() -> tuple[Any, ...]:
         ObjectRow.encoding,
         ObjectRow.base_digest,
         ObjectRow.chain_depth,
+        ObjectRow.checksum,
     )
 
 
@@ -80,6 +81,7 @@ def record_of(row: Any) -> ObjectRecord:
         encoding=row.encoding,
         base=row.base_digest,
         chain_depth=row.chain_depth,
+        checksum=row.checksum,
     )
 
 
