@@ -5,16 +5,21 @@ and only those the receiver lacks (asked for in one batch), each delta's base be
 the manifests are committed last, oldest first (a parent before its children), keeping their
 ids. Each object is kept by the receiver as soon as it arrives, verified, so an interrupted
 transfer resumes where it stopped: the next run finds those objects present.
+
+A damaged object (at the source, or altered on the way: the receiver decodes each one) fails
+only the snapshots that need it and those saved on top of them: every intact snapshot is still
+sent, and the report names each damaged one, its tensors and digests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from weightstore.errors import NotFound
+from weightstore.errors import CorruptFile, CorruptObject, NotFound
 from weightstore.ports import ObjectExchange, Progress
 from weightstore.read import blob_base
 from weightstore.remote import RemoteStore
@@ -25,12 +30,24 @@ Side = ObjectExchange
 
 
 @dataclass(frozen=True)
+class DamagedSnapshot:
+    """A snapshot a transfer could not send: the tensors whose objects are damaged (or a
+    parent that could not be sent), and why."""
+
+    snapshot: Snapshot
+    tensors: tuple[tuple[str, str], ...]  # (tensor name, object digest)
+    reason: str
+
+
+@dataclass(frozen=True)
 class TransferReport:
-    """What one push or pull sent: snapshots committed, objects and their encoded bytes."""
+    """What one push or pull sent: snapshots committed, objects and their encoded bytes, and
+    the snapshots left behind because an object they need is damaged."""
 
     snapshots: int
     objects: int
     object_bytes: int
+    damaged: tuple[DamagedSnapshot, ...] = ()
 
 
 def _to_send(src: Side, dst: Side, tasks: Sequence[str]) -> list[Snapshot]:
@@ -63,6 +80,7 @@ class _Sender:
         self.missing, self.present = missing, present
         self.progress = progress
         self.sent: dict[str, int] = {}
+        self.failed: dict[str, str] = {}  # digest -> why it could not be sent
         self._claims: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -74,6 +92,8 @@ class _Sender:
                 claim = self._claims[digest] = threading.Event()
         if not mine:
             claim.wait()
+            if digest in self.failed:
+                raise CorruptObject(f"object {digest[:12]}: {self.failed[digest]}")
             return
         try:
             blob = self.a.get_object(digest)
@@ -91,8 +111,17 @@ class _Sender:
                 self.sent[digest] = len(blob)
             if self.progress:
                 self.progress(len(blob))
+        except (CorruptObject, CorruptFile) as e:
+            with self._lock:
+                self.failed[digest] = str(e)
+            raise
         finally:
             claim.set()
+
+    def send_or_note(self, digest: str) -> None:
+        """:meth:`send`, a damaged object noted in ``failed`` instead of raised."""
+        with contextlib.suppress(CorruptObject, CorruptFile):
+            self.send(digest)
 
 
 def _parent_digests(src: Side, snaps: Sequence[Snapshot]) -> list[str]:
@@ -125,10 +154,22 @@ def transfer(
     missing = set(b.missing(asked))
     sender = _Sender(a, b, missing, set(asked) - missing, progress)
     with ThreadPoolExecutor(max(1, concurrency), "weightstore-transfer") as pool:
-        list(pool.map(sender.send, [d for d in needed if d in missing]))
+        list(pool.map(sender.send_or_note, [d for d in needed if d in missing]))
+    damaged: list[DamagedSnapshot] = []
+    left: set[str] = set()
     for snap in snaps:
-        b.commit_manifest(snap)
-    return TransferReport(len(snaps), len(sender.sent), sum(sender.sent.values()))
+        broken = tuple((t.name, t.digest) for t in snap.tensors if t.digest in sender.failed)
+        if broken:
+            reason = sender.failed[broken[0][1]]
+        elif snap.parent in left:
+            reason = f"its parent {str(snap.parent)[:12]} could not be sent"
+        else:
+            b.commit_manifest(snap)
+            continue
+        left.add(snap.id)
+        damaged.append(DamagedSnapshot(snap, broken, reason))
+    sent = len(snaps) - len(damaged)
+    return TransferReport(sent, len(sender.sent), sum(sender.sent.values()), tuple(damaged))
 
 
 def push(
@@ -153,4 +194,4 @@ def pull(
     return transfer(remote, local, tasks, progress=progress)
 
 
-__all__ = ["TransferReport", "pull", "push", "transfer"]
+__all__ = ["DamagedSnapshot", "TransferReport", "pull", "push", "transfer"]

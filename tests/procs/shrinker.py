@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 import torch
-
 from served import serve
+
 from weightstore.errors import CorruptObject, StorageError
 
 

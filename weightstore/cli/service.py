@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from weightstore.cli.app import state, stdout
+from weightstore.cli.app import state, stderr, stdout
 from weightstore.cli.progress import ByteProgress
-from weightstore.cli.render import human_bytes, local_time, result_table
-from weightstore.errors import InvalidInput
+from weightstore.cli.render import human_bytes, local_time, ref_text, result_table
+from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.types import TOKEN_SCOPES as SCOPES
 
 if TYPE_CHECKING:  # imported by the commands that open a store: they bring torch
@@ -168,6 +168,19 @@ def _transfer(
             ]
         )
     )
+    if r.damaged:
+        for d in r.damaged:
+            where = ", ".join(f"{name} ({digest[:12]})" for name, digest in d.tensors[:5])
+            stderr().print(
+                f"not sent: {d.snapshot.short_id} ({ref_text(d.snapshot)}): "
+                f"{where or d.reason}{' ...' if len(d.tensors) > 5 else ''}"
+            )
+        side = "this store" if outgoing else remote
+        raise CorruptObject(
+            f"{len(r.damaged)} snapshot(s) not sent: objects they need are damaged; every "
+            f"intact snapshot was sent. Run `weightstore verify` on {side} "
+            "(`verify --repair FILE` rewrites damaged objects from weights you still have)"
+        )
 
 
 def push(
