@@ -93,3 +93,27 @@ def test_cli_pull_of_a_server_with_a_damaged_object_exits_5(served: Served, tmp_
         assert sorted(store.tasks()) == ["one", "three"]
         got = store.restore("three@1")
         assert all(torch.equal(got[k], v) for k, v in sds["three"].items())
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failed_clone_leaves_nothing_and_the_retry_works(
+    served: Served, tmp_path: Path, existed: bool
+) -> None:
+    """Issue 16, item 3: a clone refused for its token left an empty store behind, and the
+    retry with a token was refused ("exists and is not empty")."""
+    seed(served.store)
+    target = tmp_path / "copy"
+    if existed:
+        target.mkdir()
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("WEIGHTSTORE_TOKEN", None)
+    env.pop("WEIGHTSTORE_PATH", None)
+    cmd = [sys.executable, "-m", "weightstore.cli.main", "clone", served.url, str(target)]
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 8, refused.stdout + refused.stderr
+    assert target.exists() == existed and (not existed or not any(target.iterdir()))
+    env["WEIGHTSTORE_TOKEN"] = served.tokens["read"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with WeightStore.open(target) as store:
+        assert sorted(store.tasks()) == ["one", "three", "two"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -207,5 +208,21 @@ def clone(
         raise InvalidInput(f"{path} is a file: clone makes a new store folder")
     if path.exists() and any(path.iterdir()):
         raise InvalidInput(f"{path} exists and is not empty: clone makes a new store")
-    with _weightstore().open(path) as local:
-        _transfer("cloned from", local, remote, token, None, outgoing=False)
+    made = not path.exists()
+    try:
+        with _weightstore().open(path) as local:
+            _transfer("cloned from", local, remote, token, None, outgoing=False)
+    except CorruptObject:
+        raise  # some snapshots were damaged: the intact ones are there, keep them
+    except BaseException:
+        # Nothing of a failed clone stays behind (a bad token, an unreachable server): the
+        # retry starts from the same empty place.
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            for child in path.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        raise
