@@ -7,17 +7,14 @@ objects are durable before the snapshot's index rows commit in one transaction (
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import re
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,50 +23,39 @@ from weightstore import location
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
 from weightstore.errors import (
-    Conflict,
     InvalidInput,
-    RefNotFound,
     StorageError,
 )
-from weightstore.exchange import commit_manifest, missing_objects, object_blob, receive_object
-from weightstore.files import read_weights, safetensors_metadata, store_paths
-from weightstore.files.folder import read_folder
-from weightstore.folders import FOLDER_KEY, check_folder, record_of
-from weightstore.forms import SOURCE_METADATA
+from weightstore.exchange import missing_objects, object_blob, receive_object
+from weightstore.files import read_weights
 from weightstore.index import Index, schema
 from weightstore.index.tokens import Tokens
 from weightstore.inputs import (
     check_grace,
-    check_message,
-    check_metadata,
-    check_new_task,
-    check_step,
-    check_tags,
 )
 from weightstore.maintenance import altered_manifests, collect_garbage, verify_objects
-from weightstore.objects import LocalBackend, ObjectBackend
+from weightstore.objects import ObjectBackend
 from weightstore.objects.s3config import S3Settings
 from weightstore.opening import open_parts, schema_engine
 from weightstore.ports import Progress, Weights, fan_out
 from weightstore.read import LocalChains, ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
-from weightstore.read.layout import TensorBytes, export_snapshot
+from weightstore.read.layout import TensorBytes
 from weightstore.refs import Ref, check_name, parse_ref
-from weightstore.saving import BackgroundSaver, SaveFuture
+from weightstore.saving import BackgroundSaver
 from weightstore.settings import StoreSettings
+from weightstore.store_files import FileVerbs
 from weightstore.tensors import state_dict_of
 from weightstore.training import (
     Stateful,
-    capture_training,
     load_training,
     require_training,
+    skeleton_names,
     training_entries,
     training_record,
     unflatten_checkpoint,
 )
 from weightstore.types import (
-    RESERVED_PREFIX,
-    TRAINING_KEY,
     DeletionEffect,
     Diff,
     GcResult,
@@ -86,47 +72,7 @@ from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
 
 
-def _with_training(
-    weights: Weights,
-    metadata: Mapping[str, Any] | None,
-    optimizer: Stateful | None,
-    scheduler: Stateful | None,
-    rng: bool,
-    extra: object = None,
-) -> tuple[Mapping[str, Any], dict[str, Any]]:
-    """The entries and metadata of a save: the weights, refused if they use a reserved name,
-    and the training state asked for."""
-    meta, _ = check_metadata(metadata)
-    for key in (FOLDER_KEY, TRAINING_KEY):
-        if key in meta:
-            raise InvalidInput(f"metadata key {key!r} is reserved for weightstore's own record")
-    state = state_dict_of(weights)
-    reserved = next(
-        (n for n in state if isinstance(n, str) and n.startswith(RESERVED_PREFIX)), None
-    )
-    if reserved is not None:
-        raise InvalidInput(
-            f"tensor name {reserved!r}: names starting {RESERVED_PREFIX!r} are reserved for "
-            "weightstore's own entries (folder files, training state)"
-        )
-    found, record = capture_training(optimizer, scheduler, rng, extra)
-    if not record:
-        return state, meta
-    meta[TRAINING_KEY] = record
-    return {**state, **found}, meta
-
-
-def _skeleton_tensors(skeleton: Any) -> set[str]:
-    """The entry names a flattened checkpoint's skeleton refers to."""
-    text = json.dumps(skeleton)
-    return set(re.findall(r'"__tensor__": "([^"]+)"', text))
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class WeightStore:
+class WeightStore(FileVerbs):
     """Versioned, content-addressed, delta-compressed weight snapshots per task."""
 
     def __init__(
@@ -306,160 +252,6 @@ class WeightStore:
     def diff(self, ref_a: str, ref_b: str) -> Diff:
         return diff_snapshots(self.show(ref_a), self.show(ref_b))
 
-    # ----------------------------------------------------------------------------- saving
-
-    def save(
-        self,
-        task: str,
-        weights: Weights,
-        *,
-        step: int | None = None,
-        tags: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        parent: str | None = None,
-        message: str = "",
-        progress: Progress | None = None,
-        optimizer: Stateful | None = None,
-        scheduler: Stateful | None = None,
-        rng: bool = False,
-        extra: object = None,
-    ) -> Snapshot:
-        """Store ``weights`` as a new snapshot of ``task`` and return it.
-
-        Each tensor is stored once per distinct content; a tensor that also exists under the
-        same name, dtype and size in the parent snapshot (the task's latest, or ``parent``) is
-        stored as a delta against it (XOR, or for floats the difference in ULPs) when that is
-        smaller. ``optimizer`` / ``scheduler`` (anything with ``state_dict``) and ``rng`` (torch,
-        CUDA, numpy and ``random`` states) are kept too, so ``restore`` can resume training
-        (``weightstore.training``); ``extra``, any nested dicts and lists of tensors and plain
-        values (a framework's checkpoint), comes back from :meth:`restore_extra`.
-        """
-        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng, extra)
-        return self._save(task, state, step, tags, meta, parent, message, progress)
-
-    def save_async(
-        self,
-        task: str,
-        weights: Weights,
-        *,
-        step: int | None = None,
-        tags: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        parent: str | None = None,
-        message: str = "",
-        optimizer: Stateful | None = None,
-        scheduler: Stateful | None = None,
-        rng: bool = False,
-        extra: object = None,
-    ) -> SaveFuture:
-        """:meth:`save` in the background: returns once every tensor (and the optimizer's) is
-        copied, so the caller may change them at once; the Future gives the snapshot. Saves
-        commit in call order (a task's previous pending save is the next one's parent); errors
-        come on the Future and again from :meth:`wait` and :meth:`close`
-        (``weightstore.saving``)."""
-        check_new_task(task)
-        tag_list = check_tags(tags)
-        check_step(step)
-        check_message(message)
-        state, meta = _with_training(weights, metadata, optimizer, scheduler, rng, extra)
-
-        def commit(copies: Mapping[str, Any]) -> Snapshot:
-            return self._save(task, copies, step, tag_list, meta, parent, message, None)
-
-        return self._background().submit(state, commit)
-
-    def wait(self) -> None:
-        """Wait for every pending :meth:`save_async`; :class:`PendingSaveFailed` if one failed."""
-        if self._saver is not None:
-            self._saver.wait()
-
-    def _background(self) -> BackgroundSaver:
-        with self._saver_lock:
-            if self._saver is None:
-                self._saver = BackgroundSaver(
-                    self.settings.max_pending_saves, self.settings.max_pending_bytes
-                )
-            return self._saver
-
-    def import_folder(
-        self,
-        task: str,
-        folder: str | os.PathLike[str],
-        *,
-        step: int | None = None,
-        tags: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        parent: str | None = None,
-        message: str = "",
-        progress: Progress | None = None,
-    ) -> Snapshot:
-        """Save a whole model folder (weights, config, tokenizer, subfolders) as a new snapshot
-        of ``task``: safetensors tensors as tensors (deduplicated and delta-compressed), every
-        other file byte for byte; ``export`` and the Hub routes give the folder back
-        byte-identical (see ``weightstore.folders``)."""
-        check_new_task(task)
-        meta, _ = check_metadata(metadata)
-        if FOLDER_KEY in meta:
-            raise InvalidInput(f"metadata key {FOLDER_KEY!r} is reserved for the folder record")
-        found = read_folder(folder)
-        meta[FOLDER_KEY] = record_of(found.files)
-        return self._save(
-            task, found.state, step, tags, meta, parent, message, progress, found.check_unchanged
-        )
-
-    def _save(
-        self,
-        task: str,
-        weights: Weights,
-        step: int | None,
-        tags: Iterable[str],
-        metadata: Mapping[str, Any] | None,
-        parent: str | None,
-        message: str,
-        progress: Progress | None,
-        before_commit: Callable[[], None] = lambda: None,
-    ) -> Snapshot:
-        check_new_task(task)
-        tag_list = check_tags(tags)
-        step = check_step(step)
-        meta, meta_json = check_metadata(metadata)
-        check_message(message)
-        state = state_dict_of(weights)
-        if not state:
-            raise InvalidInput("nothing to save: the state dict is empty")
-        existing = None
-        if step is not None:
-            existing = self._find(Ref(f"{task}@{step}", "step", task, step=step))
-        if existing is not None:
-            raise Conflict(
-                f"task {task!r} already has a snapshot at step {step} ({existing[:12]}): "
-                "use another step or delete it first"
-            )
-        parent_snap = self._parent(task, parent)
-        base_of = {t.name: t for t in parent_snap.tensors} if parent_snap else {}
-
-        created = _now()
-        entries = self.writer.hash_all(state)
-        check_folder(meta, entries)
-        self.writer.store(state, entries, base_of, progress)
-        before_commit()
-        return self.writer.commit(
-            task=task,
-            step=step,
-            parent_id=parent_snap.id if parent_snap else None,
-            created_at=created,
-            message=message,
-            metadata=(meta, meta_json),
-            entries=entries,
-            tags=tag_list,
-        )
-
-    def commit_manifest(self, snap: Snapshot) -> Snapshot:
-        """Commit a snapshot whose objects are all stored already (push, pull, the service),
-        keeping its id, so a snapshot has one id in every store. Committing one that is here
-        already only moves its tags."""
-        return commit_manifest(self.index, self.objects, snap)
-
     # ----------------------------------------------------------------------------- exchange
 
     def missing(self, digests: Iterable[str]) -> list[str]:
@@ -476,19 +268,6 @@ class WeightStore:
         return receive_object(
             self.index, self.objects, self.reader, digest, blob, max_raw_bytes=max_raw_bytes
         )
-
-    def _find(self, ref: Ref) -> str | None:
-        """The id ``ref`` names, or None."""
-        try:
-            return self.index.resolve(ref)
-        except RefNotFound:
-            return None
-
-    def _parent(self, task: str, parent: str | None) -> Snapshot | None:
-        if parent is not None:
-            return self.show(parent)
-        latest = self.index.latest_snapshot_id(task)
-        return self.index.get_snapshot(latest) if latest else None
 
     # ----------------------------------------------------------------------------- restoring
 
@@ -550,7 +329,7 @@ class WeightStore:
         record = training_record(snap)
         if "extra" not in record:
             raise InvalidInput(f"snapshot {snap.short_id} holds no extra state")
-        names = _skeleton_tensors(record["extra"])
+        names = skeleton_names(record["extra"])
         entries = [t for t in training_entries(snap) if t.name in names]
         tensors = self._decode(entries, self.settings.verify_reads, device)
         return unflatten_checkpoint(record["extra"], tensors)
@@ -685,70 +464,6 @@ class WeightStore:
     def stats(self) -> StoreStats:
         """The storage report: logical vs stored bytes per task, in total and over time."""
         return compute_stats(self.index.usage_rows(), self.index.all_objects())
-
-    # ----------------------------------------------------------------------------- files
-
-    def export(
-        self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
-    ) -> Snapshot:
-        """Write the snapshot as a standard safetensors file (tensor by tensor), or, for a
-        snapshot saved from a folder, the folder as it was saved (``path`` then names a new or
-        empty folder)."""
-        snap = self.show(ref)
-        export_snapshot(snap, path, self.tensor_reader, progress, self._own_paths())
-        return snap
-
-    def _own_paths(self) -> list[Path]:
-        """What an export must not overwrite: the store's folder and its SQLite index."""
-        local = self.objects.root if isinstance(self.objects, LocalBackend) else None
-        url = self.index.engine.url
-        return store_paths(local, url.database if url.get_backend_name() == "sqlite" else None)
-
-    def import_file(
-        self,
-        task: str,
-        path: str | os.PathLike[str],
-        *,
-        step: int | None = None,
-        tags: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        parent: str | None = None,
-        message: str = "",
-        progress: Progress | None = None,
-        key: str | None = None,
-    ) -> Snapshot:
-        """Save the weights in a safetensors file, a sharded safetensors folder or a torch
-        state-dict file as a new snapshot of ``task``; ``key`` picks the entry of a torch
-        checkpoint that holds the weights (found by itself for the usual nestings). A folder
-        is saved whole, as :meth:`import_folder` does."""
-        if Path(path).is_dir():
-            if key is not None:
-                raise InvalidInput(f"{path}: --key applies to torch checkpoints, not folders")
-            return self.import_folder(
-                task,
-                path,
-                step=step,
-                tags=tags,
-                metadata=metadata,
-                parent=parent,
-                message=message,
-                progress=progress,
-            )
-        weights = read_weights(path, key=key)
-        source = safetensors_metadata(path)
-        if source:
-            # Handed back by export, so tools that read it (format, config) keep working.
-            metadata = {SOURCE_METADATA: source, **(metadata or {})}
-        return self.save(
-            task,
-            weights,
-            step=step,
-            tags=tags,
-            metadata=metadata,
-            parent=parent,
-            message=message,
-            progress=progress,
-        )
 
 
 __all__ = ["WeightStore"]

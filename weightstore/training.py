@@ -254,3 +254,14 @@ def unflatten_checkpoint(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> 
             for k, v in skeleton["__dict__"]
         }
     return {k: unflatten_checkpoint(v, tensors) for k, v in skeleton.items()}
+
+
+def skeleton_names(skeleton: Any) -> set[str]:
+    """The entry names a :func:`flatten_checkpoint` skeleton refers to."""
+    if isinstance(skeleton, list):
+        return set().union(*(skeleton_names(v) for v in skeleton))
+    if not isinstance(skeleton, dict):
+        return set()
+    if "__tensor__" in skeleton:
+        return {skeleton["__tensor__"]}
+    return set().union(*(skeleton_names(v) for v in skeleton.values()))
