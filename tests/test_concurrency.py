@@ -239,9 +239,9 @@ def test_gc_between_a_saves_pin_and_its_commit(tmp_path: Path, index_url: str, w
         results: list[GcResult] = []
 
         def hook(op: str, key: str | None) -> None:
-            # get_range is the last read of a save's check that a stored object is whole
-            # before it is reused.
-            if op == "get_range" and not results:
+            # get (of the whole blob, for its checksum) is the last read of a save's check
+            # that a stored object is sound before it is reused.
+            if op == "get" and not results:
                 results.append(collector.gc(grace_seconds=0))
 
         setattr(faults_of(store), when, hook)

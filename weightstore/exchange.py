@@ -101,7 +101,9 @@ def receive_object(
         # base was verified when it was kept, and verify() checks it again.
         raise CorruptFile(f"received object does not decode to its name: {e}") from e
     depth = chain[0].chain_depth + 1 if chain else 0
-    record = ObjectRecord(digest, header.raw_len, len(blob), header.encoding, header.base, depth)
+    record = ObjectRecord(
+        digest, header.raw_len, len(blob), header.encoding, header.base, depth, blob_digest(blob)
+    )
     if digest in rows and (rows[digest].encoding, rows[digest].base) != (
         record.encoding,
         record.base,
@@ -113,7 +115,6 @@ def receive_object(
         )
     index.add_objects([record], datetime.now(timezone.utc))
     objects.put(digest, blob)
-    index.set_checksums({digest: blob_digest(blob)})
     return record
 
 

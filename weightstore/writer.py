@@ -295,6 +295,7 @@ class SnapshotWriter:
         rows = self.index.get_objects([it.record.digest for it in items])
         wrote: dict[str, tuple[_Item, ObjectRecord]] = {}
         blobs: list[tuple[str, bytes]] = []
+        recheck: dict[str, str] = {}  # blobs whose checksum the row does not hold yet
         for it in items:
             row = rows.get(it.record.digest, it.record)
             encoded = it.encoded
@@ -302,8 +303,10 @@ class SnapshotWriter:
                 encoded = self.encode_like(row, it.raw, it.entry)
             blobs.append((it.record.digest, encoded.blob))
             wrote[it.record.digest] = (it, row)
+            if row.checksum != it.record.checksum or encoded is not it.encoded:
+                recheck[it.record.digest] = digest(encoded.blob)
         self.objects.put_many(blobs)
-        self.index.set_checksums({d: digest(blob) for d, blob in blobs})
+        self.index.set_checksums(recheck)
         if rewritten := flagged.intersection(wrote):
             self.index.clear_damaged(rewritten)
         if progress:
@@ -380,6 +383,7 @@ class SnapshotWriter:
             encoded.encoding,
             encoded.base,
             depth,
+            digest(encoded.blob),
         )
         return record, encoded
 

@@ -133,8 +133,8 @@ class Index:
         return out
 
     def replace_objects(self, records: Sequence[ObjectRecord]) -> None:
-        """Give existing object rows a new encoding (a damaged object rewritten standalone);
-        the checksum is recorded again once its blob is written."""
+        """Give existing object rows a new encoding (a damaged object rewritten standalone)
+        and the checksum of its new blob."""
         if not records:
             return
         with self._write() as conn:
@@ -146,7 +146,7 @@ class Index:
                     encoding=bindparam("e"),
                     base_digest=bindparam("b"),
                     chain_depth=bindparam("n"),
-                    checksum=None,
+                    checksum=bindparam("c"),
                 ),
                 [
                     {
@@ -155,6 +155,7 @@ class Index:
                         "e": r.encoding,
                         "b": r.base,
                         "n": r.chain_depth,
+                        "c": r.checksum,
                     }
                     for r in records
                 ],
@@ -224,6 +225,7 @@ class Index:
                             "chain_depth": r.chain_depth,
                             "created_at": now,
                             "last_used_at": now,
+                            "checksum": r.checksum,
                         }
                         for r in unique[start : start + CHUNK]
                     ],

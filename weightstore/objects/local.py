@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from weightstore.errors import InvalidInput, ObjectNotFound, StorageError
 from weightstore.objects.base import (
     KEY_PATTERN,
@@ -267,7 +265,10 @@ class LocalBackend(ObjectBackend):
                 # access and kills the process. A file cut while read gives a short buffer,
                 # which the header and digest checks refuse as a corrupt object.
                 # numpy's buffers of 4 MiB and more get transparent huge pages: ~2x faster to
-                # fill than a bytearray, which faults in every 4 KiB page.
+                # fill than a bytearray, which faults in every 4 KiB page. Imported here: the
+                # torch-free listings open this backend and never read an object.
+                import numpy as np
+
                 view = np.empty(os.fstat(f.fileno()).st_size, dtype=np.uint8).data
                 got = 0
                 while got < len(view) and (n := os.readv(f.fileno(), [view[got:]])):
