@@ -58,9 +58,13 @@ def main() -> None:
         )
         with WeightStore.open(store, settings=StoreSettings()) as s:
             t_restore = min(timed(lambda: s.restore("t@1")) for _ in range(3))
-            t_export = min(timed(lambda: s.export("t@1", d / "api.safetensors")) for _ in range(3))
+            t_export = min(
+                timed(lambda: s.export("t@1", d / "api.safetensors", overwrite=True))
+                for _ in range(3)
+            )
         t_cli_export = min(
-            cli("--store", str(store), "export", "t@1", str(d / "c.st")) for _ in range(3)
+            cli("--store", str(store), "export", "t@1", str(d / "c.st"), "--force")
+            for _ in range(3)
         )
         t_load = min(
             timed(lambda: {k: v.clone() for k, v in load_file(src).items()}) for _ in range(3)

@@ -291,3 +291,23 @@ def test_cli_bad_store_state_prints_an_error_and_changes_nothing(tmp_path: Path)
         assert result.exit_code == code, result.output
         assert result.stderr.startswith("error: ") and "Traceback" not in result.output
         assert sorted((p.name, p.stat().st_size) for p in root.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kind"),
+    [
+        ("config.json", b'{"model_type": "bert"}', "JSON"),
+        ("tokenizer.json", b'[{"id": 101}]', "JSON"),
+        ("vocab.txt", "[PAD]\n[UNK]\nhéllo\n".encode(), "text"),
+    ],
+)
+def test_a_text_file_saved_as_weights_says_what_to_pass(
+    store: WeightStore, tmp_path: Path, name: str, content: bytes, kind: str
+) -> None:
+    """Issue 16, item 6: a config or vocabulary got torch's unpickling text ("KeyError: 101")."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    before = store.tasks()
+    with pytest.raises(InvalidInput, match=f"a {kind} file .*not weights.*model folder"):
+        store.import_file("t", path)
+    assert store.tasks() == before

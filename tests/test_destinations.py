@@ -45,7 +45,10 @@ def test_a_regular_file_is_replaced_and_a_new_one_created(
 ) -> None:
     old = tmp_path / "old.safetensors"
     old.write_bytes(b"old contents")
-    store.export("t", old)
+    with pytest.raises(InvalidInput, match="--force"):  # issue 16: never replaced silently
+        store.export("t", old)
+    assert old.read_bytes() == b"old contents"
+    store.export("t", old, overwrite=True)
     check_written(old)
     store.export("t", tmp_path / "new.safetensors")
     check_written(tmp_path / "new.safetensors")
@@ -56,7 +59,7 @@ def test_a_symlink_is_written_through_not_replaced(store: WeightStore, tmp_path:
     real.write_bytes(b"x")
     link = tmp_path / "link.safetensors"
     link.symlink_to(real)
-    store.export("t", link)
+    store.export("t", link, overwrite=True)
     assert link.is_symlink()
     check_written(real)
 
@@ -163,7 +166,7 @@ def test_a_failed_export_leaves_no_file_and_keeps_the_old_one(
         store.export("t", out / "new.safetensors")
     (out / "old.safetensors").write_bytes(b"keep me")
     with pytest.raises(ObjectNotFound):
-        store.export("t", out / "old.safetensors")
+        store.export("t", out / "old.safetensors", overwrite=True)
     assert listing(out) == ["old.safetensors"]
     assert (out / "old.safetensors").read_bytes() == b"keep me"
 
@@ -186,3 +189,19 @@ def test_cli_export_destination_errors(tmp_path: Path) -> None:
         assert result.exit_code == code, (target, result.output)
         assert result.stderr.startswith("error: "), result.stderr
     assert not (tmp_path / "new_folder").exists()
+
+
+def test_cli_export_replaces_a_file_only_with_force(tmp_path: Path) -> None:
+    """Issue 16, item 7: `export` silently replaced an existing file."""
+    root = tmp_path / "store"
+    with WeightStore.open(root, settings=StoreSettings(fsync=False)) as store:
+        store.save("t", SD)
+    target = tmp_path / "mine.safetensors"
+    target.write_bytes(b"precious")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["--store", str(root), "export", "t", str(target)])
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    assert target.read_bytes() == b"precious"
+    done = runner.invoke(app, ["--store", str(root), "export", "t", str(target), "--force"])
+    assert done.exit_code == 0, done.output
+    check_written(target)

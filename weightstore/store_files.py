@@ -63,13 +63,19 @@ class FileVerbs(SavingVerbs):
         )
 
     def export(
-        self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
+        self,
+        ref: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        overwrite: bool = False,
     ) -> Snapshot:
-        """Write the snapshot as a standard safetensors file (tensor by tensor), or, for a
-        snapshot saved from a folder, the folder as it was saved (``path`` then names a new or
-        empty folder)."""
+        """Write the snapshot as a standard safetensors file (tensor by tensor; an existing
+        file is replaced, atomically, only if ``overwrite``), or, for a snapshot saved from a
+        folder, the folder as it was saved (``path`` then names a new or empty folder)."""
         snap = self.show(ref)
-        export_snapshot(snap, path, self.tensor_reader, progress, self._own_paths())
+        own = self._own_paths()
+        export_snapshot(snap, path, self.tensor_reader, progress, own, overwrite)
         return snap
 
     def _own_paths(self) -> list[Path]:

@@ -161,11 +161,15 @@ def export(
     out: Annotated[
         str,
         typer.Argument(
-            help="Safetensors file to write (replaced atomically), or a pipe or character "
-            "device to stream into; for a snapshot saved from a folder, the new (or empty) "
-            "folder to write. Never a path inside the store."
+            help="Safetensors file to write, or a pipe or character device to stream into; "
+            "for a snapshot saved from a folder, the new (or empty) folder to write. Never a "
+            "path inside the store."
         ),
     ],
+    force: Annotated[
+        bool,
+        typer.Option("--force", "-f", help="Replace an existing file (atomically)."),
+    ] = False,
 ) -> None:
     """Write a snapshot as a standard safetensors file, or as the folder it was saved from.
 
@@ -175,7 +179,7 @@ def export(
     store = state(ctx).store(read_only=True)
     snap = store.show(ref)
     with ByteProgress(f"exporting {snap.short_id}", snap.logical_bytes) as bar:
-        store.export(snap.id, out, progress=bar)
+        store.export(snap.id, out, progress=bar, overwrite=force)
     files = folder_files(snap.metadata)
     what = f"{len(files)} files, " if files else ""
     stdout().print(

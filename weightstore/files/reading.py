@@ -6,6 +6,7 @@ Reading is lazy: one tensor at a time from a memory map.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import stat
@@ -218,7 +219,39 @@ def read_weights(
         if key is not None:
             raise InvalidInput(f"{p}: --key applies to torch checkpoints, not safetensors")
         return SafetensorsWeights(dict.fromkeys(safetensors_names(p), p))
+    _refuse_text(p)
     return _read_torch(p, key)
+
+
+def _refuse_text(p: Path) -> None:
+    """:class:`InvalidInput` for a text file (a config, a tokenizer, a vocabulary) handed in as
+    weights, before torch's unpickler reports it in its own words."""
+    try:
+        with p.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return  # torch.load reports it
+    if not head or b"\x00" in head or head.startswith((b"PK\x03\x04", b"\x80")):
+        return  # a zip (torch's format), a pickle, or binary data
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # not just a character cut at the 4 KiB boundary
+            return
+    kind = "a JSON file" if p.suffix == ".json" or _is_json(head) else "a text file"
+    raise InvalidInput(
+        f"{p}: {kind} (a config, tokenizer or vocabulary?), not weights: save the weights file "
+        "(model.safetensors, pytorch_model.bin), or the whole model folder "
+        "(`weightstore save TASK FOLDER` keeps config and tokenizer files with the weights)"
+    )
+
+
+def _is_json(head: bytes) -> bool:
+    try:
+        json.loads(head)
+    except (ValueError, RecursionError):
+        return head.lstrip()[:1] == b"{"  # a long file cut at 4 KiB
+    return True
 
 
 def regular_file_size(p: Path, *, allow_empty: bool = False) -> int:

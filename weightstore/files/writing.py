@@ -30,6 +30,7 @@ def write_safetensors(
     metadata: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
     protected: Sequence[Path] = (),
+    overwrite: bool = True,
 ) -> None:
     """Write a standard safetensors file, streaming tensor data.
 
@@ -38,7 +39,7 @@ def write_safetensors(
     names the store's own files and folders, which it refuses.
     """
     head = safetensors_head(entries, metadata)
-    with open_destination(path, protected) as f:
+    with open_destination(path, protected, overwrite=overwrite) as f:
         f.write(head)
         for i, (name, _, _, nbytes) in enumerate(entries):
             data = fill(i)
@@ -64,14 +65,15 @@ def store_paths(objects_root: Path | None, sqlite_database: str | None) -> list[
 
 @contextmanager
 def open_destination(
-    path: str | os.PathLike[str], protected: Sequence[Path] = ()
+    path: str | os.PathLike[str], protected: Sequence[Path] = (), *, overwrite: bool = True
 ) -> Iterator[BinaryIO]:
     """A binary file to write an export into, by these rules (docs/design.md, "Bad input and
     destinations"): symlinks are followed, never replaced; a new path or an existing regular
     file is written to a temporary file beside it and renamed over it once complete, so a
     failure leaves the old file or nothing; an existing FIFO or character device (a pipe,
     /dev/null, a terminal) is written in place as a stream; a folder, a missing folder, a
-    socket or block device, and anything inside ``protected`` are refused with nothing written.
+    socket or block device, and anything inside ``protected`` are refused with nothing written;
+    so is an existing regular file unless ``overwrite``.
     """
     text = os.fspath(path)
     target = Path(text)
@@ -96,6 +98,8 @@ def open_destination(
             yield stream
         return
     real = Path(os.path.realpath(target))
+    if mode is not None and not overwrite:
+        raise InvalidInput(f"{text} exists: pass --force (overwrite=True) to replace it")
     folder = real.parent
     if not folder.is_dir():
         raise NotFound(f"folder {target.parent} does not exist: create it first")

@@ -58,14 +58,17 @@ def write_snapshot_file(
     read: TensorBytes,
     progress: Progress | None = None,
     protected: Sequence[Path] = (),
+    overwrite: bool = True,
 ) -> None:
     """Write ``snap`` as a safetensors file, each tensor's bytes from ``read``. ``protected``:
-    paths the file must not replace (the store's own)."""
+    paths the file must not replace (the store's own); an existing file is replaced only if
+    ``overwrite``."""
 
     def fill(i: int) -> memoryview:
         return memoryview(read(snap.weights[i]))  # type: ignore[arg-type]
 
-    write_safetensors(path, _entries(snap), fill, export_metadata(snap), progress, protected)
+    meta = export_metadata(snap)
+    write_safetensors(path, _entries(snap), fill, meta, progress, protected, overwrite)
 
 
 def export_snapshot(
@@ -74,13 +77,15 @@ def export_snapshot(
     reader: Callable[[Sequence[TensorEntry]], TensorBytes],
     progress: Progress | None = None,
     protected: Sequence[Path] = (),
+    overwrite: bool = False,
 ) -> None:
-    """Write ``snap`` as one safetensors file, or, saved from a folder, as that folder
+    """Write ``snap`` as one safetensors file (an existing one is replaced only if
+    ``overwrite``), or, saved from a folder, as that folder
     (``path`` then names a new or empty folder); ``reader`` gives the bytes of the entries it
     is handed (local or remote: one rule for both)."""
     files = folder_files(snap.metadata)
     if not files:
-        write_snapshot_file(snap, path, reader(snap.weights), progress, protected)
+        write_snapshot_file(snap, path, reader(snap.weights), progress, protected, overwrite)
         return
     read = reader(snap.tensors)
     layouts = [(f, folder_file_layout(snap, f, read)) for f in files]

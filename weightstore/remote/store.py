@@ -239,12 +239,17 @@ class RemoteStore:
         fan_out(self._pool, fn, items, 2 * self._fetchers)
 
     def export(
-        self, ref: str, path: str | os.PathLike[str], *, progress: Progress | None = None
+        self,
+        ref: str,
+        path: str | os.PathLike[str],
+        *,
+        progress: Progress | None = None,
+        overwrite: bool = False,
     ) -> Snapshot:
         """Write the snapshot as a standard safetensors file (or the folder it was saved
-        from), decoded here."""
+        from), decoded here; an existing file is replaced only if ``overwrite``."""
         snap = self.show(ref)
-        export_snapshot(snap, path, self.tensor_reader, progress)
+        export_snapshot(snap, path, self.tensor_reader, progress, overwrite=overwrite)
         return snap
 
     # ----------------------------------------------------------------------------- writing
