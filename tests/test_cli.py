@@ -652,3 +652,23 @@ def test_console_script_round_trip(tmp_path: Path) -> None:
     failed = call("show", "demo@6", check=False)
     assert failed.returncode == 3
     assert failed.stderr.startswith("error: ") and "Traceback" not in failed.stderr
+
+
+def test_version_tag_moves_and_token_list_say_what_a_user_needs(
+    inited: Run, tmp_path: Path
+) -> None:
+    """Issue 16, item 11: no --version; a moved tag did not say from where; token list had
+    no header."""
+    import weightstore
+
+    out = ok(inited("--version", store=False)).stdout
+    assert out.strip() == f"weightstore {weightstore.__version__}"
+    first = save(inited, tmp_path, "t", 1)
+    second = save(inited, tmp_path, "t", 2, 1)
+    ok(inited("tag", "t@1", "best"))
+    moved = ok(inited("tag", "t@2", "best")).stdout
+    assert "moved from" in moved and first["short_id"] in moved
+    assert second["short_id"] in moved
+    ok(inited("token", "create", "--scope", "read"))
+    listing = ok(inited("token", "list")).stdout.splitlines()
+    assert listing[0].split()[:3] == ["id", "scope", "created"]

@@ -60,6 +60,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        globals()[name] = found = version("weightstore")
+        return found
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'weightstore' has no attribute {name!r}")

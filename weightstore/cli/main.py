@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from weightstore.cli import deleting, reading, service, writing
-from weightstore.cli.app import EXIT_INTERRUPTED, ErrorMappingGroup, State, print_error
+from weightstore.cli.app import EXIT_INTERRUPTED, ErrorMappingGroup, State, print_error, stdout
 from weightstore.cli.info import info
 from weightstore.cli.options import REFS_HELP
 from weightstore.cli.reports import db_app, report_app
@@ -40,6 +40,14 @@ for _command in (service.serve, service.push, service.pull, service.clone):
 app.command()(info)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        stdout().print(f"weightstore {version('weightstore')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -62,6 +70,15 @@ def _root(
             "postgresql+psycopg://user@host/db); remembered by the store once given.",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print weightstore's version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Global options."""
     st = State(store, index_url)

@@ -124,7 +124,10 @@ def token_create(
 @token_app.command("list")
 def token_list(ctx: typer.Context) -> None:
     """List tokens (never their secrets)."""
-    for t in state(ctx).store().tokens.list():
+    tokens = state(ctx).store().tokens.list()
+    if tokens:
+        stdout().print(f"{'id':<{len(tokens[0].id)}}  scope  {'created':<16}  name")
+    for t in tokens:
         stdout().print(f"{t.id}  {t.scope:<5}  {local_time(t.created_at)}  {t.name}")
 
 
@@ -163,7 +166,8 @@ def _transfer(
     stdout().print(
         result_table(
             [
-                (verb, f"{r.snapshots} snapshots"),
+                (verb, remote),
+                ("snapshots", str(r.snapshots)),
                 ("objects", str(r.objects)),
                 ("bytes", human_bytes(r.object_bytes)),
             ]

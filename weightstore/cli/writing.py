@@ -20,7 +20,7 @@ from weightstore.cli.render import (
     ref_text,
     result_table,
 )
-from weightstore.errors import InterruptedAfterCommit, InvalidInput
+from weightstore.errors import InterruptedAfterCommit, InvalidInput, InvalidRef, RefNotFound
 from weightstore.folders import folder_files
 from weightstore.forms import (
     snapshot_json,
@@ -207,8 +207,15 @@ def tag(
     if delete:
         _untag(ctx, target, name)
         return
-    snap = state(ctx).store().tag(target, name)
-    stdout().print(f"tagged {snap.short_id} ({ref_text(snap)}) as {snap.task}:{name}")
+    store = state(ctx).store()
+    task = store.show(target).task
+    try:
+        before: str | None = store.resolve(f"{task}:{name}")
+    except (RefNotFound, InvalidRef):
+        before = None
+    snap = store.tag(target, name)
+    moved = f" (moved from {before[:12]})" if before and before != snap.id else ""
+    stdout().print(f"tagged {snap.short_id} ({ref_text(snap)}) as {snap.task}:{name}{moved}")
 
 
 def _untag(ctx: typer.Context, task: str, name: str) -> None:
