@@ -410,3 +410,22 @@ def test_lightning_top_k_removes_the_snapshots_it_drops(tmp_path: Path) -> None:
     with WeightStore.open(tmp_path / "store", create=True) as store:
         _lightning_run(tmp_path / "run", 6, [WeightstoreCheckpointIO(store, "lt")], top_k=1)
         assert [s.step for s in store.log("lt")] == [6]
+
+
+def test_a_script_that_exits_without_wait_still_commits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "from weightstore import WeightStore\n"
+        "s = WeightStore.open(sys.argv[1], create=True)\n"
+        "for i in range(3):\n"
+        "    s.save_async('t', {'w': torch.full((1 << 16,), float(i))}, step=i)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "s")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    with WeightStore.open(tmp_path / "s") as store:
+        assert [s.step for s in store.log("t")] == [2, 1, 0]

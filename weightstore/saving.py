@@ -15,8 +15,10 @@ on ``wait()`` and ``close()``; a failed save commits nothing.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -169,6 +171,11 @@ class BackgroundSaver:
                     target=self._run, name="weightstore-saver", daemon=True
                 )
                 self._thread.start()
+                # A script that ends without wait() or close() still commits what it queued.
+                # threading's exit hooks run before concurrent.futures refuses new work at
+                # shutdown (the writer's pool needs it), and in reverse order of registration.
+                register = getattr(threading, "_register_atexit", atexit.register)
+                register(_drain_at_exit, weakref.ref(self))
             self._cond.notify_all()
         return fut
 
@@ -222,6 +229,12 @@ class BackgroundSaver:
                 thread = self._thread
             if thread is not None:
                 thread.join()
+
+
+def _drain_at_exit(saver: weakref.ref[BackgroundSaver]) -> None:
+    found = saver()
+    if found is not None and not found._closed:  # noqa: SLF001 (its own module)
+        found.close()
 
 
 def nbytes_of(state: Mapping[str, Any]) -> int:
