@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from weightstore.errors import Conflict, InvalidInput, InvalidRef, StorageError
-from weightstore.saving import PendingSaveFailed
+from weightstore.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidRef,
+    PendingSaveFailed,
+    StorageError,
+)
 from weightstore.settings import StoreSettings
 from weightstore.store import WeightStore
 from weightstore.testing.faults import FaultBackend

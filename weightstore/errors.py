@@ -153,6 +153,11 @@ class SwapFailed(WeightstoreError, RuntimeError):
     http_status = 500
 
 
+class PendingSaveFailed(WeightstoreError, RuntimeError):
+    """Raised by ``wait()`` / ``close()``: a background save failed (its Future holds why; the
+    first failure is the cause). It committed nothing."""
+
+
 class InterruptedAfterCommit(KeyboardInterrupt):
     """Ctrl-C arrived once a save had committed: the snapshot ``snapshot_id`` is stored.
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from weightstore.errors import WeightstoreError
+from weightstore.errors import PendingSaveFailed
 from weightstore.types import Snapshot
 
 
@@ -37,10 +37,6 @@ class SaveFuture(Future[Snapshot]):
         self.nbytes = 0  # bytes captured
         self.waited_seconds = 0.0  # blocked by back-pressure, before the capture
         self.capture_seconds = 0.0  # copying the tensors
-
-
-class PendingSaveFailed(WeightstoreError, RuntimeError):
-    """Raised by ``wait()`` / ``close()``: a background save failed (its Future holds why)."""
 
 
 class StagingPool:
