@@ -50,3 +50,12 @@ def test_a_bad_forced_decoder_is_invalid_input(monkeypatch: pytest.MonkeyPatch) 
     result = CliRunner().invoke(app, ["info"])
     assert result.exit_code == 2
     assert "decoder must be one of" in result.output
+
+
+def test_install_hints_copy_paste_as_printed() -> None:
+    """Issue 16, item 11: the nvCOMP hint read `weightstore\\[gpu]` (markup escaping on a
+    console that reads no markup)."""
+    text = CliRunner().invoke(app, ["info"]).stdout
+    assert "\\[" not in text
+    if "not installed" in text:
+        assert "pip install 'weightstore[gpu]'" in text

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from weightstore.cli.app import stdout
 from weightstore.cli.render import dump_json
@@ -48,8 +48,8 @@ def info(
         "torch": found.torch,
     }
     for key, value in rows.items():
-        table.add_row(key, escape(value))
+        table.add_row(key, Text(value))  # the console reads no markup: print as is
     out = stdout()
     out.print(table)
     if found.decoder in _HINTS and not found.forced:
-        out.print(escape(f"hint: {_HINTS[found.decoder]}"))
+        out.print(f"hint: {_HINTS[found.decoder]}")
