@@ -30,7 +30,6 @@ from safetensors.torch import load_file, save_file
 from served import Served, serve
 
 from weightstore.demo.minilm_model import model_dir
-from weightstore.hub import commit_of
 from weightstore.remote import RemoteStore
 from weightstore.testing.faultproxy import Fault, FaultProxy
 
@@ -435,11 +434,6 @@ def test_head_reads_no_object(world: World) -> None:
         hidden.rename(objects)
     assert r.status_code == 200
     assert r.headers["x-linked-size"] == str((world.tuned / "model.safetensors").stat().st_size)
-
-
-def test_commit_is_the_start_of_the_snapshot_id(world: World) -> None:
-    snap = world.served.store.show("team/minilm@100")
-    assert commit_of(snap) == world.commits["100"][:40]
 
 
 def test_the_remote_client_exports_a_folder(world: World, tmp_path: Path) -> None:

@@ -264,9 +264,9 @@ class LocalBackend(ObjectBackend):
                 # sector, an rsync, a repair under a live server) raises SIGBUS on the next
                 # access and kills the process. A file cut while read gives a short buffer,
                 # which the header and digest checks refuse as a corrupt object.
-                # numpy's buffers of 4 MiB and more get transparent huge pages: ~2x faster to
-                # fill than a bytearray, which faults in every 4 KiB page. Imported here: the
-                # torch-free listings open this backend and never read an object.
+                # numpy's buffers of 4 MiB and more get transparent huge pages, so filling one
+                # faults in far fewer pages than a bytearray. Imported here: the torch-free
+                # listings open this backend and never read an object.
                 import numpy as np
 
                 view = np.empty(os.fstat(f.fileno()).st_size, dtype=np.uint8).data

@@ -19,7 +19,10 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote
 
 from fastapi import APIRouter, Request, Response
@@ -79,64 +82,65 @@ def _not_found(e: HubNotFound, head: bool = False) -> Response:
     return JSONResponse({"error": str(e)}, 404, headers=headers)
 
 
-class _SingleFileDigests:
-    """SHA-256 of each bare-tensor snapshot's one file, computed on first request (the bytes are
-    the same on every server: one layout) and remembered for the server's life."""
+K = TypeVar("K")
+V = TypeVar("V")
 
-    def __init__(self, store: WeightStore, limit: int = 4096) -> None:
-        self._store = store
-        self._known: OrderedDict[str, str] = OrderedDict()
+
+class _Lru(Generic[K, V]):
+    """The ``limit`` values last asked for, each made once by ``make`` (outside the lock)."""
+
+    def __init__(self, make: Callable[[K], V], limit: int) -> None:
+        self._make = make
+        self._known: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
         self._limit = limit
 
-    def __call__(self, snap: Snapshot) -> str:
+    def __call__(self, key: K) -> V:
         with self._lock:
-            if snap.id in self._known:
-                self._known.move_to_end(snap.id)
-                return self._known[snap.id]
-        layout = file_layout(snap)
-        read = self._store.tensor_reader(snap.weights, verify=True)
-        h = hashlib.sha256()
-        for piece in iter_bytes(read, layout, 0, layout.size - 1, lambda _: None):
-            h.update(piece)
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
+        value = self._make(key)
         with self._lock:
-            self._known[snap.id] = h.hexdigest()
+            self._known[key] = value
             while len(self._known) > self._limit:
                 self._known.popitem(last=False)
-        return h.hexdigest()
+        return value
 
 
-class _Snapshots:
-    """Snapshots by full id, kept once loaded: a snapshot never changes (its id is its
-    content), so a HEAD costs one query, the ref's resolution (its tags are read fresh by
-    ``model_info``)."""
-
-    def __init__(self, store: WeightStore, limit: int = 256) -> None:
-        self._store = store
-        self._known: OrderedDict[str, Snapshot] = OrderedDict()
-        self._lock = threading.Lock()
-        self._limit = limit
-
-    def __call__(self, snapshot_id: str) -> Snapshot:
-        with self._lock:
-            snap = self._known.get(snapshot_id)
-            if snap is not None:
-                self._known.move_to_end(snapshot_id)
-                return snap
-        snap = self._store.snapshot(snapshot_id)
-        with self._lock:
-            self._known[snapshot_id] = snap
-            while len(self._known) > self._limit:
-                self._known.popitem(last=False)
-        return snap
+def _single_file_sha256(store: WeightStore, snapshot_id: str) -> str:
+    """SHA-256 of a bare-tensor snapshot's one file (the same bytes on every server: one
+    layout), computed by reading it once."""
+    snap = store.snapshot(snapshot_id)
+    layout = file_layout(snap)
+    read = store.tensor_reader(snap.weights, verify=True)
+    h = hashlib.sha256()
+    for piece in iter_bytes(read, layout, 0, layout.size - 1, lambda _: None):
+        h.update(piece)
+    return h.hexdigest()
 
 
-def _state(request: Request, store: WeightStore) -> tuple[_SingleFileDigests, _Snapshots]:
+@dataclass(frozen=True)
+class _Caches:
+    """The Hub routes' memory, for the server's life. Snapshots by full id: a snapshot never
+    changes (its id is its content), so a HEAD costs one query, the ref's resolution (tags are
+    read fresh by ``model_info``); and the SHA-256 of bare-tensor snapshots' one file."""
+
+    snapshots: _Lru[str, Snapshot]
+    digests: _Lru[str, str]
+
+    def single_sha256(self, snap: Snapshot) -> str:
+        return self.digests(snap.id)
+
+
+def _state(request: Request, store: WeightStore) -> _Caches:
     """The app's caches of the Hub routes, made on first use."""
     state = request.app.state
     if getattr(state, "hub_caches", None) is None:
-        state.hub_caches = (_SingleFileDigests(store), _Snapshots(store))
-    caches: tuple[_SingleFileDigests, _Snapshots] = state.hub_caches
+        state.hub_caches = _Caches(
+            _Lru(store.snapshot, 256), _Lru(partial(_single_file_sha256, store), 4096)
+        )
+    caches: _Caches = state.hub_caches
     return caches
 
 
@@ -159,9 +163,9 @@ def api_models(request: Request, store: Store, rest: str) -> Response:
     if keyword == "paths-info":
         return JSONResponse({"error": "paths-info is a POST"}, 405)
     try:
-        cached = _state(request, store)[1] if keyword == "tree" else None  # info: fresh tags
+        cached = _state(request, store).snapshots if keyword == "tree" else None  # info: fresh tags
         snap = resolve_revision(store, repo, rev if keyword else None, cached)
-        files = hub_files(snap, _state(request, store)[0])
+        files = hub_files(snap, _state(request, store).single_sha256)
         if keyword == "tree":
             expand = _flag(request.query_params.get("expand"))
             recursive = _flag(request.query_params.get("recursive"))
@@ -214,10 +218,10 @@ async def api_models_post(request: Request, store: Store, rest: str) -> Response
 
     def answer() -> Response:
         try:
-            snap = resolve_revision(store, repo, rev, _state(request, store)[1])
+            snap = resolve_revision(store, repo, rev, _state(request, store).snapshots)
         except HubNotFound as e:
             return _not_found(e)
-        files = hub_files(snap, _state(request, store)[0])
+        files = hub_files(snap, _state(request, store).single_sha256)
         expand = _last_commit(snap)
         return JSONResponse(
             paths_info(files, paths, expand), headers={"X-Repo-Commit": commit_of(snap)}
@@ -265,9 +269,10 @@ def resolve(request: Request, store: Store, rest: str) -> Response:
     _can_read(request)  # here, not as a dependency: other paths are a 404 to anyone
     path = "/".join(more)
     try:
-        snap = resolve_revision(store, repo, rev, _state(request, store)[1])
+        caches = _state(request, store)
+        snap = resolve_revision(store, repo, rev, caches.snapshots)
         commit = commit_of(snap)
-        file = next((f for f in hub_files(snap, _state(request, store)[0]) if f.path == path), None)
+        file = next((f for f in hub_files(snap, caches.single_sha256) if f.path == path), None)
         if file is None:
             raise HubNotFound("EntryNotFound", f"{snap.task} at {rev} has no file {path!r}", commit)
     except HubNotFound as e:
