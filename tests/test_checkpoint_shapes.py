@@ -45,7 +45,7 @@ def test_key_chooses_the_entry(tmp_path: Path) -> None:
     other = {k: v + 1 for k, v in sd().items()}
     torch.save({"ema": {"weights": other}, "state_dict": sd()}, path)
     got = read_weights(path, key="ema/weights")
-    assert all(torch.equal(got[k], v) for k, v in other.items())
+    assert all(torch.equal(got[k], v) for k, v in other.items())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match=r"ckpt\.pt: has no entry 'nope'"):
         read_weights(path, key="nope")
 

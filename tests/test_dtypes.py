@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from weightstore import StoreSettings, WeightStore
-from weightstore.tensors import DTYPES, dtype_info
+from weightstore.dtypes import DTYPES, dtype_info
 
 
 def safetensors_dtypes() -> list[torch.dtype]:

@@ -24,12 +24,13 @@ from test_store import every_dtype, same
 
 from weightstore.codec import Codec
 from weightstore.codec import digest as digest_of
+from weightstore.dtypes import dtype_info
 from weightstore.errors import IncompatibleTensor
 from weightstore.forms import snapshot_json, tasks_json
 from weightstore.index.tokens import Tokens
 from weightstore.manifests import snapshot_id
 from weightstore.remote import RemoteStore
-from weightstore.tensors import dtype_info, tensor_bytes
+from weightstore.tensors import tensor_bytes
 from weightstore.types import TensorEntry
 
 

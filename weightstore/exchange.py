@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from weightstore.codec import Header, read_header
 from weightstore.codec.digest import digest as blob_digest
 from weightstore.codec.format import DELTAS
+from weightstore.dtypes import dtype_info
 from weightstore.errors import (
     Conflict,
     CorruptFile,
@@ -31,7 +32,6 @@ from weightstore.objects import ObjectBackend
 from weightstore.objects.base import validate_key
 from weightstore.read import ObjectReader, walk_chains
 from weightstore.refs import check_name
-from weightstore.tensors import dtype_info
 from weightstore.types import ObjectRecord, Snapshot
 
 DIGEST_CHARS = frozenset("0123456789abcdef")
@@ -140,7 +140,7 @@ def commit_manifest(index: Index, objects: ObjectBackend, snap: Snapshot) -> Sna
     records = index.get_objects({t.digest for t in snap.tensors})
     present = objects.exists_many(records)
     for t in snap.tensors:
-        size = math.prod(t.shape) * dtype_info(t.dtype).torch_dtype.itemsize
+        size = math.prod(t.shape) * dtype_info(t.dtype).itemsize
         rec = records.get(t.digest)
         if rec is None or t.digest not in present:
             raise InvalidInput(

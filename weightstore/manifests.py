@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from weightstore.codec.digest import digest
+from weightstore.dtypes import dtype_info
 from weightstore.errors import InvalidInput, ManifestMismatch
 from weightstore.folders import check_folder
 from weightstore.inputs import (
@@ -29,7 +30,6 @@ from weightstore.inputs import (
     check_tags,
     check_tensor_name,
 )
-from weightstore.tensors import dtype_info
 from weightstore.types import Snapshot, TensorEntry
 
 # Snapshots saved before metadata went into ids as compact JSON used json.dumps' default
@@ -122,6 +122,6 @@ def check_manifest(snap: Snapshot) -> None:
                 f"{t.name!r}: shape {list(dims)[:8]} must be at most {_MAX_DIMS} "
                 "non-negative integers"
             )
-        size = math.prod(dims) * info.torch_dtype.itemsize
+        size = math.prod(dims) * info.itemsize
         if size != t.nbytes:
             raise InvalidInput(f"{t.name!r}: {t.dtype}{list(dims)} is {size} bytes, not {t.nbytes}")

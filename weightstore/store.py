@@ -11,13 +11,11 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from weightstore import location
 from weightstore.codec import Codec
@@ -42,19 +40,9 @@ from weightstore.read import LocalChains, ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes
 from weightstore.refs import Ref, check_name, parse_ref
-from weightstore.saving import BackgroundSaver
 from weightstore.settings import StoreSettings
+from weightstore.sources import Savable, state_of
 from weightstore.store_files import FileVerbs
-from weightstore.tensors import state_dict_of
-from weightstore.training import (
-    Stateful,
-    load_training,
-    require_training,
-    skeleton_names,
-    training_entries,
-    training_record,
-    unflatten_checkpoint,
-)
 from weightstore.types import (
     DeletionEffect,
     Diff,
@@ -68,6 +56,12 @@ from weightstore.types import (
     VerifyResult,
     diff_snapshots,
 )
+
+if TYPE_CHECKING:  # torch is imported by the verbs that make tensors, not by opening a store
+    import torch
+
+    from weightstore.saving import BackgroundSaver
+    from weightstore.training import Stateful
 from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
 
@@ -294,6 +288,10 @@ class WeightStore(FileVerbs):
         ``device`` too, the targets must be on it. ``verify`` re-derives each tensor's digest
         (default: the store setting ``verify_reads``).
         """
+        import torch
+
+        from weightstore.training import load_training, require_training
+
         snap = self.show(ref)
         check = self.settings.verify_reads if verify is None else verify
         training = optimizer is not None or scheduler is not None or rng
@@ -307,7 +305,7 @@ class WeightStore(FileVerbs):
                 load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
             return out
         asked = None if device is None else torch.device(device)
-        pairs = check_targets(snap, state_dict_of(into), strict, asked)
+        pairs = check_targets(snap, state_of(into), strict, asked)
         fill_targets(
             self.reader,
             snap,
@@ -325,6 +323,13 @@ class WeightStore(FileVerbs):
     def restore_extra(self, ref: str, *, device: str | torch.device | None = None) -> Any:
         """What was saved as ``extra=`` (a framework's checkpoint parts), tensors on
         ``device``; :class:`InvalidInput` if the snapshot holds none."""
+        from weightstore.training import (
+            skeleton_names,
+            training_entries,
+            training_record,
+            unflatten_checkpoint,
+        )
+
         snap = self.show(ref)
         record = training_record(snap)
         if "extra" not in record:
@@ -341,6 +346,8 @@ class WeightStore(FileVerbs):
         device: str | torch.device | None = None,
     ) -> dict[str, torch.Tensor]:
         """New tensors of ``entries`` (of one snapshot) on ``device`` (the CPU), by name."""
+        import torch
+
         chains = self.reader.chains({e.digest for e in entries})
         dev = torch.device("cpu" if device is None else device)
         return {e.name: self.reader.tensor(e, chains[e.digest], dev, check) for e in entries}
@@ -443,7 +450,7 @@ class WeightStore(FileVerbs):
         )
         return dataclasses.replace(result, problems=altered + result.problems)
 
-    def repair(self, sources: Iterable[Weights | str | os.PathLike[str]]) -> dict[str, str]:
+    def repair(self, sources: Iterable[Savable | str | os.PathLike[str]]) -> dict[str, str]:
         """Rewrite damaged objects (found by :meth:`verify`) from weights the caller still has:
         modules, state dicts, or weights files. Returns, per damaged object found in the
         sources, "repaired" or why not; damaged objects absent from every source are left."""
@@ -452,10 +459,11 @@ class WeightStore(FileVerbs):
         for source in sources:
             if not damaged:
                 break
+            state: Mapping[str, object]
             if isinstance(source, str | os.PathLike):
                 state = read_weights(source)
             else:
-                state = state_dict_of(source)
+                state = state_of(source)
             done = self.writer.repair(state, damaged)
             outcome.update(done)
             damaged -= {d for d, result in done.items() if result == "repaired"}

@@ -12,22 +12,22 @@ from weightstore.errors import Conflict, InvalidInput, RefNotFound
 from weightstore.exchange import commit_manifest
 from weightstore.folders import FOLDER_KEY, check_folder
 from weightstore.inputs import check_message, check_metadata, check_new_task, check_step, check_tags
-from weightstore.ports import Progress, Weights
+from weightstore.ports import Progress
 from weightstore.refs import Ref
-from weightstore.saving import BackgroundSaver, SaveFuture
 from weightstore.settings import StoreSettings
-from weightstore.tensors import state_dict_of
-from weightstore.training import Stateful, capture_training
+from weightstore.sources import Savable, state_of
 from weightstore.types import RESERVED_PREFIX, TRAINING_KEY, Snapshot
 
 if TYPE_CHECKING:
     from weightstore.index import Index
     from weightstore.objects import ObjectBackend
+    from weightstore.saving import BackgroundSaver, SaveFuture
+    from weightstore.training import Stateful
     from weightstore.writer import SnapshotWriter
 
 
 def _with_training(
-    weights: Weights,
+    weights: Savable,
     metadata: Mapping[str, Any] | None,
     optimizer: Stateful | None,
     scheduler: Stateful | None,
@@ -40,7 +40,7 @@ def _with_training(
     for key in (FOLDER_KEY, TRAINING_KEY):
         if key in meta:
             raise InvalidInput(f"metadata key {key!r} is reserved for weightstore's own record")
-    state = state_dict_of(weights)
+    state = state_of(weights)
     reserved = next(
         (n for n in state if isinstance(n, str) and n.startswith(RESERVED_PREFIX)), None
     )
@@ -49,9 +49,11 @@ def _with_training(
             f"tensor name {reserved!r}: names starting {RESERVED_PREFIX!r} are reserved for "
             "weightstore's own entries (folder files, training state)"
         )
-    found, record = capture_training(optimizer, scheduler, rng, extra)
-    if not record:
+    if optimizer is None and scheduler is None and not rng and extra is None:
         return state, meta
+    from weightstore.training import capture_training  # torch's objects: torch is loaded
+
+    found, record = capture_training(optimizer, scheduler, rng, extra)
     meta[TRAINING_KEY] = record
     return {**state, **found}, meta
 
@@ -80,7 +82,7 @@ class SavingVerbs:
     def save(
         self,
         task: str,
-        weights: Weights,
+        weights: Savable,
         *,
         step: int | None = None,
         tags: Iterable[str] = (),
@@ -109,7 +111,7 @@ class SavingVerbs:
     def save_async(
         self,
         task: str,
-        weights: Weights,
+        weights: Savable,
         *,
         step: int | None = None,
         tags: Iterable[str] = (),
@@ -145,6 +147,8 @@ class SavingVerbs:
     def _background(self) -> BackgroundSaver:
         with self._saver_lock:
             if self._saver is None:
+                from weightstore.saving import BackgroundSaver  # torch: the caller's tensors
+
                 self._saver = BackgroundSaver(
                     self.settings.max_pending_saves, self.settings.max_pending_bytes
                 )
@@ -153,7 +157,7 @@ class SavingVerbs:
     def _save(
         self,
         task: str,
-        weights: Weights,
+        weights: Savable,
         step: int | None,
         tags: Iterable[str],
         metadata: Mapping[str, Any] | None,
@@ -167,7 +171,7 @@ class SavingVerbs:
         step = check_step(step)
         meta, meta_json = check_metadata(metadata)
         check_message(message)
-        state = state_dict_of(weights)
+        state = state_of(weights)
         if not state:
             raise InvalidInput("nothing to save: the state dict is empty")
         existing = None

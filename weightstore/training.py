@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from weightstore.errors import InvalidInput
 from weightstore.types import (
@@ -34,6 +33,9 @@ from weightstore.types import (
     Snapshot,
     TensorEntry,
 )
+
+if TYPE_CHECKING:  # training state is torch's: imported where it is captured or loaded
+    import torch
 
 
 class Stateful(Protocol):
@@ -52,7 +54,13 @@ def _json(value: object, what: str) -> Any:
 
 
 def _plain(value: object) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+    torch = sys.modules.get("torch")  # not loaded: no tensor to convert
+    if (
+        torch is not None
+        and isinstance(value, torch.Tensor)
+        and value.numel() == 1
+        and not value.is_floating_point()
+    ):
         return value.item()
     if isinstance(value, (set, frozenset)):
         return sorted(value)
@@ -74,6 +82,8 @@ def capture_training(
         found, record["extra"] = flatten_checkpoint(extra)
         tensors.update(found)
     if optimizer is not None:
+        import torch
+
         sd = optimizer.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
         for pid, values in sd.get("state", {}).items():
@@ -107,6 +117,8 @@ def _pid_json(pid: object) -> Any:
 
 
 def _capture_rng(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    import torch
+
     tensors[RNG_PREFIX + "torch"] = torch.get_rng_state()
     out: dict[str, Any] = {"python": _json(random.getstate(), "random's state")}
     if torch.cuda.is_available():
@@ -184,6 +196,8 @@ def _optimizer_state(record: dict[str, Any], tensors: Mapping[str, torch.Tensor]
 
 
 def _load_rng(record: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    import torch
+
     torch.set_rng_state(tensors[RNG_PREFIX + "torch"])
     version, internal, gauss = record["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -208,6 +222,8 @@ def flatten_checkpoint(obj: object) -> tuple[dict[str, torch.Tensor], Any]:
     ``::train/checkpoint/<n>`` (in traversal order, so the same structure gives the same names
     and deltas line up) and a JSON skeleton that :func:`unflatten_checkpoint` reverses; other
     objects are :class:`InvalidInput` naming where they are."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(value: object, where: str) -> Any:

@@ -17,12 +17,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import torch
 
 from weightstore import manifests
 from weightstore.codec import Codec, Encoded, digest
 from weightstore.codec.format import DELTAS, header_length, read_header
 from weightstore.codec.layout import U8
+from weightstore.dtypes import dtype_info
 from weightstore.errors import (
     CorruptObject,
     InputChanged,
@@ -36,7 +36,7 @@ from weightstore.objects import ObjectBackend
 from weightstore.ports import Progress, RunAll
 from weightstore.read import ObjectReader
 from weightstore.settings import StoreSettings
-from weightstore.tensors import check_tensor, dtype_info, tensor_bytes
+from weightstore.sources import RawTensor, source_parts
 from weightstore.types import ObjectRecord, Snapshot, TensorEntry
 
 # New objects are recorded and written in batches of this many bytes (raw + encoded) or objects.
@@ -107,9 +107,10 @@ def _interrupt_after_commit(index: Index, snapshot_id: str) -> Iterator[None]:
         raise InterruptedAfterCommit(snapshot_id) from None
 
 
-def stable_copy(entry: TensorEntry, t: torch.Tensor) -> U8:
+def stable_copy(entry: TensorEntry, t: object) -> U8:
     """A private copy of ``t``'s bytes that still hashes to ``entry.digest``."""
-    raw = np.array(tensor_bytes(t), dtype=np.uint8, copy=True)
+    data = source_parts(entry.name, t)[2]
+    raw = data if isinstance(t, RawTensor) and t.owned else np.array(data, copy=True)
     if raw.size != entry.nbytes or digest(memoryview(raw)) != entry.digest:  # type: ignore[arg-type]
         raise InputChanged(
             f"tensor {entry.name!r} changed while it was being saved (its bytes no longer "
@@ -140,24 +141,23 @@ class SnapshotWriter:
 
     # ------------------------------------------------------------------------------- saving
 
-    def hash_all(self, state: Mapping[str, torch.Tensor]) -> list[TensorEntry]:
+    def hash_all(self, state: Mapping[str, object]) -> list[TensorEntry]:
         """One entry per tensor, in order: name, dtype, shape, digest of its bytes, size."""
         names = list(state.keys())
         entries: list[TensorEntry] = [None] * len(names)  # type: ignore[list-item]
 
         def hash_one(i: int) -> None:
             name = names[i]
-            t = check_tensor(name, state[name])
-            raw = tensor_bytes(t)
+            dtype, shape, raw = source_parts(name, state[name])
             d = digest(memoryview(raw))  # type: ignore[arg-type]
-            entries[i] = TensorEntry(name, dtype_info(t.dtype).name, tuple(t.shape), d, raw.size)
+            entries[i] = TensorEntry(name, dtype, shape, d, raw.size)
 
         self._run_all(hash_one, range(len(names)))
         return entries
 
     def store(
         self,
-        state: Mapping[str, torch.Tensor],
+        state: Mapping[str, object],
         entries: list[TensorEntry],
         base_of: Mapping[str, TensorEntry],
         progress: Progress | None,
@@ -425,7 +425,7 @@ class SnapshotWriter:
 
     # ------------------------------------------------------------------------------- repair
 
-    def repair(self, state: Mapping[str, torch.Tensor], damaged: set[str]) -> dict[str, str]:
+    def repair(self, state: Mapping[str, object], damaged: set[str]) -> dict[str, str]:
         """Rewrite the ``damaged`` objects whose content ``state`` holds, each as its index row
         says (so the chains through it stay valid), and check each rewrite by decoding it.
 

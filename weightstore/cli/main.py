@@ -6,6 +6,7 @@ Commands hold no storage logic: they parse arguments, call the facade, and rende
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated
@@ -98,6 +99,9 @@ app.command("demo")(demo_command)
 
 def main() -> None:
     """Console-script entry point."""
+    # numpy's OpenBLAS starts a thread per core when numpy is imported, a tenth of a CPU-second
+    # per command; weightstore's numpy work is elementwise and never calls BLAS.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         app(prog_name="weightstore")
     except KeyboardInterrupt:  # outside a command, e.g. while closing the store

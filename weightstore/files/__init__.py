@@ -2,12 +2,8 @@
 safetensors header layout, and writing to safe destinations."""
 
 from weightstore.files.layout import safetensors_head
-from weightstore.files.reading import (
-    SHARD_INDEX,
-    SafetensorsWeights,
-    read_weights,
-    safetensors_metadata,
-)
+from weightstore.files.reading import SHARD_INDEX, read_weights, safetensors_metadata
+from weightstore.files.safetensors_in import SafetensorsWeights
 from weightstore.files.writing import (
     open_destination,
     store_paths,

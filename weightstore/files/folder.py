@@ -18,17 +18,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from weightstore.errors import CorruptFile, InputChanged, InvalidInput, NotFound
 from weightstore.files.reading import (
     SHARD_INDEX,
-    SafetensorsWeights,
     read_weights,
     regular_file_size,
     safetensors_names,
 )
+from weightstore.files.safetensors_in import SafetensorsWeights
 from weightstore.folders import MAX_FILES, FolderFile, check_file_path
+from weightstore.sources import RawTensor, Source
 from weightstore.types import FILE_PREFIX, RESERVED_PREFIX
 
 SKIPPED_FOLDERS = frozenset({".git", ".cache"})
@@ -43,7 +44,7 @@ class FolderInput:
     tensors read lazily, file bytes and headers as ``uint8`` tensors)."""
 
     files: tuple[FolderFile, ...]
-    state: Mapping[str, torch.Tensor]
+    state: Mapping[str, Source]
     stats: Mapping[Path, tuple[int, int, int]]  # (inode, size, mtime_ns) of each file read
 
     def check_unchanged(self) -> None:
@@ -135,7 +136,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _FolderState(Mapping[str, torch.Tensor]):
+class _FolderState(Mapping[str, Source]):
     """Weights read lazily from their files; file bytes and headers held in memory."""
 
     def __init__(self, weights: SafetensorsWeights, blobs: Mapping[str, bytes]) -> None:
@@ -143,15 +144,12 @@ class _FolderState(Mapping[str, torch.Tensor]):
         self._blobs = blobs
         self._names = list(weights) + list(blobs)
 
-    def __getitem__(self, name: str) -> torch.Tensor:
+    def __getitem__(self, name: str) -> Source:
         blob = self._blobs.get(name)
         if blob is None:
             return self._weights[name]
-        return (
-            torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-            if blob
-            else torch.empty(0, dtype=torch.uint8)
-        )
+        data = np.frombuffer(blob, dtype=np.uint8)
+        return RawTensor("uint8", (data.size,), data)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -7,7 +7,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from weightstore.tensors import dtype_info
+from weightstore.dtypes import dtype_info
 
 
 def safetensors_head(

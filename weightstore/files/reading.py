@@ -1,7 +1,8 @@
 """Weights files in: safetensors (single or sharded, as Hugging Face writes them) and torch
 state-dict files (read with ``weights_only=True``: arbitrary pickles are never run).
 
-Reading is lazy: one tensor at a time from a memory map.
+Safetensors files are read lazily, one tensor at a time, without torch
+(:mod:`weightstore.files.safetensors_in`); torch checkpoints need torch to be unpickled.
 """
 
 from __future__ import annotations
@@ -11,63 +12,25 @@ import os
 import pickle
 import stat
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError, safe_open
+from typing import TYPE_CHECKING
 
 from weightstore.errors import CorruptFile, InvalidInput, NotFound
+from weightstore.files.safetensors_in import SafetensorsWeights, read_header
 from weightstore.inputs import load_json_object
-from weightstore.tensors import check_tensor
+from weightstore.sources import Source
+
+if TYPE_CHECKING:
+    import torch
 
 SHARD_INDEX = "model.safetensors.index.json"
 
 
-class SafetensorsWeights(Mapping[str, torch.Tensor]):
-    """A lazy, read-only mapping over one or more safetensors files."""
-
-    def __init__(self, files: Mapping[str, Path]) -> None:
-        self._where = dict(files)  # tensor name -> file holding it
-        self._handles: dict[Path, Any] = {}
-
-    def _open(self, path: Path) -> Any:
-        handle = self._handles.get(path)
-        if handle is None:
-            try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-            except (SafetensorError, OSError, ValueError) as e:
-                raise CorruptFile(f"{path}: not a readable safetensors file ({e})") from e
-            self._handles[path] = handle
-        return handle
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        path = self._where[name]
-        try:
-            return self._open(path).get_tensor(name)  # type: ignore[no-any-return]
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CorruptFile(f"{path}: tensor {name!r} cannot be read ({e})") from e
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-
 def safetensors_names(path: Path) -> list[str]:
-    """Tensor names of one safetensors file in file order (safe_open lists them sorted),
-    checking that the whole file is there."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            names = set(f.keys())
-        with path.open("rb") as raw:
-            (size,) = struct.unpack("<Q", raw.read(8))
-            header = load_json_object(raw.read(size), f"{path}: header", CorruptFile)
-    except (SafetensorError, OSError, ValueError, struct.error) as e:
-        raise CorruptFile(f"{path}: not a readable safetensors file ({e})") from e
-    return sorted(names, key=lambda n: (header[n]["data_offsets"][0], n))
+    """Tensor names of one safetensors file in file order, checking that the whole file is
+    there."""
+    return list(read_header(path).tensors)
 
 
 def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
@@ -104,6 +67,8 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
 
 def _torch_load(path: Path) -> object:
     """``torch.load`` with ``weights_only``, every failure mapped to a typed error."""
+    import torch
+
     try:
         try:
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
@@ -142,6 +107,8 @@ def _state_dict_of(path: Path, obj: object, key: str | None) -> Mapping[object, 
         if not isinstance(obj, Mapping):
             raise InvalidInput(f"{path}: {key!r} holds a {type(obj).__name__}, not a state_dict")
         return obj
+    import torch
+
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
     for nested in NESTED_KEYS:
@@ -160,6 +127,8 @@ def _keys(obj: object) -> str:
 
 
 def _read_torch(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    from weightstore.tensors import check_tensor
+
     state = _state_dict_of(path, _torch_load(path), key)
     out: dict[str, torch.Tensor] = {}
     origin: dict[str, object] = {}
@@ -188,16 +157,12 @@ def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     if not p.is_file() or p.suffix != ".safetensors":
         return {}
     try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError):
+        return read_header(p).metadata
+    except (CorruptFile, InvalidInput):
         return {}  # read_weights reports a damaged file
-    return {str(k): str(v) for k, v in meta.items()}
 
 
-def read_weights(
-    path: str | os.PathLike[str], *, key: str | None = None
-) -> Mapping[str, torch.Tensor]:
+def read_weights(path: str | os.PathLike[str], *, key: str | None = None) -> Mapping[str, Source]:
     """Open a weights file or folder; tensors are read lazily where the format allows.
 
     Torch checkpoints may nest the weights (``{"state_dict": ..., "epoch": 3}``): the usual

@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
+from weightstore.dtypes import dtype_info
 from weightstore.errors import InvalidInput
 from weightstore.loader.core import TaskLoader
 from weightstore.store import WeightStore
-from weightstore.tensors import dtype_info
 from weightstore.transfer import host_copy
 from weightstore.types import Snapshot
 

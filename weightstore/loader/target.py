@@ -16,10 +16,12 @@ def target_tensors(weights: Weights) -> dict[str, torch.Tensor]:
     if isinstance(weights, torch.nn.Module):
         return dict(weights.state_dict(keep_vars=False))
     if isinstance(weights, Mapping):
+        out: dict[str, torch.Tensor] = {}
         for name, t in weights.items():
             if not isinstance(t, torch.Tensor):
                 raise InvalidInput(f"target {name!r} is a {type(t).__name__}, not a tensor")
-        return dict(weights)
+            out[name] = t
+        return out
     raise InvalidInput(
         f"the target must be an nn.Module or a mapping of name to tensor, not "
         f"{type(weights).__name__}"

@@ -9,14 +9,16 @@ straight into its target, and such a failure says the target was partly overwrit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from weightstore.errors import CorruptObject, ObjectNotFound
 from weightstore.ports import Progress, RunAll
 from weightstore.read.reader import ObjectReader
 from weightstore.read.targets import Pair
 from weightstore.types import ObjectRecord, Snapshot, TensorEntry
+
+if TYPE_CHECKING:
+    import torch
 
 Chains = Mapping[str, list[ObjectRecord]]
 
@@ -53,6 +55,8 @@ def fill_targets(
     progress: Progress | None = None,
 ) -> None:
     """Decode each pair's object into its target (checked by :func:`check_targets`)."""
+    import torch  # the targets are torch tensors: it is loaded
+
     needed = {r.digest for entry, _ in pairs for r in chains[entry.digest]}
     absent = sorted(needed - reader.source.present(needed))
     if absent:

@@ -11,17 +11,21 @@ checked always. Internal reads that feed new objects (delta bases) are always ve
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
+from weightstore.dtypes import dtype_info
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.ports import ChainSource
-from weightstore.tensors import byte_view, dtype_info, empty_tensor
-from weightstore.transfer import Transfer
 from weightstore.types import ObjectRecord, TensorEntry
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: byte-level reads never need it
+    import torch
+
+    from weightstore.transfer import Transfer
 
 
 class ObjectReader:
@@ -31,7 +35,18 @@ class ObjectReader:
         self.source = source
         self.codec = codec
         self.verify = verify  # the store's rule for bytes handed out
-        self.transfer = Transfer()  # pinned staging buffers and CUDA streams, per thread
+        self._transfer: Transfer | None = None
+        self._transfer_lock = threading.Lock()
+
+    @property
+    def transfer(self) -> Transfer:
+        """Pinned staging buffers and CUDA streams, per thread (made on first use)."""
+        with self._transfer_lock:
+            if self._transfer is None:
+                from weightstore.transfer import Transfer
+
+                self._transfer = Transfer()
+            return self._transfer
 
     def chains(self, digests: Collection[str]) -> dict[str, list[ObjectRecord]]:
         """Every digest's delta chain (itself first, root last), resolved for all at once."""
@@ -108,6 +123,10 @@ class ObjectReader:
         A contiguous CPU target takes the bytes directly. For a GPU the bytes are decoded into
         this thread's pinned staging buffer and copied on its own stream (``Transfer.upload``).
         """
+        import torch
+
+        from weightstore.tensors import byte_view, empty_tensor
+
         if dev.type != "cuda":
             if into is not None and into.device.type == "cpu" and into.is_contiguous():
                 self.read(entry, chain, verify, byte_view(into))

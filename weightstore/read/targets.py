@@ -11,17 +11,20 @@ slot, written once, and must receive the same bytes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
-import torch
-
+from weightstore.dtypes import dtype_info
 from weightstore.errors import IncompatibleTensor, UnsupportedDtype
-from weightstore.tensors import dtype_info
 from weightstore.types import Snapshot, TensorEntry
 
-Pair = tuple[TensorEntry, torch.Tensor]
-MemoryKey = tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype]
+if TYPE_CHECKING:  # a target is a torch tensor, so torch is loaded when one is checked
+    import torch
+
+Pair = tuple[TensorEntry, "torch.Tensor"]
+MemoryKey = tuple[int, int, tuple[int, ...], tuple[int, ...], "torch.dtype"]
 _SHOWN = 10  # problems listed in one message
 
 
@@ -92,8 +95,7 @@ def check_targets(
         if why:
             problems.append(f"{name!r} {why}")
         else:
-            assert isinstance(t, torch.Tensor)
-            pairs.append((stored[name], t))
+            pairs.append((stored[name], cast("torch.Tensor", t)))  # _unwritable checked it
     problems += _shared_memory(pairs)
     _raise(snap, problems)
     return pairs
@@ -144,7 +146,8 @@ def _shared_memory(pairs: list[Pair]) -> list[str]:
 
 
 def _unwritable(entry: TensorEntry, t: object, device: torch.device | None) -> str | None:
-    if not isinstance(t, torch.Tensor):
+    torch = sys.modules.get("torch")  # no torch loaded: no tensor
+    if torch is None or not isinstance(t, torch.Tensor):
         return f"is a {type(t).__name__}, not a tensor"
     if t.is_meta:
         return "is on the meta device and holds no memory: materialise the model first"

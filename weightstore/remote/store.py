@@ -23,13 +23,13 @@ from urllib.parse import quote
 
 import httpx
 import torch
-from safetensors.torch import save_file
 
 from weightstore import errors
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
 from weightstore.errors import InvalidInput, WeightstoreError
 from weightstore.exchange import check_digest
+from weightstore.files import write_safetensors
 from weightstore.forms import diff_from_json, snapshot_from_json, snapshot_json
 from weightstore.inputs import check_new_task, check_tags
 from weightstore.manifests import check_snapshot_id
@@ -41,6 +41,7 @@ from weightstore.read.layout import TensorBytes, export_snapshot
 from weightstore.refs import check_name, parse_ref
 from weightstore.remote.chains import RemoteChains
 from weightstore.settings import StoreSettings
+from weightstore.sources import source_parts, state_of
 from weightstore.store import WeightStore
 from weightstore.types import Diff, Snapshot, TensorEntry
 
@@ -266,13 +267,15 @@ class RemoteStore:
         """Upload ``weights`` as a safetensors file (the server encodes it; ``push`` from a
         local store sends only the deltas instead)."""
         task = check_new_task(task)
-        state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+        state = state_of(weights)
+        parts = [(name, *source_parts(name, value)) for name, value in state.items()]
+        entries = [(name, dtype, shape, data.size) for name, dtype, shape, data in parts]
         params: dict[str, Any] = {"tag": check_tags(tags), "message": message}
         if step is not None:
             params["step"] = step
         with tempfile.TemporaryDirectory(prefix="weightstore-upload-") as tmp:
             path = Path(tmp) / "weights.safetensors"
-            save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
+            write_safetensors(path, entries, lambda i: memoryview(parts[i][3]))  # type: ignore[arg-type]
             with path.open("rb") as f:
                 route = _path("tasks", task, "snapshots")
                 body = self._json("PUT", route, params=params, content=f)

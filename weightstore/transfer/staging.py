@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from weightstore.codec.layout import U8
-from weightstore.tensors import byte_view, dtype_info, empty_tensor
+from weightstore.dtypes import dtype_info
+from weightstore.tensors import byte_view, empty_tensor
 
 
 def host_empty(dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
