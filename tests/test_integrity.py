@@ -125,6 +125,33 @@ def test_cli_export_of_a_damaged_snapshot_exits_5(tmp_path: Path) -> None:
     assert done.returncode == 5, done.stderr
     assert "error:" in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()
+    # It says where the damage is and what to do, not just a digest (issue 16, item 5).
+    name = snap.tensors[0].name
+    assert f"snapshot {snap.short_id} (t@1)" in done.stderr
+    assert f"tensor {name!r}" in done.stderr
+    assert "weightstore verify --repair FILE" in done.stderr
+
+
+def test_corruption_names_the_snapshot_tensor_and_the_others_sharing_it(
+    store: WeightStore, tmp_path: Path
+) -> None:
+    sd = weights()
+    first = store.save("t", sd, step=1)
+    other = store.save("u", {"w": sd["w"], "x": torch.zeros(3)}, step=7)
+    entry = next(t for t in first.tensors if t.name == "w")
+    flip(object_path(store, entry.digest), 0.9)
+    for read in (
+        lambda: store.restore("t@1"),
+        lambda: store.restore("t@1", into={k: v.clone() for k, v in sd.items()}),
+        lambda: store.export("t@1", tmp_path / "out.safetensors"),
+    ):
+        with pytest.raises(CorruptObject) as caught:
+            read()
+        message = str(caught.value)
+        assert f"snapshot {first.short_id} (t@1) is damaged: tensor 'w'" in message
+        assert f"1 other snapshot(s): u@7 ({other.short_id})" in message
+        assert "`weightstore verify`" in message
+        assert caught.value.tensor == "w" and caught.value.digest == entry.digest
 
 
 # ---------------------------------------------------------------------- 2. one immutable copy

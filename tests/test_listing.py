@@ -249,3 +249,109 @@ def test_help_is_tidy(tmp_path: Path) -> None:
     # A paragraph wrapped in the docstring shows as one line on a wide terminal.
     save = runner.invoke(app, ["save", "--help"], env={"COLUMNS": "200"}).stdout
     assert "tensors that changed since the parent snapshot are stored" in save
+
+
+LONG = "model.encoder.layer.{}.attention.self.query_key_value_projection.weight"
+
+
+@pytest.fixture
+def long_store(tmp_path: Path) -> Path:
+    from safetensors.torch import save_file
+    from torch import randn, zeros
+
+    sd = {LONG.format(i): randn(4, 4) for i in range(3)}
+    store = tmp_path / "store"
+    cli(store, "init")
+    save_file(sd, str(tmp_path / "a.safetensors"))
+    cli(store, "save", "sentiment-classifier-v2", str(tmp_path / "a.safetensors"), "--step", "1")
+    sd[LONG.format(0)] = randn(4, 4)
+    sd["new.x"] = zeros(2)
+    save_file(sd, str(tmp_path / "b.safetensors"))
+    cli(store, "save", "sentiment-classifier-v2", str(tmp_path / "b.safetensors"), "--step", "2")
+    return store
+
+
+def unfolded(text: str) -> str:
+    """The table's first column with its folded lines joined back."""
+    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2]
+    return "".join(cells)
+
+
+def test_show_and_diff_at_80_columns_drop_the_digest_and_fold_names_at_dots(
+    long_store: Path,
+) -> None:
+    show = cli(long_store, "show", "sentiment-classifier-v2@1", columns=80)
+    assert max(len(line) for line in show.splitlines()) <= 80
+    tensors = show.split("tensors (3)")[1]
+    for header in ("name", "dtype", "shape", "size"):
+        assert header in tensors
+    assert "not shown at 80 columns: digest" in tensors
+    for i in range(3):
+        assert LONG.format(i) in unfolded(tensors)
+    # Folded after a separator, never inside a word.
+    lines = [line.split("│")[1].strip() for line in tensors.splitlines() if line.count("│") > 2]
+    assert all(line.endswith((".", "_", "/", "-")) or line.endswith("weight") for line in lines)
+    diff = cli(
+        long_store, "diff", "sentiment-classifier-v2@1", "sentiment-classifier-v2@2", columns=80
+    )
+    assert max(len(line) for line in diff.splitlines()) <= 80
+    assert "values changed" in diff and "added" in diff and "float32" in diff
+    assert "…" not in diff
+
+
+def test_report_swap_at_80_columns_keeps_refs_whole_and_explains_its_rows(
+    long_store: Path,
+) -> None:
+    a, b = "sentiment-classifier-v2@1", "sentiment-classifier-v2@2"
+    result = CliRunner().invoke(
+        app,
+        ["--store", str(long_store), "report", "swap", a, b, "-n", "1"],
+        env={"COLUMNS": "80"},
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "…" not in out
+    assert "store cold: the first swap" in out and "store warm:" in out
+    assert "load_file + clone (baseline)" in out and "raw copy (baseline)" in out
+    joined = out.replace("\n", "")
+    assert a in joined and b in joined
+    # Progress while it measures: one line per phase on stderr when it is not a terminal.
+    assert "measuring swaps (1/7): store, cold and warm: " + a in result.stderr
+    assert "measuring swaps (7/7)" in result.stderr
+
+
+def test_piped_tables_take_the_terminal_width_that_stderr_still_shows(long_store: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 90, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "weightstore.cli.main",
+                "--store",
+                str(long_store),
+                "show",
+                "sentiment-classifier-v2@1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    widths = [len(line) for line in done.stdout.decode().splitlines()]
+    assert max(widths) <= 90 and max(widths) > 60  # the terminal's 90, not 160 nor 80

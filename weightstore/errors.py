@@ -106,10 +106,13 @@ class StoreMismatch(Conflict):
 
 
 class CorruptObject(WeightstoreError, IOError):
-    """A stored object whose header, frames or digest do not check out."""
+    """A stored object whose header, frames or digest do not check out. ``tensor`` and
+    ``digest``: the tensor being read when it was found, and its object (set by the reader)."""
 
     exit_code = 5
     http_status = 500
+    tensor: str | None = None
+    digest: str | None = None
 
 
 class ManifestMismatch(CorruptObject):

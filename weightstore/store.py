@@ -11,8 +11,9 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -21,8 +22,10 @@ from weightstore import location
 from weightstore.codec import Codec
 from weightstore.codec.layout import U8
 from weightstore.errors import (
+    CorruptObject,
     InvalidInput,
     StorageError,
+    WeightstoreError,
 )
 from weightstore.exchange import missing_objects, object_blob, receive_object
 from weightstore.files import read_weights
@@ -64,6 +67,10 @@ if TYPE_CHECKING:  # torch is imported by the verbs that make tensors, not by op
     from weightstore.training import Stateful
 from weightstore.usage import compute_stats
 from weightstore.writer import SnapshotWriter
+
+
+def _where(snap: Snapshot) -> str:
+    return f"{snap.task}@{snap.step}" if snap.step is not None else snap.task
 
 
 class WeightStore(FileVerbs):
@@ -199,6 +206,42 @@ class WeightStore(FileVerbs):
     def show(self, ref: str) -> Snapshot:
         return self.index.get_snapshot(self.resolve(ref))
 
+    @contextmanager
+    def naming_damage(self, snap: Snapshot) -> Iterator[None]:
+        """Corruption met while ``snap`` is read says which snapshot, tensor and other
+        snapshots it touches, and what to do about it (not just a digest)."""
+        try:
+            yield
+        except CorruptObject as e:
+            if e.digest is None:
+                raise
+            try:
+                users = self.index.snapshots_for_digests([e.digest]).get(e.digest, [])
+            except WeightstoreError:
+                users = []
+            others = [self._label(u) for u in users if u != snap.id]
+            shared = (
+                f"; the same bytes are in {len(others)} other snapshot(s): {', '.join(others[:5])}"
+                f"{', ...' if len(others) > 5 else ''}"
+                if others
+                else ""
+            )
+            found = CorruptObject(
+                f"snapshot {snap.short_id} ({_where(snap)}) is damaged: {e}{shared}. Run "
+                "`weightstore verify` to list every damaged object, then `weightstore verify "
+                "--repair FILE` "
+                "with a weights file that holds this tensor (or pull the snapshot again from a "
+                "remote that has it)"
+            )
+            found.tensor, found.digest = e.tensor, e.digest
+            raise found from e
+
+    def _label(self, snapshot_id: str) -> str:
+        try:
+            return f"{_where(self.index.get_snapshot(snapshot_id))} ({snapshot_id[:12]})"
+        except WeightstoreError:
+            return snapshot_id[:12]
+
     def snapshot(self, snapshot_id: str) -> Snapshot:
         """The snapshot with this full id (no ref to parse: what a resolved ref names)."""
         return self.index.get_snapshot(snapshot_id)
@@ -300,22 +343,24 @@ class WeightStore(FileVerbs):
         chains = self.reader.chains({t.digest for t in snap.weights})
         if into is None:
             dev = torch.device("cpu" if device is None else device)
-            out = fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
+            with self.naming_damage(snap):
+                out = fill_new(self.reader, snap, chains, dev, check, self._run_all, progress)
             if training:
                 load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
             return out
         asked = None if device is None else torch.device(device)
         pairs = check_targets(snap, state_of(into), strict, asked)
-        fill_targets(
-            self.reader,
-            snap,
-            pairs,
-            chains,
-            check,
-            self._run_all,
-            self.settings.restore_staging_bytes,
-            progress,
-        )
+        with self.naming_damage(snap):
+            fill_targets(
+                self.reader,
+                snap,
+                pairs,
+                chains,
+                check,
+                self._run_all,
+                self.settings.restore_staging_bytes,
+                progress,
+            )
         if training:
             load_training(snap, partial(self._decode, check=check), optimizer, scheduler, rng)
         return {entry.name: t for entry, t in pairs}
@@ -336,7 +381,8 @@ class WeightStore(FileVerbs):
             raise InvalidInput(f"snapshot {snap.short_id} holds no extra state")
         names = skeleton_names(record["extra"])
         entries = [t for t in training_entries(snap) if t.name in names]
-        tensors = self._decode(entries, self.settings.verify_reads, device)
+        with self.naming_damage(snap):
+            tensors = self._decode(entries, self.settings.verify_reads, device)
         return unflatten_checkpoint(record["extra"], tensors)
 
     def _decode(

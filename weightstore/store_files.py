@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ class FileVerbs(SavingVerbs):
         def tensor_reader(
             self, entries: Collection[TensorEntry], verify: bool | None = None
         ) -> TensorBytes: ...
+
+        def naming_damage(self, snap: Snapshot) -> AbstractContextManager[None]: ...
 
     def import_folder(
         self,
@@ -75,7 +78,8 @@ class FileVerbs(SavingVerbs):
         folder, the folder as it was saved (``path`` then names a new or empty folder)."""
         snap = self.show(ref)
         own = self._own_paths()
-        export_snapshot(snap, path, self.tensor_reader, progress, own, overwrite)
+        with self.naming_damage(snap):
+            export_snapshot(snap, path, self.tensor_reader, progress, own, overwrite)
         return snap
 
     def _own_paths(self) -> list[Path]:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # imported when a command opens the store: it brings torch an
 EXIT_INTERRUPTED = 130
 
 
-# Piped output (logs, CI, `| less`) gets wide tables instead of rich's 80-column default.
+# Output piped away from any terminal (logs, CI) gets wide tables instead of rich's 80-column
+# default.
 _PIPE_WIDTH = 160
 
 
@@ -37,8 +38,20 @@ _PIPE_WIDTH = 160
 def stdout() -> Console:
     console = Console(highlight=False, markup=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(highlight=False, markup=False, width=_PIPE_WIDTH)
+        console = Console(highlight=False, markup=False, width=_piped_width())
     return console
+
+
+def _piped_width() -> int:
+    """For ``| less`` or ``| grep`` in a terminal: that terminal's width (stderr still shows
+    it); with no terminal anywhere, a wide log line."""
+    for stream in (sys.stderr, sys.stdin):
+        try:
+            if stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return _PIPE_WIDTH
 
 
 def stderr() -> Console:

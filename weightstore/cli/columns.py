@@ -28,7 +28,9 @@ class Column:
 
     ``priority`` None: the column identifies a row and always stays. Otherwise lower numbers
     are kept first. ``shrink_to``: the column may be cut to this width with an ellipsis
-    (free text such as messages) instead of being dropped.
+    (free text such as messages) instead of being dropped. ``fold_to`` (identifying columns):
+    long values may fold onto more lines, down to this width, to make room for the
+    ``essential`` columns; other columns are shown only where nothing has to fold.
     """
 
     header: str
@@ -37,6 +39,8 @@ class Column:
     justify: Justify = "left"
     style: str | None = None
     shrink_to: int | None = None
+    fold_to: int | None = None
+    essential: bool = False
 
     def width(self) -> int:
         cells = (Text(c) if isinstance(c, str) else c for c in self.cells)
@@ -59,14 +63,23 @@ def fitted_table(
     """A table of the ``columns`` that fit in ``width`` characters, in their given order."""
     # An optional column with nothing in it (no message on any row) is left out unmentioned.
     columns = [c for c in columns if c.priority is None or any(str(x) for x in c.cells)]
-    used = _OUTER + sum(c.width() + _PER_COLUMN for c in columns if c.priority is None)
-    keep = {id(c) for c in columns if c.priority is None}
+    ids = [c for c in columns if c.priority is None]
+    used = _OUTER + sum(c.width() + _PER_COLUMN for c in ids)
+    folded = _OUTER + sum(min(c.width(), c.fold_to or c.width()) + _PER_COLUMN for c in ids)
+    keep = {id(c) for c in ids}
     for col in sorted((c for c in columns if c.priority is not None), key=_priority):
         cost = col.need() + _PER_COLUMN
-        if used + cost <= width:
+        if used + cost <= width or (col.essential and folded + cost <= width):
             keep.add(id(col))
             used += cost
+            folded += cost
     shown = [c for c in columns if id(c) in keep]
+    if used > width:  # identifying columns fold: break long values after a '.', '/' or '_'
+        room = (width - (used - sum(c.width() for c in ids))) // len(ids)
+        shown = [
+            _refold(c, max(c.fold_to, room)) if c.fold_to is not None and c in ids else c
+            for c in shown
+        ]
     hidden = [c.header for c in columns if id(c) not in keep]
     if hidden:
         note = f"not shown at {width} columns: {', '.join(hidden)} (a wider terminal or --json)"
@@ -79,7 +92,8 @@ def fitted_table(
             style=col.style,
             # Identifying text folds rather than being cut; free text is cut with an ellipsis.
             overflow="ellipsis" if col.shrink_to is not None else "fold",
-            no_wrap=col.shrink_to is not None,
+            # Only identifying columns fold: a dtype or a size split over lines reads wrong.
+            no_wrap=col.priority is not None,
             min_width=None if col.shrink_to is None else min(col.width(), col.shrink_to),
         )
     rows = max((len(c.cells) for c in columns), default=0)
@@ -90,6 +104,29 @@ def fitted_table(
             end_section=end_sections[i] if end_sections else False,
         )
     return table
+
+
+def _refold(col: Column, room: int) -> Column:
+    cells: list[str | Text] = []
+    for cell in col.cells:
+        text = Text(cell) if isinstance(cell, str) else cell
+        cells.append(_break(text, room) if text.cell_len > room else cell)
+    return Column(col.header, cells, col.priority, col.justify, col.style)
+
+
+def _break(text: Text, room: int) -> Text:
+    """``text`` with line breaks after separators so that no line is longer than ``room``
+    (a hard break where a stretch has no separator)."""
+    plain, lines, start = text.plain, [], 0
+    while len(plain) - start > room:
+        cut = plain.rfind(" ", start, start + room + 1)  # a space first, then a separator
+        if cut < start + room // 3:
+            cut = max(plain.rfind(sep, start, start + room) for sep in "./_-")
+        end = cut + 1 if cut >= start + room // 3 else start + room
+        lines.append(text[start:end])
+        start = end
+    lines.append(text[start:])
+    return Text("\n").join(lines)
 
 
 def _priority(col: Column) -> int:

@@ -1,4 +1,5 @@
-"""Byte progress bars on stderr, fed by the store's ``progress=`` callbacks.
+"""Progress on stderr: byte bars fed by the store's ``progress=`` callbacks, and step bars for
+long runs made of phases (``report swap``).
 
 The store calls the callback from its worker threads, so :class:`ByteProgress` serialises
 updates with its own lock. Bars are drawn only when stderr is a terminal; elsewhere (pipes,
@@ -15,9 +16,11 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -89,3 +92,45 @@ def estimate_bytes(path: Path) -> int | None:
         return path.stat().st_size
     except OSError:
         return None
+
+
+class StepProgress:
+    """``with StepProgress("measuring", total) as step: work(on_phase=step)``: a bar over
+    ``total`` phases named as they start; without a terminal, one line per phase on stderr
+    (so a log shows where a long run is)."""
+
+    def __init__(self, description: str, total: int, console: Console | None = None) -> None:
+        self._console = console or Console(stderr=True, highlight=False, markup=False)
+        self._description = description
+        self._total = total
+        self._done = 0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, what: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task, completed=self._done, description=f"{self._description}: {what}"
+            )
+        else:
+            line = f"{self._description} ({self._done + 1}/{self._total}): {what}"
+            self._console.print(line, soft_wrap=True)
+        self._done += 1
+
+    def __enter__(self) -> StepProgress:
+        if self._console.is_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._description, total=self._total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -78,11 +78,11 @@ def show(ctx: typer.Context, ref: RefArg, json_out: JsonFlag = False) -> None:
         out.print(metadata_table(metadata))
     files = folder_files(snap.metadata)
     if files:
-        out.print(file_table(files))
+        out.print(file_table(files, width=out.width))
     training = training_table(snap)
     if training is not None:
         out.print(training)
-    out.print(tensor_table(snap.weights))
+    out.print(tensor_table(snap.weights, width=out.width))
 
 
 def diff(
@@ -104,7 +104,7 @@ def diff(
         return
     out = stdout()
     if d.added or d.removed or d.changed:
-        out.print(diff_table(d))
+        out.print(diff_table(d, width=out.width))
     out.print(diff_summary(d))
 
 

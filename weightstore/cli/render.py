@@ -213,60 +213,56 @@ def metadata_table(meta: dict[str, Any]) -> Table:
     return table
 
 
-def tensor_table(tensors: Sequence[TensorEntry]) -> Table:
-    table = Table(title=f"tensors ({len(tensors)})", title_justify="left")
-    table.add_column("name", overflow="fold")
-    table.add_column("dtype")
-    table.add_column("shape")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("digest", style="dim", no_wrap=True)
-    for t in tensors:
-        table.add_row(
-            Text(t.name), t.dtype, shape_text(t.shape), human_bytes(t.nbytes), t.digest[:SHORT]
-        )
-    return table
+# Long tensor names and paths fold onto lines of at least this many characters to make room
+# for dtype, shape and size at 80 columns; digests are dropped before anything folds.
+_FOLD = 32
 
 
-def file_table(files: Sequence[FolderFile]) -> Table:
-    table = Table(title=f"files ({len(files)})", title_justify="left")
-    table.add_column("path", overflow="fold")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("sha256", style="dim", no_wrap=True)
-    table.add_column("kept as")
-    for f in files:
-        kept = "header + tensors" if f.rebuilt else "bytes"
-        table.add_row(Text(f.path), human_bytes(f.size), f.sha256[:SHORT], kept)
-    return table
+def tensor_table(tensors: Sequence[TensorEntry], *, width: int = 160) -> Table:
+    """Names stay whole (folded, never cut); the digest goes first when space runs out."""
+    cols = [
+        Column("name", [Text(t.name) for t in tensors], fold_to=_FOLD),
+        Column("dtype", [t.dtype for t in tensors], priority=1, essential=True),
+        Column("shape", [shape_text(t.shape) for t in tensors], priority=2, essential=True),
+        Column(
+            "size",
+            [human_bytes(t.nbytes) for t in tensors],
+            priority=0,
+            justify="right",
+            essential=True,
+        ),
+        Column("digest", [t.digest[:SHORT] for t in tensors], priority=3, style="dim"),
+    ]
+    return fitted_table(cols, width, title=f"tensors ({len(tensors)})")
 
 
-def diff_table(d: Diff) -> Table:
-    table = Table(
-        title=f"{d.a.short_id} ({ref_text(d.a)}) -> {d.b.short_id} ({ref_text(d.b)})",
-        title_justify="left",
-    )
-    table.add_column("", no_wrap=True)
-    table.add_column("name", overflow="fold")
-    table.add_column("dtype")
-    table.add_column("shape")
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("note")
+def file_table(files: Sequence[FolderFile], *, width: int = 160) -> Table:
+    cols = [
+        Column("path", [Text(f.path) for f in files], fold_to=_FOLD),
+        Column(
+            "size",
+            [human_bytes(f.size) for f in files],
+            priority=0,
+            justify="right",
+            essential=True,
+        ),
+        Column("sha256", [f.sha256[:SHORT] for f in files], priority=2, style="dim"),
+        Column(
+            "kept as", ["header + tensors" if f.rebuilt else "bytes" for f in files], priority=1
+        ),
+    ]
+    return fitted_table(cols, width, title=f"files ({len(files)})")
+
+
+def diff_table(d: Diff, *, width: int = 160) -> Table:
+    rows: list[tuple[Text, str, str, str, int, str]] = []
     for t in d.added:
-        table.add_row(
-            Text("+", style="green"),
-            Text(t.name),
-            t.dtype,
-            shape_text(t.shape),
-            human_bytes(t.nbytes),
-            "added",
+        rows.append(
+            (Text("+", style="green"), t.name, t.dtype, shape_text(t.shape), t.nbytes, "added")
         )
     for t in d.removed:
-        table.add_row(
-            Text("-", style="red"),
-            Text(t.name),
-            t.dtype,
-            shape_text(t.shape),
-            human_bytes(t.nbytes),
-            "removed",
+        rows.append(
+            (Text("-", style="red"), t.name, t.dtype, shape_text(t.shape), t.nbytes, "removed")
         )
     for c in d.changed:
         notes = []
@@ -277,15 +273,26 @@ def diff_table(d: Diff) -> Table:
         if c.old.shape != c.new.shape:
             shape = f"{shape_text(c.old.shape)} -> {shape_text(c.new.shape)}"
             notes.append("shape changed")
-        table.add_row(
-            Text("~", style="yellow"),
-            Text(c.name),
-            dtype,
-            shape,
-            human_bytes(c.new.nbytes),
-            ", ".join(notes) or "values changed",
+        rows.append(
+            (
+                Text("~", style="yellow"),
+                c.name,
+                dtype,
+                shape,
+                c.new.nbytes,
+                ", ".join(notes) or "values changed",
+            )
         )
-    return table
+    cols = [
+        Column("", [r[0] for r in rows]),
+        Column("name", [Text(r[1]) for r in rows], fold_to=_FOLD),
+        Column("dtype", [r[2] for r in rows], priority=2, essential=True),
+        Column("shape", [r[3] for r in rows], priority=3, essential=True),
+        Column("size", [human_bytes(r[4]) for r in rows], priority=1, justify="right"),
+        Column("note", [r[5] for r in rows], priority=0, essential=True),
+    ]
+    title = f"{d.a.short_id} ({ref_text(d.a)}) -> {d.b.short_id} ({ref_text(d.b)})"
+    return fitted_table(cols, width, title=title)
 
 
 def diff_summary(d: Diff) -> str:

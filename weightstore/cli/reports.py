@@ -79,14 +79,19 @@ def report_swap(
     """
     if plot is not None:
         check_plot_path(plot)
+    from weightstore.cli.progress import StepProgress
     from weightstore.cli.swap import plot_swaps, swap_table
-    from weightstore.loader.bench import measure_swaps
+    from weightstore.loader.bench import measure_swaps, phase_count
 
-    result = measure_swaps(state(ctx).store(), refs, device, iterations)
+    store = state(ctx).store()
+    total = phase_count(len(refs), device.startswith("cuda"))
+    with StepProgress("measuring swaps", total) as phase:
+        result = measure_swaps(store, refs, device, iterations, on_phase=phase)
     if json_out:
         emit_json(result)
     else:
-        stdout().print(swap_table(result))
+        out = stdout()
+        out.print(swap_table(result, width=out.width))
     if plot is not None:
         (stderr() if json_out else stdout()).print(f"plot written to {plot_swaps(result, plot)}")
 

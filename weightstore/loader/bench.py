@@ -98,10 +98,37 @@ def build_target(snaps: list[Snapshot], device: torch.device) -> dict[str, torch
     return target
 
 
+BASELINES = ("load_file", "load_file + clone", "raw copy")
+"""Rows that measure something other than weightstore, to compare against."""
+
+TIERS = {
+    "store cold": "the first swap of a fresh loader with empty caches: decoded from the store "
+    "(objects possibly in the OS page cache)",
+    "store warm": "later swaps, caches still off: decoded from the store again",
+    "host cache": "swaps from decoded tensors kept in host memory (pinned with CUDA)",
+    "gpu cache": "swaps from copies kept in GPU memory",
+    "pair": "a -> b with warm caches: only the tensors that differ move",
+    "load_file": "baseline: safetensors.torch.load_file of the same snapshot exported",
+    "raw copy": "baseline: one plain copy of as many bytes",
+}
+"""What each row's measure means (the report's caption)."""
+
+
+def phase_count(refs: int, cuda: bool) -> int:
+    """How many phases :func:`measure_swaps` reports for ``refs`` refs."""
+    return refs * (3 + cuda) + max(0, refs - 1)
+
+
 def measure_swaps(
-    store: WeightStore, refs: list[str], device: str = "cpu", iterations: int = 5
+    store: WeightStore,
+    refs: list[str],
+    device: str = "cpu",
+    iterations: int = 5,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every figure above for ``refs`` on ``device``, as a JSON-able dict."""
+    """Every figure above for ``refs`` on ``device``, as a JSON-able dict. ``on_phase`` is
+    called as each phase starts (:func:`phase_count` of them), with what it measures."""
+    phase = on_phase or (lambda what: None)
     if not refs:
         raise InvalidInput("name at least one ref to measure")
     if iterations < 1:
@@ -129,19 +156,22 @@ def measure_swaps(
         return moved, times
 
     for ref in refs:
+        phase(f"store, cold and warm: {ref}")
         with loader(0, 0) as ld:
             nbytes, times = full_swaps(ld, ref, iterations + 1)
         rows.append(timing_row("store cold", ref, nbytes, times[:1]))
         rows.append(timing_row("store warm", ref, nbytes, times[1:]))
+        phase(f"host cache: {ref}")
         with loader(0, _BIG) as ld:
             ld.prefetch(ref).result()
             rows.append(timing_row("host cache", ref, *full_swaps(ld, ref, iterations)))
         if dev.type == "cuda":
+            phase(f"gpu cache: {ref}")
             with loader(_BIG, _BIG) as ld:
                 ld.prefetch(ref).result()
                 rows.append(timing_row("gpu cache", ref, *full_swaps(ld, ref, iterations)))
-    rows.extend(_pairs(store, refs, dev, iterations, loader))
-    rows.extend(_baselines(store, dict(zip(refs, snaps, strict=True)), dev, iterations))
+    rows.extend(_pairs(store, refs, dev, iterations, loader, phase))
+    rows.extend(_baselines(store, dict(zip(refs, snaps, strict=True)), dev, iterations, phase))
     return {
         "device": str(dev),
         "cuda": dev.type == "cuda",
@@ -158,11 +188,13 @@ def _pairs(
     dev: torch.device,
     iterations: int,
     make: Callable[[int, int], TaskLoader],
+    phase: Callable[[str], None],
 ) -> list[SwapTiming]:
     """Swaps between consecutive refs (a -> b and back), caches warm: only what differs."""
     rows = []
     tier = "gpu cache" if dev.type == "cuda" else "host cache"
     for a, b in itertools.pairwise(refs):
+        phase(f"pair: {a} -> {b}")
         with make(_BIG if dev.type == "cuda" else 0, _BIG) as ld:
             for r in (a, b):
                 ld.prefetch(r).result()
@@ -182,7 +214,11 @@ def _pairs(
 
 
 def _baselines(
-    store: WeightStore, snaps: dict[str, Snapshot], dev: torch.device, iterations: int
+    store: WeightStore,
+    snaps: dict[str, Snapshot],
+    dev: torch.device,
+    iterations: int,
+    phase: Callable[[str], None],
 ) -> list[SwapTiming]:
     """``load_file`` of each exported snapshot (+ ``clone`` on the CPU, where load_file only
     maps the file: the clone makes it read the bytes into memory of its own) and one raw
@@ -197,6 +233,7 @@ def _baselines(
     rows = []
     with tempfile.TemporaryDirectory(prefix="weightstore-swap-") as tmp:
         for ref, snap in snaps.items():
+            phase(f"baselines: {ref}")
             path = Path(tmp) / f"{snap.id}.safetensors"
             store.export(snap.id, path)
             nbytes = sum(e.nbytes for e in snap.weights)
@@ -220,4 +257,12 @@ def _raw_copy(nbytes: int, dev: torch.device, iterations: int) -> list[float]:
     return [timed(lambda: host_copy(src, dst), dev) for _ in range(iterations)]
 
 
-__all__ = ["SwapTiming", "build_target", "measure_swaps", "percentile"]
+__all__ = [
+    "BASELINES",
+    "TIERS",
+    "SwapTiming",
+    "build_target",
+    "measure_swaps",
+    "percentile",
+    "phase_count",
+]

@@ -107,7 +107,14 @@ class ObjectReader:
                 f"{entry.name!r}: the index names object {chain[0].digest} of "
                 f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
             )
-        return self.decode(chain, out, self.verify if verify is None else verify)
+        try:
+            return self.decode(chain, out, self.verify if verify is None else verify)
+        except CorruptObject as e:
+            if e.tensor is not None:
+                raise
+            found = CorruptObject(f"tensor {entry.name!r} cannot be read: {e}")
+            found.tensor, found.digest = entry.name, entry.digest
+            raise found from e
 
     def tensor(
         self,
