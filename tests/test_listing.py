@@ -355,3 +355,47 @@ def test_piped_tables_take_the_terminal_width_that_stderr_still_shows(long_store
         os.close(master)
     widths = [len(line) for line in done.stdout.decode().splitlines()]
     assert max(widths) <= 90 and max(widths) > 60  # the terminal's 90, not 160 nor 80
+
+
+def test_storage_after_rm_charges_kept_bases_to_no_task(tmp_path: Path, index_url: str) -> None:
+    import torch
+
+    from weightstore import WeightStore
+    from weightstore.cli.render import percent
+
+    with WeightStore.open(tmp_path / "s", index_url=index_url) as store:
+        w = {f"l{i}": torch.randn(128, 128) for i in range(3)}
+        for step in range(1, 6):
+            store.save("t", w, step=step)
+            store.save("other", {"x": torch.randn(64)}, step=step)
+            w = {k: v + 1e-3 * torch.randn_like(v) for k, v in w.items()}
+        for step in (1, 2, 3, 4):
+            store.delete(store.resolve(f"t@{step}"))
+        stats = store.stats()
+    for row in stats.tasks:
+        parts = row.saved_by_dedup + row.saved_by_delta + row.saved_by_compression
+        assert row.logical_bytes == row.stored_bytes + parts  # never a saving above logical
+        assert row.saved_by_delta <= row.logical_bytes
+    assert stats.kept_base_objects > 0 and stats.kept_base_bytes > 0
+    assert stats.total.stored_bytes == sum(r.stored_bytes for r in stats.tasks) + (
+        stats.kept_base_bytes
+    )
+    text = render(storage_table(stats, width=120), 120)
+    assert "(kept delta bases)" in text and "kept delta bases:" in text
+    assert percent(0.00001) == "<0.01%" and percent(0.5) == "50.00%" and percent(0) == "0.00%"
+
+
+def test_rm_and_prune_say_plainly_what_gc_can_free(cli_store: Path) -> None:
+    out = " ".join(cli(cli_store, "rm", "sentiment-analysis-minilm-l6@100", "--yes").split())
+    assert "every object it uses is needed" not in out  # it only says what is true
+    assert "frees no storage" in out and "and the rest are used by other snapshots" in out
+    out = cli(
+        cli_store,
+        "prune",
+        "sentiment-analysis-minilm-l6",
+        "--keep-last",
+        "0",
+        "--include-tagged",
+        "--yes",
+    )
+    assert "run `weightstore gc` to free" in out and "object(s)" in out

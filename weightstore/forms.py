@@ -154,6 +154,7 @@ def stats_json(s: StoreStats) -> dict[str, Any]:
         ],
         "objects": s.objects,
         "objects_by_encoding": dict(sorted(s.objects_by_encoding.items())),
+        "kept_bases": {"objects": s.kept_base_objects, "stored_bytes": s.kept_base_bytes},
     }
 
 

@@ -211,6 +211,10 @@ class StoreStats:
     snapshots: tuple[SnapshotUsage, ...]
     objects: int
     objects_by_encoding: dict[str, int]
+    # Objects no snapshot holds as a tensor, kept because later snapshots' deltas need them
+    # as bases (their own snapshots were deleted): charged to no task, counted in the total.
+    kept_base_objects: int = 0
+    kept_base_bytes: int = 0
 
 
 def diff_snapshots(a: Snapshot, b: Snapshot) -> Diff:

@@ -1,11 +1,16 @@
 """The storage report's arithmetic: logical vs stored bytes, and where the savings come from.
 
-Each object's stored bytes are attributed to the first snapshot (in commit order) that needs
-it, directly or as a delta base, so per-task and per-snapshot figures add up to the total.
+Each object's stored bytes are attributed to the first snapshot (in commit order) that holds
+it as a tensor, or as a delta base of one (a base another, later snapshot holds goes to that
+one), so per-task and per-snapshot figures add up to the total. A base that no snapshot holds
+as a tensor any more (its snapshot was deleted, a later delta still needs it) is charged to no
+task: it is its own line, so that a task's savings never exceed its logical size
+(logical = stored + dedup + delta + compression savings, per task).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,7 +24,9 @@ def compute_stats(
 ) -> StoreStats:
     """``snapshots`` in commit order; ``objects``: every object row."""
     records = {rec.digest: rec for rec, _ in objects}
+    held = {d for snap in snapshots for d, _ in snap.tensors}
     attributed: set[str] = set()
+    kept: set[str] = set()
     per_task: dict[str, list[int]] = {}
     timeline: list[SnapshotUsage] = []
     for snap in snapshots:
@@ -32,14 +39,19 @@ def compute_stats(
             if d in attributed:
                 row[3] += nbytes
                 continue
-            link: str | None = d
-            while link is not None and link not in attributed and link in records:
-                rec = records[link]
-                attributed.add(link)
-                stored += rec.stored_size
-                saved = rec.raw_size - rec.stored_size
-                row[4 if rec.encoding in ("delta", "sub") else 5] += saved
-                link = rec.base
+            rec = records.get(d)
+            attributed.add(d)
+            if rec is None:
+                continue
+            stored += rec.stored_size
+            row[4 if rec.encoding in ("delta", "sub") else 5] += rec.raw_size - rec.stored_size
+            link = rec.base
+            while link is not None and link not in held and link not in kept:
+                base = records.get(link)
+                if base is None:
+                    break
+                kept.add(link)
+                link = base.base
         row[2] += stored
         timeline.append(
             SnapshotUsage(
@@ -47,13 +59,17 @@ def compute_stats(
             )
         )
     rows = tuple(UsageRow(task, *figures) for task, figures in sorted(per_task.items()))
+    kept_bytes = sum(records[d].stored_size for d in kept)
     total = UsageRow(None, *map(sum, zip((0,) * 6, *map(_figures, rows), strict=True)))
+    total = dataclasses.replace(total, stored_bytes=total.stored_bytes + kept_bytes)
     return StoreStats(
         tasks=rows,
         total=total,
         snapshots=tuple(timeline),
         objects=len(records),
         objects_by_encoding=dict(Counter(rec.encoding for rec in records.values())),
+        kept_base_objects=len(kept),
+        kept_base_bytes=kept_bytes,
     )
 
 

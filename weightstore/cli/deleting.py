@@ -69,16 +69,24 @@ def prune(
         )
         for s in deleted:
             store.delete(s.id)
+        freeable = store.gc(grace_seconds=0, dry_run=True)
     if json_out:
         emit_json({"deleted": [snapshot_json(s) for s in deleted]})
         return
     out = stdout()
     if deleted:
         out.print(log_table([summary_of(s) for s in deleted], width=out.width, title="deleted"))
-        out.print(
-            f"deleted {len(deleted)} snapshot(s) of {task}; run `weightstore gc` to free "
-            "the objects no other snapshot needs"
-        )
+        if freeable.objects_removed:
+            then = (
+                f"run `weightstore gc` to free {freeable.objects_removed} object(s), "
+                f"{human_bytes(freeable.bytes_freed)}"
+            )
+        else:
+            then = (
+                "this frees no storage: their objects are used by the snapshots kept, or kept "
+                "as delta bases of them (`weightstore report storage` shows those)"
+            )
+        out.print(f"deleted {len(deleted)} snapshot(s) of {task}; {then}")
     else:
         kept = "" if include_tagged else " (tagged snapshots are kept: --include-tagged)"
         out.print(f"nothing to delete: {task} keeps its newest {keep_last} snapshot(s){kept}")

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from weightstore.cli.columns import Column, fitted_table
 from weightstore.folders import FOLDER_KEY, FolderFile
-from weightstore.forms import ratio, unchanged_bytes
+from weightstore.forms import unchanged_bytes
 from weightstore.types import (
     CHECKPOINT_PREFIX,
     OPTIMIZER_PREFIX,
@@ -101,20 +101,20 @@ def summary_of(s: Snapshot) -> SnapshotSummary:
 
 def deletion_text(effect: DeletionEffect) -> str:
     """What gc can free after a delete, and why it may be nothing."""
+    kept = (
+        f"{effect.kept_as_bases} object(s) only it referenced "
+        f"({human_bytes(effect.kept_as_bases_bytes)}) stay, as later snapshots are stored as "
+        "deltas against them"
+    )
     if effect.frees_objects:
         text = (
             f"`weightstore gc` can then free {effect.frees_objects} object(s), "
             f"{human_bytes(effect.frees_bytes)}"
         )
-    else:
-        text = "this frees no storage: every object it uses is needed by another snapshot"
+        return f"{text}; {kept}" if effect.kept_as_bases else text
     if effect.kept_as_bases:
-        text += (
-            f"; {effect.kept_as_bases} object(s) only it referenced "
-            f"({human_bytes(effect.kept_as_bases_bytes)}) stay, as later snapshots are stored "
-            "as deltas against them"
-        )
-    return text
+        return f"this frees no storage: {kept}, and the rest are used by other snapshots"
+    return "this frees no storage: every object it uses is needed by another snapshot"
 
 
 # ------------------------------------------------------------------------------------ tables
@@ -341,22 +341,38 @@ def tasks_table(tasks: Sequence[TaskSummary], *, width: int = 160) -> Table:
     return fitted_table(cols, width)
 
 
+def percent(fraction: float) -> str:
+    """A share as a percentage that never reads as zero when it is not: "<0.01%"."""
+    if 0 < fraction < 0.0001:
+        return "<0.01%"
+    return f"{fraction * 100:.2f}%"
+
+
 def storage_table(s: StoreStats, *, width: int = 160) -> Table:
     """Per task and in total. Savings show as 0 where an encoding cost a few bytes more than
     the raw tensor (frame headers on incompressible data); the caption names that overhead
     and what each encoding means."""
-    rows: list[UsageRow] = [*s.tasks, s.total]
+    rows: list[UsageRow] = [*s.tasks]
+    if s.kept_base_objects:
+        rows.append(UsageRow("(kept delta bases)", 0, 0, s.kept_base_bytes, 0, 0, 0))
+    rows.append(s.total)
     overhead = -min(0, s.total.saved_by_compression)
+    kept = len(rows) - 2 if s.kept_base_objects else -1
+
+    def cells(values: list[str]) -> list[str | Text]:
+        return ["-" if i == kept else v for i, v in enumerate(values)]
 
     def saved(values: list[int]) -> list[str | Text]:
-        return [human_bytes(max(0, v)) for v in values]
+        return cells([human_bytes(max(0, v)) for v in values])
 
     cols = [
         Column("task", [Text("total" if r.task is None else r.task) for r in rows], style="cyan"),
-        Column("logical", [human_bytes(r.logical_bytes) for r in rows], justify="right"),
+        Column("logical", cells([human_bytes(r.logical_bytes) for r in rows]), justify="right"),
         Column("stored", [human_bytes(r.stored_bytes) for r in rows], justify="right"),
-        Column("ratio", [f"{ratio(r):.4f}" for r in rows], priority=1, justify="right"),
-        Column("snapshots", [str(r.snapshots) for r in rows], priority=2, justify="right"),
+        Column(
+            "stored/logical", cells([percent(r.ratio) for r in rows]), priority=1, justify="right"
+        ),
+        Column("snapshots", cells([str(r.snapshots) for r in rows]), priority=2, justify="right"),
         Column("delta saved", saved([r.saved_by_delta for r in rows]), priority=3, justify="right"),
         Column("dedup saved", saved([r.saved_by_dedup for r in rows]), priority=4, justify="right"),
         Column(
@@ -371,13 +387,18 @@ def storage_table(s: StoreStats, *, width: int = 160) -> Table:
     lines += [f"{e}: {ENCODINGS[e]}" for e in sorted(s.objects_by_encoding) if e in ENCODINGS]
     if overhead:
         lines.append(f"{human_bytes(overhead)} of frame headers where compression did not pay")
+    if s.kept_base_objects:
+        lines.append(
+            f"kept delta bases: {s.kept_base_objects} object(s) of deleted snapshots that later "
+            "snapshots are stored as deltas against (freed when no delta needs them)"
+        )
     return fitted_table(
         cols,
         width,
         title="storage",
         caption="\n".join(lines),
-        row_styles=[None] * len(s.tasks) + ["bold"],
-        end_sections=[i == len(s.tasks) - 1 for i in range(len(rows))],
+        row_styles=[*([None] * (len(rows) - 1)), "bold"],
+        end_sections=[i == len(rows) - 2 for i in range(len(rows))],
     )
 
 
