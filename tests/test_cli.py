@@ -159,7 +159,7 @@ def test_help_lists_every_command_with_an_example(run: Run) -> None:
         assert command in result.stdout
     for command in [*commands[:-2], "db upgrade", "report storage"]:
         help_text = ok(run(*command.split(), "--help", store=False)).stdout
-        assert "Example: weightstore" in help_text, command
+        assert "Example: weightstore" in help_text or "Examples:" in help_text, command
 
 
 def test_init_creates_the_store_and_other_commands_need_one(run: Run, tmp_path: Path) -> None:
@@ -460,7 +460,15 @@ def test_report_storage_table_json_and_plot(inited: Run, tmp_path: Path) -> None
     save(inited, tmp_path, "alpha", 2, 0)  # all deduplicated
     save(inited, tmp_path, "beta", 1, 1)
     stats = as_json(inited("report", "storage", "--json"))
-    assert set(stats) == {"tasks", "total", "snapshots", "objects", "objects_by_encoding"}
+    assert set(stats) == {
+        "tasks",
+        "total",
+        "snapshots",
+        "objects",
+        "objects_by_encoding",
+        "kept_bases",
+    }
+    assert stats["kept_bases"] == {"objects": 0, "stored_bytes": 0}
     rows = {r["task"]: r for r in stats["tasks"]}
     total = stats["total"]
     assert total["task"] is None and total["snapshots"] == 3 and rows["alpha"]["snapshots"] == 2
@@ -475,7 +483,7 @@ def test_report_storage_table_json_and_plot(inited: Run, tmp_path: Path) -> None
         "alpha",
         "beta",
         "total",
-        f"{total['ratio']:.4f}",
+        f"{total['ratio'] * 100:.2f}%",
         human_bytes(total["logical_bytes"]),
         human_bytes(total["stored_bytes"]),
     ):
@@ -672,3 +680,50 @@ def test_version_tag_moves_and_token_list_say_what_a_user_needs(
     ok(inited("token", "create", "--scope", "read"))
     listing = ok(inited("token", "list")).stdout.splitlines()
     assert listing[0].split()[:3] == ["id", "scope", "created"]
+
+
+def entry_point(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed ``weightstore`` console script, as a user runs it."""
+    script = Path(sys.executable).with_name("weightstore")
+    return subprocess.run(
+        [str(script), *args],
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_help_names_values_and_lists_commands_in_the_order_they_are_met() -> None:
+    """Issue 16, item 11: metavars read <str>, <list[str]>, <int range>; serve/push/pull/clone
+    came before init/save/log; --max-upload-bytes showed 68719476736."""
+    top = entry_point("--help").stdout
+    order = [top.index(f"│ {c} ") for c in ("init", "save", "log", "show", "push", "serve")]
+    assert order == sorted(order)
+    for args in (
+        ["--help"],
+        ["save", "--help"],
+        ["serve", "--help"],
+        ["report", "swap", "--help"],
+        ["push", "--help"],
+        ["verify", "--help"],
+        ["demo", "--help"],
+    ):
+        text = entry_point(*args).stdout
+        assert "<str>" not in text and "<list[" not in text and "<int" not in text, args
+    save = entry_point("save", "--help").stdout
+    assert "TASK" in save and "--step             N" in save and "--tag      -t      TAG" in save
+    assert "REFS..." in entry_point("report", "swap", "--help").stdout
+    serve = entry_point("serve", "--help").stdout
+    assert "BYTES" in serve and "(64 GiB)" in serve
+
+
+def test_a_save_without_step_says_how_to_name_it(tmp_path: Path) -> None:
+    file = write_input("safetensors", tmp_path / "w", weights())
+    env = {"WEIGHTSTORE_PATH": str(tmp_path / "store")}
+    assert entry_point("init", env=env).returncode == 0
+    done = entry_point("save", "demo", str(file), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "note: saved without --step" in done.stderr and "demo@N" in done.stderr
+    with_step = entry_point("save", "demo", str(file), "--step", "3", env=env)
+    assert "note:" not in with_step.stderr

@@ -399,3 +399,19 @@ def test_rm_and_prune_say_plainly_what_gc_can_free(cli_store: Path) -> None:
         "--yes",
     )
     assert "run `weightstore gc` to free" in out and "object(s)" in out
+
+
+def test_verify_counts_stored_and_decoded_bytes_against_a_known_total(tmp_path: Path) -> None:
+    import torch
+
+    from weightstore import WeightStore
+
+    with WeightStore.open(tmp_path / "s") as store:
+        store.save("t", {"zeros": torch.zeros(4096), "r": torch.randn(512)}, step=1)
+        totals: list[int] = []
+        counted: list[int] = []
+        result = store.verify(progress=counted.append, total=totals.append)
+    assert totals == [sum(counted)] == [result.bytes_checked] == [4096 * 4 + 512 * 4]
+    assert 0 < result.stored_bytes_checked < result.bytes_checked  # the zeros compress
+    out = " ".join(cli(tmp_path / "s", "verify").split())
+    assert "ok: 2 object(s) verified:" in out and "read, decoded to 18.0 KiB of tensors" in out

@@ -199,6 +199,17 @@ def test_mismatches_are_listed_and_nothing_is_written(
         loader.activate("base")
     assert not target["extra"].any()
     assert all(same(target[k], tasks["base"][k]) for k in target if k != "extra")
+    # strict per call, as the README places it, over the loader's default.
+    for t in target.values():
+        t.zero_()
+    with TaskLoader(store, target) as loader:
+        with pytest.raises(IncompatibleTensor):
+            loader.activate("base")
+        report = loader.activate("base", strict=False)
+        assert report.tensors_total == len(target) - 1 and loader.active is not None
+        with pytest.raises(IncompatibleTensor):
+            loader.activate("head", strict=True)
+    assert all(same(target[k], tasks["base"][k]) for k in target if k != "extra")
 
 
 def test_bad_arguments_are_refused(

@@ -86,12 +86,14 @@ def verify_objects(
     progress: Progress | None = None,
     *,
     remember: bool = True,
+    total: Callable[[int], None] | None = None,
 ) -> VerifyResult:
     """Decode every object of ``digests`` with its chain and re-derive its digest. With
     ``remember``, damage found is flagged in the index (so a save of the same content
-    rewrites those objects) and flags on objects found whole are cleared."""
+    rewrites those objects) and flags on objects found whole are cleared. ``total`` is told,
+    before the work starts, how many bytes ``progress`` will count."""
     problems: dict[str, str] = {}
-    checked = nbytes = 0
+    checked = nbytes = stored = 0
     try:
         chains = reader.chains(digests)
     except ObjectNotFound:
@@ -102,8 +104,11 @@ def verify_objects(
             except ObjectNotFound as e:
                 problems[d] = str(e)
 
+    if total is not None:
+        total(sum(chain[0].raw_size for chain in chains.values()))
+
     def check(d: str) -> None:
-        nonlocal checked, nbytes
+        nonlocal checked, nbytes, stored
         chain = chains[d]
         try:
             reader.decode(chain, verify=True)
@@ -117,6 +122,7 @@ def verify_objects(
             problems[d] = str(e)
         checked += 1
         nbytes += chain[0].raw_size
+        stored += chain[0].stored_size
         if progress:
             progress(chain[0].raw_size)
 
@@ -131,6 +137,7 @@ def verify_objects(
         tuple(
             VerifyProblem(d, msg, tuple(affected.get(d, ()))) for d, msg in sorted(problems.items())
         ),
+        stored,
     )
 
 

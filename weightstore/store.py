@@ -472,10 +472,17 @@ class WeightStore(FileVerbs):
         location.require_bound(self.index, self.objects)
         return collect_garbage(self.index, self.objects, self._holder, grace, dry_run, progress)
 
-    def verify(self, ref: str | None = None, *, progress: Progress | None = None) -> VerifyResult:
+    def verify(
+        self,
+        ref: str | None = None,
+        *,
+        progress: Progress | None = None,
+        total: Callable[[int], None] | None = None,
+    ) -> VerifyResult:
         """Re-read objects (those of ``ref``'s snapshot, or all that snapshots reach), check
         headers, decode and re-derive each digest; name the snapshots a missing or corrupt
-        object breaks; and re-derive each snapshot's id from its manifest."""
+        object breaks; and re-derive each snapshot's id from its manifest. ``progress``
+        counts decoded bytes, whose sum ``total`` is told first."""
         if ref is not None:
             snaps = [self.show(ref)]
             digests = {t.digest for t in snaps[0].tensors}
@@ -493,6 +500,7 @@ class WeightStore(FileVerbs):
             self._run_all,
             progress,
             remember=not self.read_only,
+            total=total,
         )
         return dataclasses.replace(result, problems=altered + result.problems)
 

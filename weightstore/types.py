@@ -165,8 +165,9 @@ class VerifyResult:
     """Outcome of ``verify``: ``ok`` when every checked object re-derives its digest."""
 
     objects_checked: int
-    bytes_checked: int
+    bytes_checked: int  # decoded: the tensor bytes the checked objects hold
     problems: tuple[VerifyProblem, ...]
+    stored_bytes_checked: int = 0  # read: what the checked objects take in the store
 
     @property
     def ok(self) -> bool:

@@ -33,12 +33,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(db_app, name="db")
-app.add_typer(report_app, name="report")
-app.add_typer(service.token_app, name="token")
-for _command in (service.serve, service.push, service.pull, service.clone):
-    app.command()(_command)
-app.command()(info)
 
 
 def _print_version(value: bool) -> None:
@@ -87,14 +81,20 @@ def _root(
     ctx.call_on_close(st.close)
 
 
+# In the order a newcomer meets them (--help lists them so): make and fill a store, look at
+# it, get weights out, tidy up, share, then the rest.
 _commands: tuple[Callable[..., None], ...] = (
-    *(writing.init, writing.save, writing.export, writing.tag, writing.untag),
-    *(deleting.rm, deleting.prune, deleting.gc),
-    *(reading.log, reading.show, reading.diff, reading.verify, reading.tasks),
+    *(writing.init, writing.save, reading.log, reading.show, reading.diff, reading.tasks),
+    *(writing.export, writing.tag, writing.untag),
+    *(deleting.rm, deleting.prune, deleting.gc, reading.verify),
+    *(service.push, service.pull, service.clone, service.serve, info),
 )
 for _command in _commands:
     app.command()(_command)
 app.command("demo")(demo_command)
+app.add_typer(report_app, name="report")
+app.add_typer(service.token_app, name="token")
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

@@ -48,6 +48,13 @@ class ByteProgress:
         with self._lock:
             return self._completed
 
+    def set_total(self, total: int) -> None:
+        """The bytes the work will count, once known."""
+        with self._lock:
+            self._total = total
+            if self._progress is not None and self._task is not None:
+                self._progress.update(self._task, total=total)
+
     def __call__(self, nbytes: int) -> None:
         with self._lock:
             self._completed += nbytes

@@ -132,7 +132,7 @@ def verify(
     """
     store = state(ctx).store()
     with ByteProgress("verifying", None) as bar:
-        result = store.verify(ref, progress=bar)
+        result = store.verify(ref, progress=bar, total=bar.set_total)
     if repair and not result.ok:
         outcome = store.repair(repair)
         fixed = sum(1 for v in outcome.values() if v == "repaired")
@@ -141,12 +141,14 @@ def verify(
                 print_error(f"{digest[:12]}: {why}")
         stderr().print(f"repaired {fixed} of {len(result.problems)} damaged object(s)")
         with ByteProgress("verifying again", None) as bar:
-            result = store.verify(ref, progress=bar)
+            result = store.verify(ref, progress=bar, total=bar.set_total)
     if json_out:
         emit_json(verify_json(result))
     elif result.ok:
         stdout().print(
-            f"ok: {result.objects_checked} object(s), {human_bytes(result.bytes_checked)} verified"
+            f"ok: {result.objects_checked} object(s) verified: "
+            f"{human_bytes(result.stored_bytes_checked)} read, decoded to "
+            f"{human_bytes(result.bytes_checked)} of tensors"
         )
     else:
         stdout().print(verify_table(result))

@@ -72,12 +72,21 @@ def serve(
     ] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     max_upload: Annotated[
-        int, typer.Option("--max-upload-bytes", min=1, help="Largest upload (file, object).")
+        int,
+        typer.Option(
+            "--max-upload-bytes",
+            min=1,
+            help="Largest upload (file, object).",
+            show_default=f"{64 << 30} (64 GiB)",
+        ),
     ] = 64 << 30,
     max_json: Annotated[
         int,
         typer.Option(
-            "--max-json-bytes", min=1, help="Largest JSON body (a manifest, digests to check)."
+            "--max-json-bytes",
+            min=1,
+            help="Largest JSON body (a manifest, digests to check).",
+            show_default=f"{64 << 20} (64 MiB)",
         ),
     ] = 64 << 20,
 ) -> None:

@@ -115,8 +115,10 @@ def save(
     snapshot are stored as compressed deltas when that is smaller. A folder keeps every
     file (config, tokenizer, README, subfolders) byte for byte; export gives it back whole.
 
-    Example: weightstore save sentiment model.safetensors --step 1200 --tag best
-    Example: weightstore save team/minilm ./all-MiniLM-L6-v2 --step 0 --tag base
+    \b
+    Examples:
+      weightstore save sentiment model.safetensors --step 1200 --tag best
+      weightstore save team/minilm ./all-MiniLM-L6-v2 --step 0 --tag base
     """
     metadata = parse_meta(meta or [])
     store = state(ctx).store()
@@ -152,6 +154,13 @@ def save(
             ]
         )
     )
+    if snap.step is None:
+        # Without a step it can be named only as the task's latest, by a tag or by its id.
+        stderr().print(
+            f"note: saved without --step: refer to it as {snap.task} (while it is the latest), "
+            f"by a tag, or as {snap.short_id}; pass --step N to name it {snap.task}@N",
+            soft_wrap=True,
+        )
 
 
 def export(

@@ -112,13 +112,16 @@ class TaskLoader:
         or after ``invalidate``)."""
         return self._active
 
-    def activate(self, ref: str) -> SwapReport:
-        """Make the model hold snapshot ``ref`` bit-exactly, copying into its own tensors."""
+    def activate(self, ref: str, *, strict: bool | None = None) -> SwapReport:
+        """Make the model hold snapshot ``ref`` bit-exactly, copying into its own tensors.
+        ``strict`` (default: the loader's): the names must match exactly; False copies the
+        names both have, as ``load_state_dict(strict=False)``."""
         self._check_open()
         start = time.perf_counter()
         with self._swap_lock:
             snap = self._snapshot(ref)
-            slots = check_slots(snap, target_tensors(self.model), self.strict)
+            exact = self.strict if strict is None else strict
+            slots = check_slots(snap, target_tensors(self.model), exact)
             changed = [s for s in slots if self._held.get(s.key) != _holding(s)]
             tiers = self._swap(snap, changed)
             with self._state_lock:
