@@ -1,4 +1,4 @@
-"""A read-only view of a store's index for listings: ``log``, ``tasks``, ``show``.
+"""A read-only view of a store's index for listings: ``log``, ``tasks``, ``show``, ``diff``.
 
 It opens what :meth:`WeightStore.open` opens with ``read_only=True`` (the folder, its index,
 the identity check against its objects) but no codec, thread pool or torch, so the CLI's
@@ -14,7 +14,7 @@ from weightstore.index import Index
 from weightstore.objects import ObjectBackend
 from weightstore.opening import open_parts
 from weightstore.refs import check_name, parse_ref
-from weightstore.types import Snapshot, SnapshotSummary, TaskSummary
+from weightstore.types import Diff, Snapshot, SnapshotSummary, TaskSummary, diff_snapshots
 
 
 class Catalog:
@@ -50,6 +50,9 @@ class Catalog:
     def show(self, ref: str) -> Snapshot:
         """The full manifest of the snapshot ``ref`` names (as :meth:`WeightStore.show`)."""
         return self.index.get_snapshot(self.index.resolve(parse_ref(ref)))
+
+    def diff(self, ref_a: str, ref_b: str) -> Diff:
+        return diff_snapshots(self.show(ref_a), self.show(ref_b))
 
     def log(self, task: str | None = None, *, limit: int | None = None) -> list[SnapshotSummary]:
         """Snapshots newest first, of one task or of all, at most ``limit``."""

@@ -98,7 +98,7 @@ def diff(
 
     Example: weightstore diff sentiment@1000 sentiment@1200
     """
-    d = state(ctx).store(read_only=True).diff(ref_a, ref_b)
+    d = state(ctx).catalog().diff(ref_a, ref_b)
     if json_out:
         emit_json(diff_json(d))
         return
