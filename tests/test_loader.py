@@ -512,3 +512,164 @@ def test_report_swap_cli_json_and_plot(
     if not torch.cuda.is_available():
         no_gpu = CliRunner().invoke(app, [*argv, "--device", "cuda"], env={"COLUMNS": "200"})
         assert no_gpu.exit_code == 2 and "CUDA is not available" in no_gpu.output
+
+
+# ----------------------------------------------------------------- deltas applied in place
+
+
+def _chain(store: WeightStore, n: int) -> list[dict[str, torch.Tensor]]:
+    """Task "ft": ``n`` checkpoints, each every tensor nudged (floats as ULP deltas, integers
+    changed in a few places: XOR deltas) from the one before; a tied pair."""
+    sd = every_dtype()
+    sd["f32.tied"] = sd["f32"]
+    out: list[dict[str, torch.Tensor]] = []
+    for step in range(1, n + 1):
+        if out:
+            sd = _variant(out[-1], step, 0.0)
+            sd["i64"] = out[-1]["i64"].clone()
+            sd["i64"][step] += 1
+            sd["f32.tied"] = sd["f32"]
+        store.save("ft", sd, step=step)
+        out.append(sd)
+    return out
+
+
+def _delta_bytes(store: WeightStore, ref: str, parent: str) -> int:
+    """Bytes of ``ref``'s tensors stored as deltas of ``parent``'s (same name)."""
+    snap, held = store.show(ref), {t.name: t.digest for t in store.show(parent).weights}
+    chains = store.reader.chains({t.digest for t in snap.weights})
+    seen, total = set(), 0
+    for t in snap.weights:
+        if t.digest not in seen and chains[t.digest][0].base == held.get(t.name):
+            total += t.nbytes
+        seen.add(t.digest)
+    return total
+
+
+def _model_for(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    model = {k: torch.zeros_like(v) for k, v in sd.items() if k != "f32.tied"}
+    model["f32.tied"] = model["f32"]
+    return model
+
+
+@pytest.mark.parametrize("staging", [1 << 30, 0])  # staged: decoded aside first; streamed
+def test_a_child_of_what_the_model_holds_moves_only_its_deltas(
+    store: WeightStore, staging: int
+) -> None:
+    ckpts = _chain(store, 5)
+    model = _model_for(ckpts[0])
+    before = {k: v.data_ptr() for k, v in model.items()}
+    with TaskLoader(store, model, host_cache=0, staging=staging) as loader:
+        first = loader.activate("ft@1")
+        assert first.bytes_delta_in_place == 0 and first.bytes_store > 0
+        for step in range(2, 6):
+            report = loader.activate(f"ft@{step}")
+            assert holds(model, ckpts[step - 1])
+            changed = sum(v.nbytes for k, v in ckpts[step - 1].items() if k != "f32.tied")
+            # Every tensor stored as a delta of the one held is applied to it; only those the
+            # writer stored whole (a delta would not have been smaller) come from the store.
+            deltas = _delta_bytes(store, f"ft@{step}", f"ft@{step - 1}")
+            assert deltas > changed // 2
+            assert report.bytes_delta_in_place == deltas, report
+            assert report.bytes_store == report.bytes_moved - deltas  # the rest, all of it
+            assert 0 < report.delta_bytes_read < deltas
+            assert report.bytes_moved <= changed  # a few specials come out the same
+        # Two links up at once: from ft@3 straight to ft@5.
+        loader.activate("ft@3")
+        report = loader.activate("ft@5")
+        assert holds(model, ckpts[4]) and report.bytes_delta_in_place > 0
+        # Held weights a user changed in place (the version moved) are never a base.
+        loader.activate("ft@4")
+        clean = loader.activate("ft@5")
+        loader.activate("ft@4")
+        model["f64"].mul_(2)
+        report = loader.activate("ft@5")
+        assert holds(model, ckpts[4])
+        assert report.bytes_delta_in_place == clean.bytes_delta_in_place - model["f64"].nbytes
+        # Unrelated weights held: the whole chain is decoded, as before.
+        loader.invalidate()
+        report = loader.activate("ft@5")
+        assert report.bytes_delta_in_place == 0 and holds(model, ckpts[4])
+    assert {k: v.data_ptr() for k, v in model.items()} == before
+
+
+def test_a_damaged_delta_applied_in_place(store: WeightStore) -> None:
+    ckpts = _chain(store, 3)
+    model = _model_for(ckpts[0])
+    victim = next(t for t in store.show("ft@3").weights if t.name == "f32")
+    rec = store.reader.chains([victim.digest])[victim.digest][0]
+    assert rec.encoding in ("sub", "delta")
+    flip_byte(object_path(store, victim.digest))
+    with TaskLoader(store, model, host_cache=0) as loader:  # staged: the model stays
+        loader.activate("ft@2")
+        with pytest.raises(CorruptObject):
+            loader.activate("ft@3")
+        assert (holds(model, ckpts[1]) and loader.active is None) or holds(model, ckpts[1])
+    with TaskLoader(store, model, host_cache=0, staging=0) as loader:  # streamed
+        loader.activate("ft@2")
+        with pytest.raises(SwapFailed):
+            loader.activate("ft@3")
+        assert loader.active is None
+        loader.activate("ft@2")
+        assert holds(model, ckpts[1])
+
+
+class DeltaChainMachine(RuleBasedStateMachine):
+    """Random swaps over one task's chain of checkpoints (every dtype: ULP and XOR deltas,
+    tied weights) and an unrelated task, with no host cache so every delta is applied to what
+    the model holds, staged or streamed, and random in-place writes by the user; after each
+    swap the model holds the active snapshot bit-exactly and no tensor moved in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="ws-chain-")
+        self.store = WeightStore.open(Path(self.dir) / "s", settings=FAST)
+        self.ckpts = _chain(self.store, 5)
+        other = _variant(self.ckpts[0], 99, 0.0)
+        other["f32.tied"] = other["f32"]
+        self.store.save("other", other)
+        self.expected = {f"ft@{i + 1}": sd for i, sd in enumerate(self.ckpts)}
+        self.expected["other"] = other
+        self.model = _model_for(self.ckpts[0])
+        self.ptrs = {k: v.data_ptr() for k, v in self.model.items()}
+        self.loaders = [
+            TaskLoader(self.store, self.model, host_cache=0),
+            TaskLoader(self.store, self.model, host_cache=0, staging=0),
+        ]
+        self.current: str | None = None
+
+    refs = st.sampled_from(["ft@1", "ft@2", "ft@3", "ft@4", "ft@5", "other"])
+
+    @rule(ref=refs, streamed=st.booleans())
+    def activate(self, ref: str, streamed: bool) -> None:
+        loader = self.loaders[streamed]
+        self.loaders[not streamed].invalidate()  # it did not see this loader's writes
+        loader.activate(ref)
+        self.current = ref
+
+    @rule(name=st.sampled_from(["f64", "f32", "i64", "bf16"]))
+    def scribble(self, name: str) -> None:
+        t = self.model[name]
+        t.copy_(torch.zeros_like(t) if t.is_floating_point() else t + 1)
+        self.current = None
+
+    @invariant()
+    def model_matches(self) -> None:
+        if self.current is not None:
+            assert holds(self.model, self.expected[self.current])
+        assert {k: v.data_ptr() for k, v in self.model.items()} == self.ptrs
+
+    def teardown(self) -> None:
+        for loader in self.loaders:
+            loader.close()
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+DeltaChainMachine.TestCase.settings = settings(
+    max_examples=25,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_delta_chain_state_machine = DeltaChainMachine.TestCase

@@ -18,6 +18,8 @@ _FOLD = 24
 
 
 def _tier(kind: str) -> str:
+    if kind == "pair (delta in place)":
+        return kind
     return "pair" if kind.startswith("pair") else kind.removesuffix(" + clone")
 
 
@@ -53,6 +55,12 @@ def swap_table(result: dict[str, Any], *, width: int = 160) -> Table:
             essential=True,
         ),
         Column("bytes", [human_bytes(r["bytes"]) for r in rows], priority=2, justify="right"),
+        Column(
+            "read",
+            [human_bytes(r["read_bytes"]) if r.get("read_bytes") else "-" for r in rows],
+            priority=2,
+            justify="right",
+        ),
         Column("p95 ms", [f"{r['p95_ms']:.2f}" for r in rows], priority=3, justify="right"),
         Column("min ms", [f"{r['min_ms']:.2f}" for r in rows], priority=4, justify="right"),
         Column("runs", [str(r["iterations"]) for r in rows], priority=5, justify="right"),

@@ -10,6 +10,8 @@ runs; GB/s is bytes written into the target per second at the p50 (10^9 bytes).
 - ``host cache``: full swaps from the host cache (pinned when CUDA is present);
 - ``gpu cache``: full swaps from the GPU cache (CUDA only);
 - ``pair a -> b``: swapping from ``a`` to ``b`` and back with warm caches: only what differs;
+- ``pair (delta in place)``: ``a`` -> ``b`` with the caches off: what ``b`` stores as deltas of
+  what the model holds (``a``) is applied to it, only the compressed deltas read (``read``);
 - ``load_file``: ``safetensors.torch.load_file(path, device)`` of the same snapshot exported
   (``+ clone`` on the CPU, where load_file only maps the file);
 - ``raw copy``: one copy of as many bytes: pinned host to device on CUDA, one single-threaded
@@ -50,6 +52,7 @@ class SwapTiming:
     p50_ms: float
     p95_ms: float
     min_ms: float  # the best run: what the code can do when the machine lets it
+    read_bytes: int = 0  # compressed bytes read for deltas applied in place
 
     @property
     def gb_per_s(self) -> float:
@@ -65,11 +68,13 @@ def percentile(times: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def timing_row(kind: str, refs: str, nbytes: int, times: list[float]) -> SwapTiming:
+def timing_row(
+    kind: str, refs: str, nbytes: int, times: list[float], read: int = 0
+) -> SwapTiming:
     """A row from ``times`` in seconds (reported in ms)."""
     ms = [t * 1e3 for t in times]
     return SwapTiming(
-        kind, refs, nbytes, len(ms), percentile(ms, 0.5), percentile(ms, 0.95), min(ms)
+        kind, refs, nbytes, len(ms), percentile(ms, 0.5), percentile(ms, 0.95), min(ms), read
     )
 
 
@@ -108,6 +113,8 @@ TIERS = {
     "host cache": "swaps from decoded tensors kept in host memory (pinned with CUDA)",
     "gpu cache": "swaps from copies kept in GPU memory",
     "pair": "a -> b with warm caches: only the tensors that differ move",
+    "pair (delta in place)": "a -> b, caches off: b's deltas of a applied to the model's own "
+    "bytes ('read': compressed bytes read)",
     "load_file": "baseline: safetensors.torch.load_file of the same snapshot exported",
     "raw copy": "baseline: one plain copy of as many bytes",
 }
@@ -210,6 +217,24 @@ def _pairs(
                     there.append(time.perf_counter() - start)
                     moved = report.bytes_moved
             rows.append(timing_row(f"pair ({tier})", f"{a} -> {b}", moved, there))
+        if dev.type == "cpu":
+            with make(0, 0) as ld:
+                times = []
+                for _ in range(iterations):
+                    ld.activate(a)
+                    start = time.perf_counter()
+                    report = ld.activate(b)
+                    times.append(time.perf_counter() - start)
+                if report.bytes_delta_in_place:
+                    rows.append(
+                        timing_row(
+                            "pair (delta in place)",
+                            f"{a} -> {b}",
+                            report.bytes_moved,
+                            times,
+                            report.delta_bytes_read,
+                        )
+                    )
     return rows
 
 

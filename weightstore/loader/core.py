@@ -1,8 +1,10 @@
 """TaskLoader: swap a task's weights into a live model in place, moving only what differs.
 
 Tiers, each keyed by digest and bounded by its budget: a GPU cache (device targets only), a
-host cache of decoded tensors (pinned when CUDA is present), and the store. A delta whose base
-sits in the host cache is decoded against it instead of replaying its chain.
+host cache of decoded tensors (pinned when CUDA is present), and the store. A delta is decoded
+against the nearest base of its chain at hand instead of replaying the chain from its root:
+what the target tensor itself holds now ("delta in place": only the compressed links above it
+are read and applied to the target's bytes), or a base in the host cache.
 
 Failure rule: when the bytes to decode fit the staging budget, everything is decoded and
 verified before the first write, so a bad object leaves the model as it was (the error is the
@@ -129,9 +131,9 @@ class TaskLoader:
                     self._held[s.key] = _holding(s)
                 self._active = snap
                 self._swaps += 1
-                self._moved += sum(tiers.values())
+                self._moved += sum(v for k, v in tiers.items() if k != "read")
         wall = time.perf_counter() - start
-        moved = sum(tiers.values())
+        moved = sum(v for k, v in tiers.items() if k != "read")
         return SwapReport(
             ref=ref,
             snapshot_id=snap.id,
@@ -141,6 +143,8 @@ class TaskLoader:
             bytes_gpu_cache=tiers["gpu_cache"],
             bytes_host_cache=tiers["host_cache"],
             bytes_store=tiers["store"],
+            bytes_delta_in_place=tiers["delta_in_place"],
+            delta_bytes_read=tiers["read"],
             wall_ms=wall * 1e3,
             gb_per_s=moved / wall / 1e9 if wall > 0 else 0.0,
             verified=self._verify,
@@ -218,7 +222,7 @@ class TaskLoader:
 
     def _swap(self, snap: Snapshot, changed: list[Slot]) -> dict[str, int]:
         """Write ``changed`` slots; return bytes written per tier."""
-        tiers = {"gpu_cache": 0, "host_cache": 0, "store": 0}
+        tiers = {"gpu_cache": 0, "host_cache": 0, "store": 0, "delta_in_place": 0, "read": 0}
         if not changed:
             return tiers
         sources: dict[str, tuple[torch.Tensor, str]] = {}
@@ -235,18 +239,41 @@ class TaskLoader:
         except (WeightstoreError, OSError) as e:
             self._count_failure()
             raise type(e)(f"{e}; the model still holds {self._holding()}") from e
+        held = self._held_bases(changed)
         if need <= self._staging_budget:
             self._note_staging(need)
+            bases = {s.entry.digest: (held[s.key], s.tensor) for s in changed if s.key in held}
             try:
-                decoded = self._decode_all(todo, chains)
+                decoded, read = self._decode_all(todo, chains, bases)
             except (WeightstoreError, OSError) as e:
                 self._count_failure()
                 raise type(e)(
                     f"{e}; nothing was written: the model still holds {self._holding()}"
                 ) from e
-            sources.update({d: (t, "store") for d, t in decoded.items()})
-            return self._write(snap, changed, sources, {}, tiers)
-        return self._write(snap, changed, sources, chains, tiers)
+            tiers["read"] = sum(r for r in read.values() if r is not None)
+            sources.update(
+                {
+                    d: (t, "store" if read.get(d) is None else "delta_in_place")
+                    for d, t in decoded.items()
+                }
+            )
+            return self._write(snap, changed, sources, {}, tiers, {})
+        return self._write(snap, changed, sources, chains, tiers, held)
+
+    def _held_bases(self, changed: list[Slot]) -> dict[MemoryKey, str]:
+        """The digest each changed slot holds now, where its bytes may serve as a delta base:
+        a CPU tensor the loader wrote and nothing changed since (its version counter has not
+        moved). CUDA slots would need the delta applied on the device."""
+        out: dict[MemoryKey, str] = {}
+        with self._state_lock:
+            for s in changed:
+                held = self._held.get(s.key)
+                t = s.tensor
+                if held is None or held[1] != t._version:  # noqa: SLF001 (torch's counter)
+                    continue
+                if t.device.type == "cpu" and t.numel():
+                    out[s.key] = held[0]
+        return out
 
     def _write(
         self,
@@ -255,9 +282,11 @@ class TaskLoader:
         sources: dict[str, tuple[torch.Tensor, str]],
         chains: Chains,
         tiers: dict[str, int],
+        held: dict[MemoryKey, str],
     ) -> dict[str, int]:
         """Copy every source into its slots, decoding what has no source straight into the
-        target; from the first write on, a failure leaves the model unknown (SwapFailed)."""
+        target (against what the slot itself holds, when that is a link of its chain); from
+        the first write on, a failure leaves the model unknown (SwapFailed)."""
         with self._state_lock:
             self._active = None
             for s in changed:
@@ -272,8 +301,17 @@ class TaskLoader:
                         tiers[src[1]] += s.entry.nbytes
                 copy_all(pairs, self._transfer, self._decoders, self._workers)
                 direct = [s for s in changed if s.entry.digest not in sources]
-                self._run(lambda s: self._decode_into_slot(s, chains[s.entry.digest]), direct)
-                tiers["store"] += sum(s.entry.nbytes for s in direct)
+                read: dict[MemoryKey, int | None] = {}
+
+                def decode(s: Slot) -> None:
+                    chain = chains[s.entry.digest]
+                    read[s.key] = self._decode_into_slot(s, chain, held.get(s.key))
+
+                self._run(decode, direct)
+                for s in direct:
+                    r = read[s.key]
+                    tiers["store" if r is None else "delta_in_place"] += s.entry.nbytes
+                    tiers["read"] += r or 0
             self._admit_gpu(
                 [s for s in changed if sources.get(s.entry.digest, (0, ""))[1] != "gpu_cache"]
             )
@@ -285,23 +323,28 @@ class TaskLoader:
             ) from e
         return tiers
 
-    def _decode_into_slot(self, s: Slot, chain: list[ObjectRecord]) -> None:
+    def _decode_into_slot(self, s: Slot, chain: list[ObjectRecord], held: str | None) -> int | None:
         """Decode one tensor into its slot: through the host cache when it has room (so the
-        next swap finds it), else straight into a contiguous CPU target, else via staging."""
+        next swap finds it), else straight into a contiguous CPU target (in place over what
+        it holds, ``held``, when that is a link of the chain), else via staging. Returns the
+        compressed bytes read when the decode started from what the slot held, else None."""
         t = s.tensor
+        own = (held, _bytes_of(t)) if held is not None else None
         if self._host.fits(s.entry.nbytes):
             host = host_empty(s.entry.dtype, s.entry.shape)
-            self._decode_bytes(chain, byte_view(host))
+            read = self._decode_bytes(chain, byte_view(host), own)
             self._host.put(s.entry.digest, host)
             self._transfer.copy(*_as_bits(host, t))
-        elif t.device.type == "cpu" and t.is_contiguous():
-            self._decode_bytes(chain, byte_view(t))
-        elif t.device.type == "cuda" and t.is_contiguous():
+            return read
+        if t.device.type == "cpu" and t.is_contiguous():
+            return self._decode_bytes(chain, byte_view(t), own)  # out may be the base
+        if t.device.type == "cuda" and t.is_contiguous():
             self._transfer.upload(lambda buf: self._decode_bytes(chain, buf), s.entry.nbytes, t)
-        else:
-            host = host_empty(s.entry.dtype, s.entry.shape)
-            self._decode_bytes(chain, byte_view(host))
-            self._transfer.copy(*_as_bits(host, t))
+            return None
+        host = host_empty(s.entry.dtype, s.entry.shape)
+        read = self._decode_bytes(chain, byte_view(host), own)
+        self._transfer.copy(*_as_bits(host, t))
+        return read
 
     # ----------------------------------------------------------------------------- tiers
 
@@ -313,31 +356,48 @@ class TaskLoader:
         t = self._host.get(digest)
         return (t, "host_cache") if t is not None else None
 
-    def _decode_all(self, entries: list[TensorEntry], chains: Chains) -> dict[str, torch.Tensor]:
+    def _decode_all(
+        self,
+        entries: list[TensorEntry],
+        chains: Chains,
+        bases: dict[str, tuple[str, torch.Tensor]] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, int | None]]:
         """Every entry decoded (and verified) into a new host tensor, offered to the host
-        cache; nothing is written anywhere else."""
+        cache; nothing is written anywhere else. ``bases``: per digest, a target tensor (only
+        read) and the digest it holds, to decode against when that is a link of the chain.
+        Also returns, per digest, the compressed bytes read when that happened."""
         out: dict[str, torch.Tensor] = {}
+        read: dict[str, int | None] = {}
 
         def one(e: TensorEntry) -> None:
             t = host_empty(e.dtype, e.shape)
-            self._decode_bytes(chains[e.digest], byte_view(t))
+            held = (bases or {}).get(e.digest)
+            base = (held[0], _bytes_of(held[1])) if held is not None else None
+            read[e.digest] = self._decode_bytes(chains[e.digest], byte_view(t), base)
             out[e.digest] = t
 
         self._run(one, entries)
         for d, t in out.items():
             self._host.put(d, t)
-        return out
+        return out, read
 
-    def _decode_bytes(self, chain: list[ObjectRecord], out: U8) -> None:
-        """Decode ``chain[0]`` into ``out``. If a base further down the chain is in the host
-        cache, only the deltas above it are decoded, applied to the cached bytes in place of
-        replaying the chain."""
+    def _decode_bytes(
+        self, chain: list[ObjectRecord], out: U8, held: tuple[str, U8] | None = None
+    ) -> int | None:
+        """Decode ``chain[0]`` into ``out`` from the nearest base at hand: ``held`` (a digest
+        and the bytes a target holds, which ``out`` may be) or one in the host cache; only the
+        deltas above it are read and applied, in place of replaying the chain from its root.
+        Returns the compressed bytes read when the base was ``held``, else None."""
         for i in range(1, len(chain)):
+            if held is not None and chain[i].digest == held[0]:
+                self.store.reader.decode(chain[: i + 1], out, self._verify, base=held[1])
+                return sum(r.stored_size for r in chain[:i])
             base = self._host.peek(chain[i].digest)
             if base is not None:
                 self.store.reader.decode(chain[: i + 1], out, self._verify, base=byte_view(base))
-                return
+                return None
         self.store.reader.decode(chain, out, self._verify)
+        return None
 
     def _warm(self, snap: Snapshot) -> Snapshot:
         """Bring the snapshot's tensors into the host cache (and the GPU cache on a GPU)."""
@@ -419,6 +479,12 @@ class TaskLoader:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidInput("this TaskLoader is closed")
+
+
+def _bytes_of(t: torch.Tensor) -> U8:
+    """A CPU tensor's elements as bytes, in order: its own memory when contiguous, else a
+    contiguous copy (what its digest is taken over)."""
+    return byte_view(t if t.is_contiguous() else t.contiguous())
 
 
 def _unique(entries: list[TensorEntry]) -> list[TensorEntry]:

@@ -14,7 +14,9 @@ class SwapReport:
     ``tensors_total``: snapshot tensors copied into the target (the names both have);
     ``tensors_changed``: those whose digest differs from what the target held; ``tensors_moved``:
     copies made (tied weights and repeated digests count once per piece of target memory).
-    ``bytes_*``: bytes written into the target, by the tier they came from. ``gb_per_s``:
+    ``bytes_*``: bytes written into the target, by the tier they came from;
+    ``bytes_delta_in_place``: those decoded from what the target itself held (only the deltas
+    above it read: ``delta_bytes_read`` compressed bytes for them). ``gb_per_s``:
     bytes written per second of wall time (10^9 bytes). ``verified``: every byte that came
     from the store (now or when it was cached) had its digest re-derived.
     """
@@ -30,10 +32,17 @@ class SwapReport:
     wall_ms: float
     gb_per_s: float
     verified: bool
+    bytes_delta_in_place: int = 0
+    delta_bytes_read: int = 0
 
     @property
     def bytes_moved(self) -> int:
-        return self.bytes_gpu_cache + self.bytes_host_cache + self.bytes_store
+        return (
+            self.bytes_gpu_cache
+            + self.bytes_host_cache
+            + self.bytes_store
+            + self.bytes_delta_in_place
+        )
 
 
 @dataclass(frozen=True)
