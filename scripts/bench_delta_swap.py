@@ -59,6 +59,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=64, help="model size (fp32)")
     parser.add_argument("--iterations", type=int, default=7)
+    parser.add_argument(
+        "--staging",
+        type=int,
+        default=None,
+        help="the loader's staging budget in bytes (default: its own, 1 GiB, so swaps are "
+        "staged; 0 streams them into the model)",
+    )
     args = parser.parse_args()
     ckpts = checkpoints(args.mb, 5)
     other = {k: torch.randn(v.shape) for k, v in ckpts[0].items()}
@@ -69,7 +76,8 @@ def main() -> None:
         store.save("other", other, step=1)
         depth = store.reader.chains({store.show("ft@5").weights[0].digest})
         model = {k: torch.empty_like(v) for k, v in ckpts[0].items()}
-        loader = TaskLoader(store, model, host_cache=0, gpu_cache=0)
+        staging = {} if args.staging is None else {"staging": args.staging}
+        loader = TaskLoader(store, model, host_cache=0, gpu_cache=0, **staging)
         load = os.getloadavg()[0]
 
         def check(i: int) -> None:
@@ -106,8 +114,9 @@ def main() -> None:
         cached.close()
         loader.close()
         store.close()
+    mode = "staged" if args.staging is None or args.staging >= nbytes else "streamed"
     print(
-        f"{args.mb} MB fp32 model, 8 tensors, CPU, host cache off; load {load:.2f}; "
+        f"{args.mb} MB fp32 model, 8 tensors, CPU, host cache off, {mode}; load {load:.2f}; "
         f"chain depth at the newest: {len(depth[next(iter(depth))]) - 1} deltas; "
         f"median of {args.iterations}"
     )

@@ -1,0 +1,108 @@
+"""Tokens never appear in the server's logs, its error bodies or its metrics (issue 17, item 4).
+
+A real ``weightstore serve`` process (uvicorn, access log on) is sent the requests a client
+makes with good, wrong, read-only, revoked and malformed tokens, on read and write routes of
+the REST and Hub APIs; then everything the server wrote and answered is searched for every
+token (and for the secret part of a token alone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from safetensors.torch import save_file
+
+from weightstore import WeightStore
+from weightstore.index.tokens import Tokens
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_tokens_never_reach_logs_errors_or_metrics(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with WeightStore.open(root) as store:
+        store.save("team/model", {"w": torch.randn(8, 8)}, step=1, tags=["best"])
+        tokens = Tokens(store.index.engine)
+        read = tokens.create("read", "reader")[1]
+        write = tokens.create("write", "writer")[1]
+        gone, revoked = tokens.create("write", "gone")
+        tokens.revoke(gone.id)
+    wrong = read[:-8] + "AAAAAAAA"  # well-formed, not issued
+    secrets = [read, write, revoked, wrong]
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "weightstore.cli.main",
+                "--store",
+                str(root),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(log.read_text()) from None
+                time.sleep(0.1)
+        bodies: list[str] = []
+        weights = tmp_path / "w.safetensors"
+        save_file({"w": torch.randn(8, 8)}, str(weights))
+        for token in [*secrets, f"{read} extra", read[:-1], "Basic " + write]:
+            auth = (
+                {"Authorization": f"Bearer {token}"}
+                if not token.startswith("Basic")
+                else {"Authorization": token}
+            )
+            with httpx.Client(base_url=base, headers=auth, timeout=30) as c:
+                answers = [
+                    c.get("/v1/tasks"),
+                    c.get("/v1/snapshots/team/model@1"),
+                    c.get("/v1/snapshots/team/model@1/safetensors"),
+                    c.get("/api/models/team/model"),
+                    c.head("/team/model/resolve/main/model.safetensors"),
+                    c.get("/team/model/resolve/main/model.safetensors"),
+                    c.put(
+                        "/v1/tasks/team/other/snapshots",
+                        params={"step": 3},
+                        content=weights.read_bytes(),
+                    ),
+                    c.post("/v1/objects/missing", json={"digests": ["0" * 64]}),
+                    c.get("/v1/snapshots/nope@9"),
+                ]
+                bodies += [a.text for a in answers]
+                bodies += [str(dict(a.headers)) for a in answers]
+        bodies.append(httpx.get(f"{base}/metrics", timeout=30).text)
+    finally:
+        server.terminate()
+        server.wait(30)
+    text = log.read_text() + "\n".join(bodies)
+    assert "GET /v1/tasks" in text  # the access log was on: requests were logged
+    for secret in secrets:
+        hidden = secret[-24:]  # the random part, however a token is framed
+        assert hidden not in text, f"a token leaked: ...{secret[-4:]}"
