@@ -68,9 +68,7 @@ def percentile(times: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def timing_row(
-    kind: str, refs: str, nbytes: int, times: list[float], read: int = 0
-) -> SwapTiming:
+def timing_row(kind: str, refs: str, nbytes: int, times: list[float], read: int = 0) -> SwapTiming:
     """A row from ``times`` in seconds (reported in ms)."""
     ms = [t * 1e3 for t in times]
     return SwapTiming(

@@ -8,8 +8,10 @@ are read and applied to the target's bytes), or a base in the host cache.
 
 Failure rule: when the bytes to decode fit the staging budget, everything is decoded and
 verified before the first write, so a bad object leaves the model as it was (the error is the
-reader's: :class:`CorruptObject`, :class:`ObjectNotFound`). Otherwise tensors are written as
-they are decoded; a failure then raises :class:`SwapFailed` and ``active`` becomes None.
+reader's: :class:`CorruptObject`, :class:`ObjectNotFound`); tensors decoded over themselves (a
+delta of what they hold) are the exception, put back from the store if one fails. Otherwise
+tensors are written as they are decoded; a failure then raises :class:`SwapFailed` and
+``active`` becomes None.
 """
 
 from __future__ import annotations
@@ -241,15 +243,18 @@ class TaskLoader:
             raise type(e)(f"{e}; the model still holds {self._holding()}") from e
         held = self._held_bases(changed)
         if need <= self._staging_budget:
-            self._note_staging(need)
+            over = self._over_themselves(todo, changed, chains, held)
+            rest = [e for e in todo if e.digest not in over]
+            self._note_staging(sum(e.nbytes for e in rest))
             bases = {s.entry.digest: (held[s.key], s.tensor) for s in changed if s.key in held}
             try:
-                decoded, read = self._decode_all(todo, chains, bases)
+                decoded, read = self._decode_all(rest, chains, bases)
+                read.update(self._apply_over_themselves(over, chains))
             except (WeightstoreError, OSError) as e:
                 self._count_failure()
-                raise type(e)(
-                    f"{e}; nothing was written: the model still holds {self._holding()}"
-                ) from e
+                self._undo(snap, over, chains, e)
+                done = "what was changed in place was put back" if over else "nothing was written"
+                raise type(e)(f"{e}; {done}: the model still holds {self._holding()}") from e
             tiers["read"] = sum(r for r in read.values() if r is not None)
             sources.update(
                 {
@@ -257,8 +262,73 @@ class TaskLoader:
                     for d, t in decoded.items()
                 }
             )
+            sources.update({d: (slot.tensor, "delta_in_place") for d, (slot, _) in over.items()})
             return self._write(snap, changed, sources, {}, tiers, {})
         return self._write(snap, changed, sources, chains, tiers, held)
+
+    def _over_themselves(
+        self,
+        todo: list[TensorEntry],
+        changed: list[Slot],
+        chains: Chains,
+        held: dict[MemoryKey, str],
+    ) -> dict[str, tuple[Slot, int]]:
+        """For a staged swap, the digests a contiguous CPU slot can be decoded over itself:
+        it holds link ``i`` of the digest's chain. Their bytes need no staging; if one fails,
+        every such slot is put back (:meth:`_undo`), so the model still ends as it was."""
+        slots = {s.entry.digest: s for s in changed if s.key in held and s.tensor.is_contiguous()}
+        out: dict[str, tuple[Slot, int]] = {}
+        for e in todo:
+            slot = slots.get(e.digest)
+            if slot is None:
+                continue
+            links = [r.digest for r in chains[e.digest]]
+            if held[slot.key] in links[1:]:
+                out[e.digest] = (slot, links.index(held[slot.key]))
+        return out
+
+    def _apply_over_themselves(
+        self, over: dict[str, tuple[Slot, int]], chains: Chains
+    ) -> dict[str, int | None]:
+        """Decode each of ``over`` over its slot (verified); the compressed bytes read."""
+        read: dict[str, int | None] = {}
+
+        def one(d: str) -> None:
+            slot, i = over[d]
+            view = byte_view(slot.tensor)
+            read[d] = self._decode_bytes(chains[d], view, (chains[d][i].digest, view))
+            if self._host.fits(slot.entry.nbytes):
+                copy = host_empty(slot.entry.dtype, slot.entry.shape)
+                byte_view(copy)[:] = view
+                self._host.put(d, copy)
+
+        self._run(one, list(over))
+        return read
+
+    def _undo(
+        self, snap: Snapshot, over: dict[str, tuple[Slot, int]], chains: Chains, why: Exception
+    ) -> None:
+        """Put back what each slot of ``over`` held (decoding that digest's own chain, the
+        tail of the chain from it, verified); :class:`SwapFailed` if that fails too."""
+        if not over:
+            return
+
+        def one(d: str) -> None:
+            slot, i = over[d]
+            self.store.reader.decode(chains[d][i:], byte_view(slot.tensor), True)
+
+        try:
+            self._run(one, list(over))
+        except Exception as e:
+            with self._state_lock:
+                self._active = None
+                for slot, _ in over.values():
+                    self._held.pop(slot.key, None)
+            raise SwapFailed(
+                f"swap to {snap.task} ({snap.short_id}) failed ({why}) and the tensors it had "
+                f"changed in place could not be put back ({e}): the model holds a mix and "
+                "loader.active is None: activate a snapshot again"
+            ) from e
 
     def _held_bases(self, changed: list[Slot]) -> dict[MemoryKey, str]:
         """The digest each changed slot holds now, where its bytes may serve as a delta base:
@@ -297,7 +367,8 @@ class TaskLoader:
                 for s in changed:
                     src = sources.get(s.entry.digest)
                     if src is not None:
-                        pairs.append(_as_bits(src[0], s.tensor))
+                        if src[0] is not s.tensor:  # a slot decoded over itself is written
+                            pairs.append(_as_bits(src[0], s.tensor))
                         tiers[src[1]] += s.entry.nbytes
                 copy_all(pairs, self._transfer, self._decoders, self._workers)
                 direct = [s for s in changed if s.entry.digest not in sources]
