@@ -249,12 +249,20 @@ class TaskLoader:
             bases = {s.entry.digest: (held[s.key], s.tensor) for s in changed if s.key in held}
             try:
                 decoded, read = self._decode_all(rest, chains, bases)
+            except (WeightstoreError, OSError) as e:
+                self._count_failure()
+                raise type(e)(
+                    f"{e}; nothing was written: the model still holds {self._holding()}"
+                ) from e
+            try:
                 read.update(self._apply_over_themselves(over, chains))
             except (WeightstoreError, OSError) as e:
                 self._count_failure()
                 self._undo(snap, over, chains, e)
-                done = "what was changed in place was put back" if over else "nothing was written"
-                raise type(e)(f"{e}; {done}: the model still holds {self._holding()}") from e
+                raise type(e)(
+                    f"{e}; what was changed in place was put back: the model still holds "
+                    f"{self._holding()}"
+                ) from e
             tiers["read"] = sum(r for r in read.values() if r is not None)
             sources.update(
                 {
@@ -262,7 +270,12 @@ class TaskLoader:
                     for d, t in decoded.items()
                 }
             )
-            sources.update({d: (slot.tensor, "delta_in_place") for d, (slot, _) in over.items()})
+            sources.update(
+                {
+                    d: (slot.tensor, "store" if read.get(d) is None else "delta_in_place")
+                    for d, (slot, _) in over.items()
+                }
+            )
             return self._write(snap, changed, sources, {}, tiers, {})
         return self._write(snap, changed, sources, chains, tiers, held)
 
