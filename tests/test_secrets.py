@@ -106,3 +106,60 @@ def test_tokens_never_reach_logs_errors_or_metrics(tmp_path: Path) -> None:
     for secret in secrets:
         hidden = secret[-24:]  # the random part, however a token is framed
         assert hidden not in text, f"a token leaked: ...{secret[-4:]}"
+
+
+def test_every_write_route_refuses_missing_wrong_read_only_and_revoked_tokens(
+    tmp_path: Path,
+) -> None:
+    """Every route of the OpenAPI schema that is not a GET, with each bad credential; nothing
+    in the store changes (the Hub routes are GET/HEAD, and paths-info only reads)."""
+    from served import serve
+
+    with serve(tmp_path / "server", "sqlite:///" + str(tmp_path / "index.sqlite")) as served:
+        snap = served.store.save("team/model", {"w": torch.randn(8, 8)}, step=1, tags=["best"])
+        digest = snap.tensors[0].digest
+        tokens = Tokens(served.store.index.engine)
+        gone, revoked = tokens.create("write", "gone")
+        tokens.revoke(gone.id)
+        spec = httpx.get(f"{served.url}/openapi.json", timeout=30).json()
+        fill = {
+            "{ref}": "team/model@1",
+            "{task}": "team/model",
+            "{tag}": "best",
+            "{digest}": digest,
+        }
+        routes = [
+            (method.upper(), path)
+            for path, ops in spec["paths"].items()
+            for method in ops
+            if method in ("put", "post", "delete", "patch")
+        ]
+        assert len(routes) >= 6
+
+        def state() -> object:
+            s = served.store
+            objects = sorted(str(p) for p in (served.root / "objects").rglob("*") if p.is_file())
+            return [(x.id, x.tags) for x in s.log()], objects, [t.id for t in tokens.list()]
+
+        before = state()
+        creds = {
+            "none": None,
+            "wrong": served.tokens["read"][:-6] + "AAAAAA",
+            "revoked": revoked,
+            "malformed": "not-a-token",
+            "read": served.tokens["read"],
+        }
+        for method, template in routes:
+            path = template
+            for key, value in fill.items():
+                path = path.replace(key, value)
+            for name, token in creds.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                answer = httpx.request(
+                    method, served.url + path, headers=headers, content=b"{}", timeout=30
+                )
+                if name != "read":
+                    assert answer.status_code == 401, (method, path, name, answer.text)
+                elif path != "/v1/objects/missing":  # the one POST that only reads
+                    assert answer.status_code == 403, (method, path, name, answer.text)
+        assert state() == before

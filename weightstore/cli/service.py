@@ -89,6 +89,22 @@ def serve(
             show_default=f"{64 << 20} (64 MiB)",
         ),
     ] = 64 << 20,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Close a connection that sends no request head for this long (stalled "
+            "clients would otherwise hold a socket each, for ever).",
+        ),
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", min=1, help="Connections beyond this many are closed at once."
+        ),
+    ] = 2048,
 ) -> None:
     """Run the REST service (docs at /docs, API under /v1)."""
     uvicorn = _extra("uvicorn")
@@ -100,10 +116,17 @@ def serve(
     # Workers may start elsewhere: a folder is made absolute, a URL (s3://) kept as given.
     where = path if "://" in path else str(Path(path).resolve())
     settings = server.ServerSettings(
-        where, url, public_read=public_read, max_upload_bytes=max_upload, max_json_bytes=max_json
+        where,
+        url,
+        public_read=public_read,
+        max_upload_bytes=max_upload,
+        max_json_bytes=max_json,
+        header_timeout=header_timeout,
+        max_connections=max_connections,
     )
+    protocol = _extra("weightstore.server.protocol").configure(header_timeout, max_connections)
     if workers == 1:
-        uvicorn.run(server.create_app(settings), host=host, port=port)
+        uvicorn.run(server.create_app(settings), host=host, port=port, http=protocol)
         return
     # Worker processes build their own app (and open the store themselves) from the env.
     os.environ[_extra("weightstore.server.settings").SETTINGS_ENV] = settings.to_json()
@@ -113,6 +136,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        http=protocol,
         # A worker imports torch before it answers the parent's health check: slow on a busy
         # machine, where the default would kill and restart workers in a loop.
         timeout_worker_healthcheck=120,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from weightstore.errors import InvalidInput
 from weightstore.server import metrics, problems
+from weightstore.server.protocol import configure
 from weightstore.server.routes import files, health, hub, objects, snapshots, tasks
 from weightstore.server.settings import SETTINGS_ENV, ServerSettings
 from weightstore.settings import StoreSettings
@@ -76,4 +77,6 @@ def app_from_environment() -> FastAPI:
     text = os.environ.get(SETTINGS_ENV)
     if text is None:
         raise InvalidInput(f"{SETTINGS_ENV} is not set: start the service with `weightstore serve`")
-    return create_app(ServerSettings.from_json(text))
+    settings = ServerSettings.from_json(text)
+    configure(settings.header_timeout, settings.max_connections)  # this worker's protocol
+    return create_app(settings)

@@ -24,7 +24,8 @@ class ServerSettings:
     the caller's token is checked. ``threads``: the store's worker threads (0: every core).
     ``upload_dir``: where upload bodies are spooled before they are read (default:
     ``.uploads`` in a store folder, the system's temporary folder for a store at a URL such as
-    ``s3://``)."""
+    ``s3://``). ``header_timeout`` / ``max_connections``: a connection that sends no request
+    head in that many seconds, or one beyond that many, is closed (``server/protocol.py``)."""
 
     store: str
     index_url: str | None = None
@@ -34,6 +35,8 @@ class ServerSettings:
     max_json_bytes: int = 64 << 20
     threads: int = 0
     upload_dir: str | None = None
+    header_timeout: float = 30.0
+    max_connections: int = 2048
 
     def uploads_folder(self) -> Path:
         if self.upload_dir is not None:

@@ -1,0 +1,113 @@
+"""Stalled and excess clients are bounded (issue 17, item 4): a real ``weightstore serve``
+process with a short ``--header-timeout`` and a small ``--max-connections``. Half-sent requests
+are closed once the timeout passes; connections beyond the limit are closed as they come; a
+slow request already under way is never cut; and the service keeps answering throughout."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from weightstore import WeightStore
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _closed(s: socket.socket, wait: float) -> bool:
+    """Whether the server closed ``s`` within ``wait`` seconds."""
+    s.settimeout(wait)
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int) -> None:
+    root = tmp_path / "store"
+    WeightStore.open(root).close()
+    with WeightStore.open(root) as store:
+        store.save("t", {"w": torch.randn(4, 4)}, step=1)
+    port = _free_port()
+    args = [
+        "--header-timeout",
+        "1.5",
+        "--max-connections",
+        "40",
+        "--workers",
+        str(workers),
+        "--public-read",
+    ]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "weightstore.cli.main",
+            "--store",
+            str(root),
+            "serve",
+            "--port",
+            str(port),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    base = f"http://127.0.0.1:{port}"
+    opened: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        # A slow request under way (its head sent, its body trickling in) is not cut.
+        body = b'{"digests": ["' + b"0" * 64 + b'"]}'
+        slow = socket.create_connection(("127.0.0.1", port))
+        opened.append(slow)
+        slow.sendall(
+            b"POST /v1/objects/missing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        stalled = []
+        for _ in range(30 if workers == 1 else 20):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /v1/tasks HTTP/1.1\r\nHost: x\r\n")  # never finished
+            stalled.append(s)
+        opened.extend(stalled)
+        # Beyond the limit a connection is closed as it is accepted (per worker process).
+        extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
+        opened.extend(extra)
+        assert sum(_closed(s, 1.0) for s in extra) >= 60 - 40 * workers + 20
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        time.sleep(2.5)  # past the header timeout
+        assert all(_closed(s, 2.0) for s in stalled)
+        slow.sendall(body)  # the body, late
+        slow.settimeout(10)
+        answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+        assert httpx.get(f"{base}/v1/tasks", timeout=10).status_code == 200
+    finally:
+        for s in opened:
+            s.close()
+        server.terminate()
+        server.wait(60)
