@@ -291,7 +291,7 @@ def test_a_bad_object_leaves_the_model_as_it_was(
         expected = CorruptObject if damage == "flip" else ObjectNotFound
         # ft is stored as deltas of base, which the model holds: those are applied over the
         # model's own tensors and put back when the damaged one is found.
-        with pytest.raises(expected, match="nothing was written|was put back"):
+        with pytest.raises(expected, match=r"nothing was written|was put back"):
             loader.activate("ft")
         assert holds(model, tasks["base"]) and loader.active is not None
         assert loader.active.task == "base"

@@ -194,3 +194,50 @@ def test_gc_at_grace_zero_racing_pushes_never_leaves_a_broken_snapshot(
     assert served.store.verify().ok and collected
     remote.close()
     local.close()
+
+
+HOLD_GC_LOCK = """
+import sys, time
+from weightstore import WeightStore
+store = WeightStore.open(sys.argv[1])
+with store.index.lock("gc", store._holder, stale_after=__import__("datetime").timedelta(hours=1)):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_gc_killed_while_it_holds_its_lock_does_not_block_the_next(tmp_path: Path) -> None:
+    """A process holding the gc lock (as a running gc does) is killed with SIGKILL; the next
+    gc on this host sees the holder is dead and takes the lock over at once instead of refusing
+    for an hour; a real gc killed part-way loses nothing a snapshot reaches either."""
+    root = tmp_path / "store"
+    kept = weights(300, n=4)
+    with WeightStore.open(root) as store:
+        store.save("keep", kept, step=1)
+        for i in range(40):
+            store.save(f"junk{i}", weights(400 + i, n=2), step=1)
+            store.delete(store.resolve(f"junk{i}"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_GC_LOCK, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(30)
+    holder.stdout.close()
+    with WeightStore.open(root) as store:
+        assert store.index.lock_holder("gc") is not None  # left behind by the dead process
+        assert store.gc(grace_seconds=0).objects_removed > 0  # not LockHeld: taken over
+        assert store.index.lock_holder("gc") is None
+        assert same(store.restore("keep@1"), kept) and store.verify().ok
+    # A real `weightstore gc` killed at once, then run again.
+    cmd = [sys.executable, "-m", "weightstore.cli.main", "--store", str(root), "gc", "--grace", "0"]
+    for delay in (0.6, 0.9):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    with WeightStore.open(root) as store:
+        assert same(store.restore("keep@1"), kept) and store.verify().ok
+        assert [s.task for s in store.log()] == ["keep"]

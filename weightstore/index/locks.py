@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
@@ -32,7 +34,7 @@ def try_acquire(
     ).one_or_none()
     if current is None:
         return False  # released since our insert
-    if current.acquired_at > now - stale_after:
+    if current.acquired_at > now - stale_after and not holder_is_dead(current.holder):
         raise LockHeld(
             f"{name} lock held by {current.holder} since "
             f"{current.acquired_at:%Y-%m-%d %H:%M:%S} UTC: wait for it to finish, or "
@@ -60,10 +62,33 @@ def try_acquire(
     return bool(taken)
 
 
+def holder_is_dead(holder: str) -> bool:
+    """Whether ``holder`` ("host:pid:nonce") names a process of this host that no longer
+    exists: a holder killed with SIGKILL never released its lock, and waiting for it to go
+    stale would block gc for nothing. Another host's holder, or a live pid (even one reused
+    by an unrelated process), is never judged dead."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False
+    return False
+
+
 def release(conn: Connection, name: str, holder: str) -> bool:
     """Release the lock if ``holder`` still holds it; return whether it did."""
     stmt = delete(LockRow).where(LockRow.name == name, LockRow.holder == holder)
     return bool(conn.execute(stmt).rowcount)
+
+
+def holder_of(conn: Connection, name: str) -> str | None:
+    holder: str | None = conn.scalar(select(LockRow.holder).where(LockRow.name == name))
+    return holder
 
 
 def break_lock(conn: Connection, name: str) -> str | None:

@@ -482,6 +482,11 @@ class Index:
         with self._write() as conn:
             return locks.release(conn, name, holder)
 
+    def lock_holder(self, name: str) -> str | None:
+        """Who holds the named lock now, if anyone."""
+        with self._read() as conn:
+            return locks.holder_of(conn, name)
+
     def break_lock(self, name: str) -> str | None:
         """Remove the lock whoever holds it (for a dead holder); return the holder it had."""
         with self._write() as conn:
