@@ -241,3 +241,49 @@ def test_a_gc_killed_while_it_holds_its_lock_does_not_block_the_next(tmp_path: P
     with WeightStore.open(root) as store:
         assert same(store.restore("keep@1"), kept) and store.verify().ok
         assert [s.task for s in store.log()] == ["keep"]
+
+
+def test_a_push_killed_part_way_resumes_and_the_server_loses_nothing(
+    served: Served, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    expected = {}
+    with WeightStore.open(local) as store:
+        for step in range(1, 9):
+            expected[step] = {f"w{i}": torch.randn(256, 256) for i in range(8)}
+            store.save("t", expected[step], step=step)
+    cmd = [
+        sys.executable,
+        "-m",
+        "weightstore.cli.main",
+        "--store",
+        str(local),
+        "push",
+        served.url,
+        "t",
+        "--token",
+        served.tokens["write"],
+    ]
+    partial = 0
+    for wanted in (1, 4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if len(served.store.index.list_snapshots()) >= wanted:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        snaps = served.store.log()
+        partial += 0 < len(snaps) < 8
+        for snap in snaps:  # whatever the server committed is whole
+            assert snap.step is not None and same(
+                served.store.restore(snap.id), expected[snap.step]
+            )
+    assert partial
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(s.step or 0 for s in served.store.log("t")) == list(range(1, 9))
+    for step, sd in expected.items():
+        assert same(served.store.restore(f"t@{step}"), sd)
+    assert served.store.verify().ok
