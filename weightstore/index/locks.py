@@ -34,7 +34,8 @@ def try_acquire(
     ).one_or_none()
     if current is None:
         return False  # released since our insert
-    if current.acquired_at > now - stale_after and not holder_is_dead(current.holder):
+    dead = holder_is_dead(current.holder)
+    if current.acquired_at > now - stale_after and not dead:
         raise LockHeld(
             f"{name} lock held by {current.holder} since "
             f"{current.acquired_at:%Y-%m-%d %H:%M:%S} UTC: wait for it to finish, or "
@@ -53,10 +54,11 @@ def try_acquire(
     ).rowcount
     if taken:
         log.warning(
-            "took over stale %s lock of %s (held since %s) for %s",
+            "took over the %s lock of %s (held since %s: %s) for %s",
             name,
             current.holder,
             current.acquired_at.isoformat(),
+            "its process is gone" if dead else "stale",
             holder,
         )
     return bool(taken)
