@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -25,6 +26,28 @@ from weightstore.store import WeightStore
 MAX_UPLOAD = 4 << 20
 
 
+class _CountingBodies:
+    """The app, counting per path the body bytes it took from the server (what it read)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.received: dict[str, int] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+
+        async def counted() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                self.received[path] = self.received.get(path, 0) + len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counted, send)
+
+
 @dataclass
 class Served:
     url: str
@@ -32,6 +55,7 @@ class Served:
     store: WeightStore  # a second handle on the same store, for seeding and checking
     tokens: dict[str, str]  # scope -> token
     server: uvicorn.Server
+    received: dict[str, int]  # path -> body bytes the app read
 
     def client(self, scope: str | None = "read") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[scope]}"} if scope else {}
@@ -60,9 +84,8 @@ def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[
         threads=2,
     )
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = _CountingBodies(create_app(settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -71,7 +94,7 @@ def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", root, store, tokens, server)
+        yield Served(f"http://127.0.0.1:{port}", root, store, tokens, server, app.received)
     finally:
         server.should_exit = True
         thread.join(30)
