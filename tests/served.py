@@ -33,6 +33,9 @@ class _CountingBodies:
         self.app = app
         self.received: dict[str, int] = {}
 
+    def __getattr__(self, name: str) -> Any:  # the app's state, routes...: the wrapped app's
+        return getattr(self.app, name)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)

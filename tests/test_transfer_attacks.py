@@ -287,3 +287,35 @@ def test_a_push_killed_part_way_resumes_and_the_server_loses_nothing(
     for step, sd in expected.items():
         assert same(served.store.restore(f"t@{step}"), sd)
     assert served.store.verify().ok
+
+
+class _GcBeforeFirstCommit:
+    """A receiving store whose gc (grace 0) runs between the objects' arrival and the first
+    manifest: what a gc with a grace shorter than the transfer does."""
+
+    def __init__(self, store: WeightStore) -> None:
+        self.store, self.collected = store, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    def commit_manifest(self, snap: object) -> object:
+        if not self.collected:
+            self.collected = self.store.gc(grace_seconds=0).objects_removed
+        return self.store.commit_manifest(snap)  # type: ignore[arg-type]
+
+
+def test_a_push_resends_objects_a_gc_collected_before_its_commit(
+    tmp_path: Path, index_url: str
+) -> None:
+    sd = weights(500)
+    with (
+        WeightStore.open(tmp_path / "src") as src,
+        WeightStore.open(tmp_path / "dst", index_url=index_url) as dst,
+    ):
+        src.save("t", sd, step=1)
+        racing = _GcBeforeFirstCommit(dst)
+        report = push(src, racing, ["t"])  # type: ignore[arg-type]
+        assert racing.collected == len(sd)  # every object it sent was collected once
+        assert report.snapshots == 1
+        assert same(dst.restore("t@1"), sd) and dst.verify().ok

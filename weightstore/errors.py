@@ -94,6 +94,11 @@ class InputChanged(InvalidInput):
     """Weights that changed while they were being saved: the snapshot would not be what was read."""
 
 
+class ObjectsMissing(InvalidInput):
+    """A manifest sent before every object it names is stored at the receiver (never sent, or
+    collected by a gc since it was sent): send them, then the manifest again."""
+
+
 class Conflict(WeightstoreError, ValueError):
     """The request contradicts what is stored, such as a step saved twice in one task."""
 

@@ -24,6 +24,7 @@ from weightstore.errors import (
     CorruptObject,
     InvalidInput,
     ObjectNotFound,
+    ObjectsMissing,
     RefNotFound,
 )
 from weightstore.index import Index
@@ -143,7 +144,7 @@ def commit_manifest(index: Index, objects: ObjectBackend, snap: Snapshot) -> Sna
         size = math.prod(t.shape) * dtype_info(t.dtype).itemsize
         rec = records.get(t.digest)
         if rec is None or t.digest not in present:
-            raise InvalidInput(
+            raise ObjectsMissing(
                 f"snapshot {snap.short_id}: object {t.digest} of {t.name!r} is not stored "
                 "here: send the objects first, then the manifest"
             )

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from weightstore.errors import CorruptFile, CorruptObject, NotFound
+from weightstore.errors import CorruptFile, CorruptObject, NotFound, ObjectsMissing
 from weightstore.ports import ObjectExchange, Progress
 from weightstore.read import blob_base
 from weightstore.remote import RemoteStore
@@ -118,6 +118,17 @@ class _Sender:
         finally:
             claim.set()
 
+    def resend(self, digests: Sequence[str]) -> None:
+        """Send ``digests`` again: the receiver lost them since they were sent. What it was
+        known to hold is forgotten too, so each delta's base is asked about again."""
+        with self._lock:
+            for d in digests:
+                self._claims.pop(d, None)
+                self.missing.add(d)
+            self.present.clear()
+        for d in digests:
+            self.send(d)
+
     def send_or_note(self, digest: str) -> None:
         """:meth:`send`, a damaged object noted in ``failed`` instead of raised."""
         with contextlib.suppress(CorruptObject, CorruptFile):
@@ -135,6 +146,22 @@ def _parent_digests(src: Side, snaps: Sequence[Snapshot]) -> list[str]:
         except NotFound:
             continue  # deleted at the source: its objects are asked about one by one
     return out
+
+
+_COMMIT_TRIES = 3
+
+
+def _commit(dst: Side, snap: Snapshot, sender: _Sender) -> None:
+    """Commit ``snap`` at ``dst``; if objects it names are gone there (a gc collected them
+    since they were sent, its grace shorter than this transfer), send them again and retry."""
+    for attempt in range(_COMMIT_TRIES):
+        try:
+            dst.commit_manifest(snap)
+            return
+        except ObjectsMissing:
+            if attempt == _COMMIT_TRIES - 1:
+                raise
+            sender.resend(dst.missing(list(dict.fromkeys(t.digest for t in snap.tensors))))
 
 
 def transfer(
@@ -164,7 +191,7 @@ def transfer(
         elif snap.parent in left:
             reason = f"its parent {str(snap.parent)[:12]} could not be sent"
         else:
-            b.commit_manifest(snap)
+            _commit(b, snap, sender)
             continue
         left.add(snap.id)
         damaged.append(DamagedSnapshot(snap, broken, reason))
