@@ -319,3 +319,51 @@ def test_a_push_resends_objects_a_gc_collected_before_its_commit(
         assert racing.collected == len(sd)  # every object it sent was collected once
         assert report.snapshots == 1
         assert same(dst.restore("t@1"), sd) and dst.verify().ok
+
+
+def test_clone_through_a_proxy_flipping_objects_keeps_nothing_damaged(
+    served: Served, tmp_path: Path
+) -> None:
+    sd = weights(600)
+    served.store.save("t", sd, step=1)
+    target = tmp_path / "copy"
+    with FaultProxy(served.url, no_faults, rewrite=flip_objects) as proxy:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "weightstore.cli.main",
+                "clone",
+                proxy.endpoint_url,
+                str(target),
+                "--token",
+                served.tokens["read"],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 5, done.stdout + done.stderr  # damaged: named, exit 5
+    assert "Traceback" not in done.stderr and "t@1" in done.stdout + done.stderr
+    if target.exists():
+        with WeightStore.open(target) as store:
+            assert store.log() == [] and store.verify().ok  # nothing damaged was kept
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weightstore.cli.main",
+            "--store",
+            str(target),
+            "pull",
+            served.url,
+            "--token",
+            served.tokens["read"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    with WeightStore.open(target) as store:
+        assert same(store.restore("t@1"), sd) and store.verify().ok
