@@ -89,6 +89,61 @@ def test_migrated_schema_equals_the_models(engine: Engine) -> None:
     assert current_revision(engine) == HEAD
 
 
+def _schema(engine: Engine) -> dict[str, object]:
+    """Everything the database says of its tables: columns (type, nullability, default),
+    keys, foreign keys with their actions, indexes, unique and check constraints, by name."""
+    out: dict[str, object] = {}
+    with engine.connect() as conn:
+        insp = inspect(conn)
+        for table in sorted(insp.get_table_names()):
+            checks = insp.get_check_constraints(table)
+            out[table] = {
+                # By name: a migration that adds a column puts it last, the models in place.
+                "columns": sorted(
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                    for c in insp.get_columns(table)
+                ),
+                "pk": insp.get_pk_constraint(table),
+                "fks": sorted(
+                    (
+                        str(f["name"]),
+                        tuple(f["constrained_columns"]),
+                        f["referred_table"],
+                        tuple(f["referred_columns"]),
+                        str(sorted(f.get("options", {}).items())),
+                    )
+                    for f in insp.get_foreign_keys(table)
+                ),
+                "indexes": sorted(
+                    (str(i["name"]), tuple(i["column_names"]), bool(i["unique"]))
+                    for i in insp.get_indexes(table)
+                ),
+                "uniques": sorted(
+                    (str(u["name"]), tuple(u["column_names"]))
+                    for u in insp.get_unique_constraints(table)
+                ),
+                "checks": sorted(
+                    (str(c["name"]), " ".join(str(c["sqltext"]).split())) for c in checks
+                ),
+            }
+    return out
+
+
+def test_a_new_schema_made_from_the_models_equals_the_migrated_one(engine: Engine) -> None:
+    """`init` creates an empty database from the models and stamps it HEAD, without Alembic
+    (index/schema.py, `_create_at_head`): it must be the schema the migrations build, to the
+    last constraint name, or a later migration would fail on stores made by `init`."""
+    ensure_schema(engine, create=True)  # the fast path: an empty database
+    assert current_revision(engine) == HEAD
+    created = _schema(engine)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE alembic_version"))
+    upgrade(engine)
+    assert _schema(engine) == created
+    assert set(created) == WEIGHTSTORE_TABLES | {"alembic_version"}
+
+
 def test_schema_is_created_on_first_use(index_url: str) -> None:
     for _ in range(2):  # the second open finds it in place
         Index.open(IndexSettings(url=index_url)).close()

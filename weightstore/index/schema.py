@@ -114,8 +114,17 @@ def ensure_schema(engine: Engine, *, create: bool, script_location: str | None =
             engine.connect().execution_options(**{READ_ONLY_OPTION: True}) as conn,
             conn.begin(),
         ):
-            if _revision(conn) == HEAD:
+            revision = _revision(conn)
+            if revision == HEAD:
                 return  # the common case, decided without loading the migration scripts
+            has_tables = bool(set(inspect(conn).get_table_names()) & WEIGHTSTORE_TABLES)
+        if create and not has_tables and revision is None:
+            with _db_errors(engine), engine.begin() as conn:
+                _lock_schema(conn)
+                # Another process may have created the schema since we looked.
+                if _state(conn) == (False, None):
+                    _create_at_head(conn)
+                    return
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(alembic_config(script_location=script_location))
@@ -123,6 +132,23 @@ def ensure_schema(engine: Engine, *, create: bool, script_location: str | None =
     assert head is not None, "the migrations folder has no revisions"
     with _db_errors(engine):
         _ensure(engine, script, head, create, script_location)
+
+
+def _create_at_head(conn: Connection) -> None:
+    """Make an empty database's schema at HEAD from the models, and stamp it, as `alembic
+    upgrade head` would leave it (tests/test_migrations.py checks the two schemas equal, every
+    constraint and index by name), without loading Alembic and replaying every migration:
+    most of what `weightstore init` cost."""
+    from weightstore.index.models import Base
+
+    Base.metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD})
 
 
 def _ensure(
