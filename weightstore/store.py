@@ -59,14 +59,14 @@ from weightstore.types import (
     VerifyResult,
     diff_snapshots,
 )
+from weightstore.usage import compute_stats
+from weightstore.writer import SnapshotWriter
 
 if TYPE_CHECKING:  # torch is imported by the verbs that make tensors, not by opening a store
     import torch
 
     from weightstore.saving import BackgroundSaver
     from weightstore.training import Stateful
-from weightstore.usage import compute_stats
-from weightstore.writer import SnapshotWriter
 
 
 def _where(snap: Snapshot) -> str:
