@@ -111,3 +111,48 @@ def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int)
             s.close()
         server.terminate()
         server.wait(60)
+
+
+def test_a_body_that_stops_arriving_is_dropped_with_408_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    import dataclasses
+    from typing import Any
+
+    from served import serve
+
+    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
+        app: Any = served.server.config.app
+        app.state.settings = dataclasses.replace(app.state.settings, body_timeout=1.0)
+        host, port = served.url.removeprefix("http://").split(":")
+        before = sorted(p.name for p in (served.root / "objects").rglob("*") if p.is_file())
+        answers = []
+        for path in ("/v1/objects/" + "ab" * 32, "/v1/tasks/t/snapshots", "/v1/objects/missing"):
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                method = "POST" if path.endswith("missing") else "PUT"
+                s.sendall(
+                    f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                    f"Authorization: Bearer {served.tokens['write']}\r\n\r\n".encode()
+                    + b"x" * 10  # then nothing more
+                )
+                start = time.monotonic()
+                answers.append((s.recv(4096), time.monotonic() - start))
+        for answer, waited in answers:
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+            assert waited < 10
+        after = sorted(p.name for p in (served.root / "objects").rglob("*") if p.is_file())
+        assert after == before and served.store.log() == []
+        uploads = served.root / ".uploads"
+        assert not uploads.exists() or not any(uploads.iterdir())  # the spooled part is gone
+        # A body that keeps coming, however slowly, is read.
+        body = b'{"digests": ["' + b"0" * 64 + b'"]}'
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(
+                f"POST /v1/objects/missing HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: application/json\r\n"
+                f"Authorization: Bearer {served.tokens['read']}\r\n\r\n".encode()
+            )
+            for i in range(0, len(body), 20):
+                s.sendall(body[i : i + 20])
+                time.sleep(0.4)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")

@@ -94,6 +94,12 @@ class InputChanged(InvalidInput):
     """Weights that changed while they were being saved: the snapshot would not be what was read."""
 
 
+class RequestTimeout(InvalidInput):
+    """A request body that stopped arriving: a client holding a request without sending."""
+
+    http_status = 408
+
+
 class ObjectsMissing(InvalidInput):
     """A manifest sent before every object it names is stored at the receiver (never sent, or
     collected by a gc since it was sent): send them, then the manifest again."""

@@ -99,6 +99,15 @@ def serve(
             "clients would otherwise hold a socket each, for ever).",
         ),
     ] = 30.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="Drop a request whose body sends no byte for this long (408).",
+        ),
+    ] = 60.0,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -123,6 +132,7 @@ def serve(
         max_json_bytes=max_json,
         header_timeout=header_timeout,
         max_connections=max_connections,
+        body_timeout=body_timeout,
     )
     protocol = _extra("weightstore.server.protocol").configure(header_timeout, max_connections)
     if workers == 1:

@@ -25,7 +25,9 @@ class ServerSettings:
     ``upload_dir``: where upload bodies are spooled before they are read (default:
     ``.uploads`` in a store folder, the system's temporary folder for a store at a URL such as
     ``s3://``). ``header_timeout`` / ``max_connections``: a connection that sends no request
-    head in that many seconds, or one beyond that many, is closed (``server/protocol.py``)."""
+    head in that many seconds, or one beyond that many, is closed (``server/protocol.py``).
+    ``body_timeout``: a request body from which no byte arrives for that many seconds is
+    dropped with 408 (``server/uploads.py``)."""
 
     store: str
     index_url: str | None = None
@@ -37,6 +39,7 @@ class ServerSettings:
     upload_dir: str | None = None
     header_timeout: float = 30.0
     max_connections: int = 2048
+    body_timeout: float = 60.0
 
     def uploads_folder(self) -> Path:
         if self.upload_dir is not None:

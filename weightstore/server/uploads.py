@@ -1,9 +1,11 @@
 """Request bodies with a size limit: into memory (one object, a JSON body) or a temporary file
-(a safetensors upload), refusing with 413 as soon as the limit is passed, and never before the
-caller's token is checked."""
+(a safetensors upload), refusing with 413 as soon as the limit is passed, with 408 when the body
+stops arriving for the server's ``body_timeout``, and never before the caller's token is
+checked."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -17,7 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from weightstore.errors import InvalidInput, PayloadTooLarge
+from weightstore.errors import InvalidInput, PayloadTooLarge, RequestTimeout
 from weightstore.server.deps import get_settings
 
 
@@ -34,11 +36,28 @@ def _over(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the body is over this server's limit of {limit} bytes")
 
 
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks; :class:`RequestTimeout` when none arrives for ``body_timeout``
+    seconds (a client trickling nothing would otherwise hold its request for ever)."""
+    idle = get_settings(request).body_timeout
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), idle)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise RequestTimeout(
+                f"no byte of the request body arrived for {idle:g} s: the request was dropped"
+            ) from None
+        yield chunk
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, at most ``limit`` bytes."""
     _declared(request, limit)
     parts, size = [], 0
-    async for chunk in request.stream():
+    async for chunk in _chunks(request):
         size += len(chunk)
         if size > limit:
             raise _over(limit)
@@ -56,7 +75,7 @@ async def body_file(request: Request, limit: int, folder: Path, suffix: str) -> 
     try:
         size = 0
         with os.fdopen(fd, "wb") as f:
-            async for chunk in request.stream():
+            async for chunk in _chunks(request):
                 size += len(chunk)
                 if size > limit:
                     raise _over(limit)
