@@ -31,7 +31,7 @@ def test_every_dtype_reads_as_safetensors_reads_it(tmp_path: Path) -> None:
     path, _ = _file(tmp_path)
     header = read_header(path)
     assert header.metadata == {"format": "pt"}
-    weights = SafetensorsWeights(dict.fromkeys(header.tensors, path))
+    weights = SafetensorsWeights({path: header})
     theirs = load_file(str(path))
     for name, t in theirs.items():
         raw = weights[name]
@@ -88,7 +88,7 @@ def test_any_damage_is_a_typed_error_or_the_same_tensors(
     path.write_bytes(bytes(blob[: max(0, len(blob) - cut % 40)] if cut >= 200 else blob))
     try:
         header = read_header(path)
-        weights = SafetensorsWeights(dict.fromkeys(header.tensors, path))
+        weights = SafetensorsWeights({path: header})
         got = {n: weights[n].data.tobytes() for n in weights}
         weights.close()
     except InvalidInput:
@@ -100,7 +100,7 @@ def test_any_damage_is_a_typed_error_or_the_same_tensors(
 def test_a_file_that_shrinks_after_its_header_was_read_is_input_changed(tmp_path: Path) -> None:
     path, _ = _file(tmp_path)
     header = read_header(path)
-    weights = SafetensorsWeights(dict.fromkeys(header.tensors, path))
+    weights = SafetensorsWeights({path: header})
     last = max(header.tensors, key=lambda n: header.tensors[n].end)
     weights[next(iter(header.tensors))]  # opens the file
     with path.open("r+b") as f:
@@ -108,3 +108,20 @@ def test_a_file_that_shrinks_after_its_header_was_read_is_input_changed(tmp_path
     with pytest.raises(InputChanged, match="shrank"):
         weights[last]
     weights.close()
+
+
+def test_a_files_metadata_comes_back_with_its_export(tmp_path: Path) -> None:
+    """The header read once for the save also gives the ``__metadata__`` export hands back."""
+    from weightstore import WeightStore
+
+    path, sd = _file(tmp_path)
+    with WeightStore.open(tmp_path / "store") as store:
+        store.import_file("t", path, step=1)
+        store.export("t@1", tmp_path / "out.safetensors")
+    assert read_header(tmp_path / "out.safetensors").metadata["format"] == "pt"
+    theirs = load_file(str(tmp_path / "out.safetensors"))
+    assert theirs.keys() == sd.keys()
+    assert all(
+        torch.equal(theirs[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8))
+        for k, v in sd.items()
+    )

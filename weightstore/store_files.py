@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weightstore.errors import InvalidInput
-from weightstore.files import read_weights, safetensors_metadata, store_paths
+from weightstore.files import SafetensorsWeights, read_weights, store_paths
 from weightstore.files.folder import read_folder
 from weightstore.folders import FOLDER_KEY, record_of
 from weightstore.forms import SOURCE_METADATA
@@ -119,7 +119,7 @@ class FileVerbs(SavingVerbs):
                 progress=progress,
             )
         weights = read_weights(path, key=key)
-        source = safetensors_metadata(path)
+        source = weights.metadata if isinstance(weights, SafetensorsWeights) else {}
         if source:
             # Handed back by export, so tools that read it (format, config) keep working.
             metadata = {SOURCE_METADATA: source, **(metadata or {})}

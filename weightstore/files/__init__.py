@@ -2,7 +2,7 @@
 safetensors header layout, and writing to safe destinations."""
 
 from weightstore.files.layout import safetensors_head
-from weightstore.files.reading import SHARD_INDEX, read_weights, safetensors_metadata
+from weightstore.files.reading import SHARD_INDEX, read_weights
 from weightstore.files.safetensors_in import SafetensorsWeights
 from weightstore.files.writing import (
     open_destination,
@@ -17,7 +17,6 @@ __all__ = [
     "open_destination",
     "read_weights",
     "safetensors_head",
-    "safetensors_metadata",
     "store_paths",
     "write_folder",
     "write_safetensors",

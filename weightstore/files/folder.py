@@ -25,9 +25,8 @@ from weightstore.files.reading import (
     SHARD_INDEX,
     read_weights,
     regular_file_size,
-    safetensors_names,
 )
-from weightstore.files.safetensors_in import SafetensorsWeights
+from weightstore.files.safetensors_in import Header, SafetensorsWeights, read_header
 from weightstore.folders import MAX_FILES, FolderFile, check_file_path
 from weightstore.sources import RawTensor, Source
 from weightstore.types import FILE_PREFIX, RESERVED_PREFIX
@@ -163,8 +162,12 @@ def read_folder(folder: str | os.PathLike[str]) -> FolderInput:
     root = Path(folder)
     if not root.is_dir():
         raise NotFound(f"{root}: no such folder")
+    headers: dict[Path, Header] = {}
     if (root / SHARD_INDEX).is_file():
-        read_weights(root)  # a shard index that does not match its shards is refused, as ever
+        # A shard index that does not match its shards is refused, as ever.
+        checked = read_weights(root)
+        assert isinstance(checked, SafetensorsWeights)
+        headers.update({p.resolve(): h for p, h in checked.headers.items()})
     files: list[FolderFile] = []
     blobs: dict[str, bytes] = {}
     where: dict[str, Path] = {}
@@ -175,7 +178,9 @@ def read_folder(folder: str | os.PathLike[str]) -> FolderInput:
         size = _size(real, root / rel)
         stats[real] = _identity(real)
         head = _contiguous_header(real, size) if rel.endswith(".safetensors") else None
-        names = safetensors_names(real) if head is not None else []
+        if head is not None and real not in headers:
+            headers[real] = read_header(real)
+        names = list(headers[real].tensors) if head is not None else []
         clash = next((n for n in names if n in where or n.startswith(RESERVED_PREFIX)), None)
         if clash is not None:
             raise InvalidInput(f"{root / rel}: tensor {clash!r} is also in {where.get(clash)}")
@@ -191,4 +196,5 @@ def read_folder(folder: str | os.PathLike[str]) -> FolderInput:
         files.append(FolderFile(rel, size, hashlib.sha256(data).hexdigest(), rebuilt=False))
     if not files:
         raise InvalidInput(f"{root}: the folder holds no files")
-    return FolderInput(tuple(files), _FolderState(SafetensorsWeights(where), blobs), stats)
+    used = {p: headers[p] for p in set(where.values())}
+    return FolderInput(tuple(files), _FolderState(SafetensorsWeights(used, where), blobs), stats)

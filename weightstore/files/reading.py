@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from weightstore.errors import CorruptFile, InvalidInput, NotFound
-from weightstore.files.safetensors_in import SafetensorsWeights, read_header
+from weightstore.files.safetensors_in import Header, SafetensorsWeights, read_header
 from weightstore.inputs import load_json_object
 from weightstore.sources import Source
 
@@ -25,12 +25,6 @@ if TYPE_CHECKING:
     import torch
 
 SHARD_INDEX = "model.safetensors.index.json"
-
-
-def safetensors_names(path: Path) -> list[str]:
-    """Tensor names of one safetensors file in file order, checking that the whole file is
-    there."""
-    return list(read_header(path).tensors)
 
 
 def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
@@ -42,7 +36,7 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
     if not isinstance(weight_map, dict):
         raise CorruptFile(f"{index_file}: weight_map must be an object")
     files: dict[str, Path] = {}
-    shards: dict[str, list[str]] = {}
+    shards: dict[str, Header] = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or Path(shard).name != shard or shard in (".", ".."):
             raise CorruptFile(f"{index_file}: shard {shard!r} is not a file name in {folder}")
@@ -50,19 +44,19 @@ def _read_sharded(folder: Path, index_file: Path) -> SafetensorsWeights:
             shard_path = folder / shard
             if not shard_path.is_file():
                 raise CorruptFile(f"{index_file}: shard {shard} is missing")
-            shards[shard] = safetensors_names(shard_path)
-        if name not in shards[shard]:
+            shards[shard] = read_header(shard_path)
+        if name not in shards[shard].tensors:
             raise CorruptFile(f"{index_file}: {name!r} is not in shard {shard}")
         files[name] = folder / shard
-    for shard, names in shards.items():
-        unlisted = [n for n in names if files.get(n) != folder / shard]
+    for shard, header in shards.items():
+        unlisted = [n for n in header.tensors if files.get(n) != folder / shard]
         if unlisted:
             raise CorruptFile(
                 f"{index_file}: shard {shard} holds tensors the weight_map does not list "
                 f"({', '.join(map(repr, unlisted[:5]))}{', ...' if len(unlisted) > 5 else ''}): "
                 "they would be dropped; fix the index"
             )
-    return SafetensorsWeights(files)
+    return SafetensorsWeights({folder / s: h for s, h in shards.items()}, files)
 
 
 def _torch_load(path: Path) -> object:
@@ -148,20 +142,6 @@ def _read_torch(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
     return out
 
 
-def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file (or of a folder's ``model.safetensors``),
-    so that an export can hand it back; empty for other formats."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if not p.is_file() or p.suffix != ".safetensors":
-        return {}
-    try:
-        return read_header(p).metadata
-    except (CorruptFile, InvalidInput):
-        return {}  # read_weights reports a damaged file
-
-
 def read_weights(path: str | os.PathLike[str], *, key: str | None = None) -> Mapping[str, Source]:
     """Open a weights file or folder; tensors are read lazily where the format allows.
 
@@ -183,7 +163,7 @@ def read_weights(path: str | os.PathLike[str], *, key: str | None = None) -> Map
     if p.suffix == ".safetensors" or _looks_like_safetensors(p, size):
         if key is not None:
             raise InvalidInput(f"{p}: --key applies to torch checkpoints, not safetensors")
-        return SafetensorsWeights(dict.fromkeys(safetensors_names(p), p))
+        return SafetensorsWeights({p: read_header(p)})
     _refuse_text(p)
     return _read_torch(p, key)
 

@@ -140,33 +140,44 @@ def read_range(fd: int, path: Path, begin: int, end: int) -> np.ndarray:
 
 
 class SafetensorsWeights(Mapping[str, RawTensor]):
-    """A lazy, read-only mapping over one or more safetensors files: each tensor is read from
-    its file when it is looked up (so a save holds one at a time, not the whole model)."""
+    """A lazy, read-only mapping over one or more safetensors files, given their checked
+    headers (:func:`read_header`, read once): each tensor is read from its file when it is
+    looked up, so a save holds one at a time, not the whole model. ``names``: the tensors to
+    offer (default: every tensor of every file, in file order)."""
 
-    def __init__(self, files: Mapping[str, Path]) -> None:
-        self._where = dict(files)  # tensor name -> file holding it
-        self._headers: dict[Path, Header] = {}
+    def __init__(self, headers: Mapping[Path, Header], names: Mapping[str, Path] | None = None):
+        self._headers = dict(headers)
+        self._where = (
+            dict(names)
+            if names is not None
+            else {name: path for path, header in self._headers.items() for name in header.tensors}
+        )
         self._fds: dict[Path, int] = {}
         self._lock = threading.Lock()
 
-    def _open(self, path: Path) -> tuple[int, Header]:
+    @property
+    def headers(self) -> Mapping[Path, Header]:
+        return self._headers
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """``__metadata__`` of a single file (empty for several: shards carry their own)."""
+        return next(iter(self._headers.values())).metadata if len(self._headers) == 1 else {}
+
+    def _open(self, path: Path) -> int:
         with self._lock:
             fd = self._fds.get(path)
             if fd is None:
-                self._headers[path] = read_header(path)
                 try:
                     fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as e:
                     raise CorruptFile(f"{path}: cannot be read ({e.strerror or e})") from e
-            return fd, self._headers[path]
+            return fd
 
     def __getitem__(self, name: str) -> RawTensor:
         path = self._where[name]
-        fd, header = self._open(path)
-        stored = header.tensors.get(name)
-        if stored is None:
-            raise CorruptFile(f"{path}: tensor {name!r} is not in the file any more")
-        data = read_range(fd, path, stored.begin, stored.end)
+        stored = self._headers[path].tensors[name]
+        data = read_range(self._open(path), path, stored.begin, stored.end)
         return RawTensor(stored.info.name, stored.shape, data, owned=True)
 
     def __iter__(self) -> Iterator[str]:
