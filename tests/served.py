@@ -65,7 +65,7 @@ class Served:
         return httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=60)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -86,7 +86,7 @@ def serve(root: Path, index_url: str, *, public_read: bool = False) -> Iterator[
         max_object_bytes=MAX_UPLOAD * 4,
         threads=2,
     )
-    port = _free_port()
+    port = free_port()
     app = _CountingBodies(create_app(settings))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -121,7 +121,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 @contextmanager
 def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``weightstore serve`` in its own process (for several workers, or to kill it)."""
-    port = _free_port()
+    port = free_port()
     cli = [sys.executable, "-m", "weightstore.cli.main", "--store", str(root), "serve"]
     proc = subprocess.Popen(
         [*cli, "--port", str(port), *args],
@@ -137,3 +137,41 @@ def serve_process(root: Path, *args: str) -> Iterator[tuple[str, subprocess.Pope
         if proc.poll() is None:
             proc.terminate()
         proc.wait(30)
+
+
+@contextmanager
+def serve_cli(root: Path, *args: str, log: Path | None = None) -> Iterator[str]:
+    """``weightstore serve`` as its own process over the store at ``root`` (extra ``args``),
+    output to ``log``; yields its base URL once /healthz answers, and stops it afterwards."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "weightstore.cli.main",
+        "--store",
+        str(root),
+        "serve",
+        "--port",
+        str(port),
+        *args,
+    ]
+    with open(log if log is not None else os.devnull, "w") as sink:
+        server = subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"}
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    why = log.read_text() if log else "the server did not start"
+                    raise RuntimeError(why) from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(60)

@@ -8,26 +8,15 @@ token (and for the secret part of a token alone).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import torch
 from safetensors.torch import save_file
+from served import serve_cli
 
 from weightstore import WeightStore
 from weightstore.index.tokens import Tokens
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_tokens_never_reach_logs_errors_or_metrics(tmp_path: Path) -> None:
@@ -41,35 +30,8 @@ def test_tokens_never_reach_logs_errors_or_metrics(tmp_path: Path) -> None:
         tokens.revoke(gone.id)
     wrong = read[:-8] + "AAAAAAAA"  # well-formed, not issued
     secrets = [read, write, revoked, wrong]
-    port = _free_port()
     log = tmp_path / "server.log"
-    with log.open("w") as sink:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "weightstore.cli.main",
-                "--store",
-                str(root),
-                "serve",
-                "--port",
-                str(port),
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(log.read_text()) from None
-                time.sleep(0.1)
+    with serve_cli(root, log=log) as base:
         bodies: list[str] = []
         weights = tmp_path / "w.safetensors"
         save_file({"w": torch.randn(8, 8)}, str(weights))
@@ -98,9 +60,6 @@ def test_tokens_never_reach_logs_errors_or_metrics(tmp_path: Path) -> None:
                 bodies += [a.text for a in answers]
                 bodies += [str(dict(a.headers)) for a in answers]
         bodies.append(httpx.get(f"{base}/metrics", timeout=30).text)
-    finally:
-        server.terminate()
-        server.wait(30)
     text = log.read_text() + "\n".join(bodies)
     assert "GET /v1/tasks" in text  # the access log was on: requests were logged
     for secret in secrets:

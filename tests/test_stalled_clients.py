@@ -5,25 +5,17 @@ slow request already under way is never cut; and the service keeps answering thr
 
 from __future__ import annotations
 
-import os
+import contextlib
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
+from served import serve_cli
 
 from weightstore import WeightStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _closed(s: socket.socket, wait: float) -> bool:
@@ -43,47 +35,14 @@ def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int)
     WeightStore.open(root).close()
     with WeightStore.open(root) as store:
         store.save("t", {"w": torch.randn(4, 4)}, step=1)
-    port = _free_port()
-    args = [
-        "--header-timeout",
-        "1.5",
-        "--max-connections",
-        "40",
-        "--workers",
-        str(workers),
-        "--public-read",
-    ]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "weightstore.cli.main",
-            "--store",
-            str(root),
-            "serve",
-            "--port",
-            str(port),
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    base = f"http://127.0.0.1:{port}"
-    opened: list[socket.socket] = []
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+    args = ["--header-timeout", "1.5", "--max-connections", "40", "--workers", str(workers)]
+    # Sockets close before the server stops (it waits for open connections).
+    with serve_cli(root, *args, "--public-read") as base, contextlib.ExitStack() as opened:
+        port = int(base.rsplit(":", 1)[1])
         # A slow request under way (its head sent, its body trickling in) is not cut.
         body = b'{"digests": ["' + b"0" * 64 + b'"]}'
         slow = socket.create_connection(("127.0.0.1", port))
-        opened.append(slow)
+        opened.callback(slow.close)
         slow.sendall(
             b"POST /v1/objects/missing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
             b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
@@ -93,10 +52,12 @@ def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int)
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(b"GET /v1/tasks HTTP/1.1\r\nHost: x\r\n")  # never finished
             stalled.append(s)
-        opened.extend(stalled)
+        for s in stalled:
+            opened.callback(s.close)
         # Beyond the limit a connection is closed as it is accepted (per worker process).
         extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
-        opened.extend(extra)
+        for s in extra:
+            opened.callback(s.close)
         assert sum(_closed(s, 1.0) for s in extra) >= 60 - 40 * workers + 20
         assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
         time.sleep(2.5)  # past the header timeout
@@ -106,11 +67,6 @@ def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int)
         answer = slow.recv(4096)
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
         assert httpx.get(f"{base}/v1/tasks", timeout=10).status_code == 200
-    finally:
-        for s in opened:
-            s.close()
-        server.terminate()
-        server.wait(60)
 
 
 def test_a_body_that_stops_arriving_is_dropped_with_408_and_stores_nothing(

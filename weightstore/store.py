@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from weightstore.errors import (
 from weightstore.exchange import missing_objects, object_blob, receive_object
 from weightstore.files import read_weights
 from weightstore.index import Index, schema
+from weightstore.index.locks import new_holder
 from weightstore.index.tokens import Tokens
 from weightstore.inputs import (
     check_grace,
@@ -93,7 +92,7 @@ class WeightStore(FileVerbs):
         self.store_id = location.bind(index, objects, write=not read_only)
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
-        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._holder = new_holder()
         self._chains = LocalChains(index, objects)
         self.reader = ObjectReader(self._chains, self.codec, verify=self.settings.verify_reads)
         self.writer = SnapshotWriter(

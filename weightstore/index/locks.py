@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, select, update
@@ -64,8 +65,14 @@ def try_acquire(
     return bool(taken)
 
 
+def new_holder() -> str:
+    """A name for this process as a lock holder: "host:pid:nonce" (:func:`holder_is_dead`
+    reads it back)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def holder_is_dead(holder: str) -> bool:
-    """Whether ``holder`` ("host:pid:nonce") names a process of this host that no longer
+    """Whether ``holder`` (made by :func:`new_holder`) names a process of this host that no longer
     exists: a holder killed with SIGKILL never released its lock, and waiting for it to go
     stale would block gc for nothing. Another host's holder, or a live pid (even one reused
     by an unrelated process), is never judged dead."""
