@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +106,17 @@ def test_two_stores_pushing_one_task_and_step_at_once(served: Served, tmp_path: 
         s.close()
 
 
+def kill_when(cmd: list[str], committed: Callable[[], int], wanted: int) -> None:
+    """Run ``cmd`` and SIGKILL it as soon as ``committed()`` (polled: the snapshots it has
+    committed) reaches ``wanted``: mid-transfer, for sure."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and committed() < wanted:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
 def test_a_pull_killed_part_way_resumes_and_loses_nothing(served: Served, tmp_path: Path) -> None:
     expected = {}
     for step in range(1, 9):
@@ -125,18 +136,14 @@ def test_a_pull_killed_part_way_resumes_and_loses_nothing(served: Served, tmp_pa
         "--token",
         served.tokens["read"],
     ]
+
+    def committed() -> int:
+        with Catalog.open(local) as catalog:
+            return len(catalog.log())
+
     partial = 0
     for wanted in (1, 3, 5):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        # SIGKILL as soon as the pull has committed `wanted` snapshots: mid-transfer, for sure.
-        while proc.poll() is None and time.monotonic() < deadline:
-            with Catalog.open(local) as catalog:
-                if len(catalog.log()) >= wanted:
-                    break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        kill_when(cmd, committed, wanted)
         with WeightStore.open(local) as store:
             assert store.verify().ok  # whatever it committed is whole
             snaps = store.log()
@@ -266,14 +273,7 @@ def test_a_push_killed_part_way_resumes_and_the_server_loses_nothing(
     ]
     partial = 0
     for wanted in (1, 4):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if len(served.store.index.list_snapshots()) >= wanted:
-                break
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        kill_when(cmd, lambda: len(served.store.index.list_snapshots()), wanted)
         snaps = served.store.log()
         partial += 0 < len(snaps) < 8
         for snap in snaps:  # whatever the server committed is whole

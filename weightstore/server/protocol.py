@@ -4,9 +4,9 @@ previous response on a kept-alive connection) is closed, and a connection beyond
 ``max_connections`` is closed as it is accepted.
 
 Without them a client that opens sockets and sends half a request line (slowloris) holds each
-socket, and its file descriptor, for ever: 1,500 such connections stayed open indefinitely on
-plain uvicorn, and enough of them exhaust the process's descriptors, after which nobody is
-served. Requests under way are never cut: only a connection waiting for a request head.
+socket, and its file descriptor, for ever (plain uvicorn has no timeout for a request head), and
+enough of them exhaust the process's descriptors, after which nobody is served. Requests under
+way are never cut by this: only a connection waiting for a request head.
 """
 
 from __future__ import annotations
