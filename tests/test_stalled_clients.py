@@ -79,7 +79,9 @@ def test_a_body_that_stops_arriving_is_dropped_with_408_and_stores_nothing(
 
     with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
         app: Any = served.server.config.app
-        app.state.settings = dataclasses.replace(app.state.settings, body_timeout=1.0)
+        app.state.settings = dataclasses.replace(
+            app.state.settings, body_timeout=1.0, min_body_rate=0
+        )
         host, port = served.url.removeprefix("http://").split(":")
         before = sorted(p.name for p in (served.root / "objects").rglob("*") if p.is_file())
         answers = []
@@ -112,3 +114,55 @@ def test_a_body_that_stops_arriving_is_dropped_with_408_and_stores_nothing(
                 s.sendall(body[i : i + 20])
                 time.sleep(0.4)
             assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_body_trickling_below_the_minimum_rate_is_dropped_and_a_faster_one_read(
+    tmp_path: Path,
+) -> None:
+    """Each byte comes well inside the body timeout, so only the rate rule can drop it."""
+    import dataclasses
+    from typing import Any
+
+    from served import serve
+
+    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
+        app: Any = served.server.config.app
+        app.state.settings = dataclasses.replace(
+            app.state.settings, body_timeout=1.0, min_body_rate=100
+        )
+        host, port = served.url.removeprefix("http://").split(":")
+
+        def send(path: str, body: bytes, piece: int, pause: float) -> bytes:
+            with socket.create_connection((host, int(port)), timeout=30) as s:
+                s.sendall(
+                    f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                    f"Authorization: Bearer {served.tokens['write']}\r\n\r\n".encode()
+                )
+                s.setblocking(False)
+                answer = b""
+                for i in range(0, len(body), piece):
+                    try:
+                        s.sendall(body[i : i + piece])
+                        answer = s.recv(4096)
+                    except (BlockingIOError, ConnectionError):
+                        pass
+                    if answer:
+                        break
+                    time.sleep(pause)
+                s.setblocking(True)
+                return answer or s.recv(4096)
+
+        def objects() -> list[str]:
+            return sorted(p.name for p in (served.root / "objects").rglob("*") if p.is_file())
+
+        before = objects()
+        slow = send("/v1/objects/" + "ab" * 32, b"x" * 1000, 4, 0.2)  # 20 bytes/s
+        assert slow.startswith(b"HTTP/1.1 408 "), slow[:100]
+        assert b"slower than 100 bytes/s" in slow
+        assert objects() == before
+        uploads = served.root / ".uploads"
+        assert not uploads.exists() or not any(uploads.iterdir())
+        # 400 bytes/s for 2.5 s: past the body timeout, above the rate; read (and refused
+        # on its merits: the bytes are no object, which proves the body arrived whole).
+        fast = send("/v1/objects/" + "ab" * 32, b"x" * 1000, 40, 0.1)
+        assert not fast.startswith(b"HTTP/1.1 408 "), fast[:100]

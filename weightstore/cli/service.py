@@ -108,6 +108,17 @@ def serve(
             help="Drop a request whose body sends no byte for this long (408).",
         ),
     ] = 60.0,
+    min_body_rate: Annotated[
+        float,
+        typer.Option(
+            "--min-body-rate",
+            min=0,
+            metavar="BYTES/S",
+            help="Past --body-timeout, drop a request whose body averages fewer bytes a second "
+            "than this (408; 0: no minimum). A client trickling a byte a minute would otherwise "
+            "hold its request for as long as the upload limit allows.",
+        ),
+    ] = 500.0,
     max_connections: Annotated[
         int,
         typer.Option(
@@ -133,6 +144,7 @@ def serve(
         header_timeout=header_timeout,
         max_connections=max_connections,
         body_timeout=body_timeout,
+        min_body_rate=min_body_rate,
     )
     protocol = _extra("weightstore.server.protocol").configure(header_timeout, max_connections)
     if workers == 1:

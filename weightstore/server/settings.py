@@ -27,7 +27,8 @@ class ServerSettings:
     ``s3://``). ``header_timeout`` / ``max_connections``: a connection that sends no request
     head in that many seconds, or one beyond that many, is closed (``server/protocol.py``).
     ``body_timeout``: a request body from which no byte arrives for that many seconds is
-    dropped with 408 (``server/uploads.py``)."""
+    dropped with 408 (``server/uploads.py``), and so is one that, past its first
+    ``body_timeout`` seconds, averages under ``min_body_rate`` bytes a second (0: no minimum)."""
 
     store: str
     index_url: str | None = None
@@ -40,6 +41,7 @@ class ServerSettings:
     header_timeout: float = 30.0
     max_connections: int = 2048
     body_timeout: float = 60.0
+    min_body_rate: float = 500.0
 
     def uploads_folder(self) -> Path:
         if self.upload_dir is not None:

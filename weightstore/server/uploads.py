@@ -1,6 +1,7 @@
 """Request bodies with a size limit: into memory (one object, a JSON body) or a temporary file
 (a safetensors upload), refusing with 413 as soon as the limit is passed, with 408 when the body
-stops arriving for the server's ``body_timeout``, and never before the caller's token is
+stops arriving for the server's ``body_timeout`` or arrives slower than its
+``min_body_rate``, and never before the caller's token is
 checked."""
 
 from __future__ import annotations
@@ -38,18 +39,34 @@ def _over(limit: int) -> PayloadTooLarge:
 
 async def _chunks(request: Request) -> AsyncIterator[bytes]:
     """The body's chunks; :class:`RequestTimeout` when none arrives for ``body_timeout``
-    seconds (a client trickling nothing would otherwise hold its request for ever)."""
-    idle = get_settings(request).body_timeout
+    seconds, or when, past that, the body averages under ``min_body_rate`` bytes a second
+    (Apache's mod_reqtimeout rule: each byte received extends the deadline by 1/rate s).
+    A client sending nothing, or a byte a minute, would otherwise hold its request for ever."""
+    settings = get_settings(request)
+    idle, rate = settings.body_timeout, settings.min_body_rate
+    loop = asyncio.get_running_loop()
+    start, received = loop.time(), 0
     stream = request.stream()
     while True:
+        wait = idle
+        if rate > 0:
+            wait = min(idle, start + idle + received / rate - loop.time())
         try:
-            chunk = await asyncio.wait_for(stream.__anext__(), idle)
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(stream.__anext__(), wait)
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
+            if wait < idle:
+                raise RequestTimeout(
+                    f"the request body arrived slower than {rate:g} bytes/s "
+                    f"({received} bytes in {loop.time() - start:.1f} s): the request was dropped"
+                ) from None
             raise RequestTimeout(
                 f"no byte of the request body arrived for {idle:g} s: the request was dropped"
             ) from None
+        received += len(chunk)
         yield chunk
 
 
