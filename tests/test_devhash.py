@@ -3,13 +3,19 @@ definition used at save, and every single-bit flip (every change within one word
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from weightstore import StoreSettings, WeightStore
 from weightstore.codec.devhash import BLOCK, devhash
+from weightstore.index.models import ObjectRow
+from weightstore.sync import push
 from weightstore.torchcodec.devhash import devhash_tensor
 
 
@@ -75,3 +81,34 @@ def test_cuda_agrees_with_the_cpu() -> None:
         expected = devhash(host.numpy())
         assert devhash_tensor(host.cuda()) == expected
         assert devhash_tensor(host.cuda(), 3) == expected
+
+
+def _recorded(store: WeightStore) -> dict[str, int | None]:
+    with store.index.engine.connect() as conn:
+        return dict(conn.execute(select(ObjectRow.digest, ObjectRow.device_checksum)).all())
+
+
+def test_saves_and_receives_record_it_from_the_raw_bytes(tmp_path: Path, index_url: str) -> None:
+    """Roots and deltas alike; a receiver computes it from what it verified (SQLite and PG)."""
+    g = torch.Generator().manual_seed(3)
+    first = {"w": torch.randn(64, 32, generator=g), "b": torch.randn(5).to(torch.bfloat16)}
+    second = {k: v.clone() for k, v in first.items()}
+    second["w"][0, :4] += 1
+    settings = StoreSettings(threads=2, fsync=False)
+    with (
+        WeightStore.open(tmp_path / "a", settings=settings, index_url=index_url) as a,
+        WeightStore.open(tmp_path / "b", settings=settings) as b,
+    ):
+        a.save("t", first, step=1)
+        a.save("t", second, step=2)
+        push(a, b)
+        for store in (a, b):
+            recorded = _recorded(store)
+            assert len(recorded) == 3 and any(
+                r.encoding != "plain" for r in store.index.get_objects(recorded).values()
+            )
+            for step, sd in ((1, first), (2, second)):
+                snap = store.show(f"t@{step}")
+                for e in snap.tensors:
+                    raw = sd[e.name].contiguous().view(torch.uint8).numpy()
+                    assert recorded[e.digest] == devhash(raw), (store, e.name)

@@ -271,11 +271,11 @@ def test_upgrade_from_0001_adds_identity_and_token_tables_and_keeps_the_data(
             text("INSERT INTO tasks (name, created_at) VALUES ('kept', '2026-01-01 00:00:00')")
         )
     assert not {"api_tokens", "store_meta", "damaged_objects"} & tables(engine)
-    with pytest.raises(SchemaOutdated, match="at revision 0001, this weightstore needs 0006"):
+    with pytest.raises(SchemaOutdated, match="at revision 0001, this weightstore needs 0007"):
         ensure_schema(engine, create=True)
     upgrade(engine)
     ensure_schema(engine, create=False)
-    assert current_revision(engine) == HEAD == "0006"
+    assert current_revision(engine) == HEAD == "0007"
     assert tables(engine) == WEIGHTSTORE_TABLES
     with engine.connect() as conn:
         assert list(conn.execute(text("SELECT name FROM tasks")).scalars()) == ["kept"]

@@ -96,14 +96,21 @@ def receive_object(
             )
         chain = walk_chains(lambda ds: {d: rows[d] for d in ds if d in rows}, [base])[base]
     try:
-        reader.decode_incoming(digest, blob, chain)
+        device_checksum = reader.decode_incoming(digest, blob, chain)
     except CorruptObject as e:
         # A bad upload is the sender's fault (400); a bad base here would be ours, but the
         # base was verified when it was kept, and verify() checks it again.
         raise CorruptFile(f"received object does not decode to its name: {e}") from e
     depth = chain[0].chain_depth + 1 if chain else 0
     record = ObjectRecord(
-        digest, header.raw_len, len(blob), header.encoding, header.base, depth, blob_digest(blob)
+        digest,
+        header.raw_len,
+        len(blob),
+        header.encoding,
+        header.base,
+        depth,
+        blob_digest(blob),
+        device_checksum,
     )
     if digest in rows and (rows[digest].encoding, rows[digest].base) != (
         record.encoding,

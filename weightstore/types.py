@@ -116,6 +116,7 @@ class ObjectRecord:
     base: str | None
     chain_depth: int
     checksum: str | None = None  # BLAKE3 of the stored bytes (None: not recorded yet)
+    device_checksum: int | None = None  # codec.devhash of the raw bytes (None: not recorded)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from weightstore import manifests
 from weightstore.codec import Codec, Encoded, digest
+from weightstore.codec.devhash import devhash
 from weightstore.codec.format import DELTAS, header_length, read_header
 from weightstore.codec.layout import U8
 from weightstore.dtypes import dtype_info
@@ -384,6 +385,7 @@ class SnapshotWriter:
             encoded.base,
             depth,
             digest(encoded.blob),
+            devhash(raw),
         )
         return record, encoded
 

@@ -32,7 +32,8 @@ _U = np.uint64
 def position_weights(n: int) -> np.ndarray:
     """``m_j`` for ``j < n``, as uint64."""
     with np.errstate(over="ignore"):
-        return (np.arange(n, dtype=_U) * _U(A)) | _U(1)
+        weights: np.ndarray = (np.arange(n, dtype=_U) * _U(A)) | _U(1)
+    return weights
 
 
 def block_weight(c: int) -> int:

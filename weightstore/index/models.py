@@ -125,6 +125,8 @@ class ObjectRow(Base):
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     # BLAKE3 of the stored (encoded) bytes, once written; NULL for objects from before 0006.
     checksum: Mapped[str | None] = mapped_column(String(64))
+    # codec.devhash of the raw bytes (checkable on a GPU); NULL for objects from before 0007.
+    device_checksum: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint(

@@ -226,6 +226,7 @@ class Index:
                             "created_at": now,
                             "last_used_at": now,
                             "checksum": r.checksum,
+                            "device_checksum": r.device_checksum,
                         }
                         for r in unique[start : start + CHUNK]
                     ],

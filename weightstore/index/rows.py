@@ -66,6 +66,7 @@ def object_columns() -> tuple[Any, ...]:
         ObjectRow.base_digest,
         ObjectRow.chain_depth,
         ObjectRow.checksum,
+        ObjectRow.device_checksum,
     )
 
 
@@ -82,6 +83,7 @@ def record_of(row: Any) -> ObjectRecord:
         base=row.base_digest,
         chain_depth=row.chain_depth,
         checksum=row.checksum,
+        device_checksum=row.device_checksum,
     )
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-HEAD = "0006"
+HEAD = "0007"
 """The schema revision this version of weightstore reads and writes."""
 
 # Any constant works; it only has to be the same in every weightstore process so that two

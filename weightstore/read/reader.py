@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from weightstore.codec import Codec
+from weightstore.codec.devhash import devhash
 from weightstore.codec.layout import U8
 from weightstore.dtypes import dtype_info
 from weightstore.errors import CorruptObject, InvalidInput
@@ -87,12 +88,13 @@ class ObjectReader:
                     raise
         raise AssertionError("unreachable")
 
-    def decode_incoming(self, digest: str, blob: bytes, chain: Sequence[ObjectRecord]) -> None:
+    def decode_incoming(self, digest: str, blob: bytes, chain: Sequence[ObjectRecord]) -> int:
         """Decode a received object ``blob`` (over its base's ``chain``, stored here; empty
         for an object that is no delta) and check that it hashes to ``digest``: how an object
-        from elsewhere earns a place."""
+        from elsewhere earns a place. Returns the device checksum of its raw bytes (computed
+        here from what was verified, never taken from the sender)."""
         blobs = [blob, *(self.source.blob(r.digest) for r in chain)]
-        self.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)])
+        return devhash(self.codec.decode_verified(blobs, [digest, *(r.digest for r in chain)]))
 
     def read(
         self,
