@@ -15,12 +15,14 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlalchemy import update
 from test_store import FAST, every_dtype, same
 
 from weightstore import TaskLoader, WeightStore
@@ -31,6 +33,7 @@ from weightstore.errors import (
     ObjectNotFound,
     SwapFailed,
 )
+from weightstore.index.models import ObjectRow
 from weightstore.loader import parse_bytes
 
 TIMEOUT = 60  # seconds: a deadlock fails the test instead of hanging it
@@ -536,12 +539,16 @@ def _chain(store: WeightStore, n: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def _delta_bytes(store: WeightStore, ref: str, parent: str) -> int:
-    """Bytes of ``ref``'s tensors stored as deltas of ``parent``'s (same name)."""
+def _delta_bytes(
+    store: WeightStore, ref: str, parent: str, skip: frozenset[str] = frozenset()
+) -> int:
+    """Bytes of ``ref``'s tensors stored as deltas of ``parent``'s (same name), but ``skip``."""
     snap, held = store.show(ref), {t.name: t.digest for t in store.show(parent).weights}
     chains = store.reader.chains({t.digest for t in snap.weights})
     seen, total = set(), 0
     for t in snap.weights:
+        if t.name in skip:
+            continue
         if t.digest not in seen and chains[t.digest][0].base == held.get(t.name):
             total += t.nbytes
         seen.add(t.digest)
@@ -554,14 +561,19 @@ def _model_for(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return model
 
 
+# "device": the path a GPU tensor takes (torch ops, device checksum), run on the CPU here.
+APPLY = ["auto", "device"]
+
+
+@pytest.mark.parametrize("apply", APPLY)
 @pytest.mark.parametrize("staging", [1 << 30, 0])  # staged: decoded aside first; streamed
 def test_a_child_of_what_the_model_holds_moves_only_its_deltas(
-    store: WeightStore, staging: int
+    store: WeightStore, staging: int, apply: Literal["auto", "device"]
 ) -> None:
     ckpts = _chain(store, 5)
     model = _model_for(ckpts[0])
     before = {k: v.data_ptr() for k, v in model.items()}
-    with TaskLoader(store, model, host_cache=0, staging=staging) as loader:
+    with TaskLoader(store, model, host_cache=0, staging=staging, apply_deltas=apply) as loader:
         first = loader.activate("ft@1")
         assert first.bytes_delta_in_place == 0 and first.bytes_store > 0
         for step in range(2, 6):
@@ -570,7 +582,9 @@ def test_a_child_of_what_the_model_holds_moves_only_its_deltas(
             changed = sum(v.nbytes for k, v in ckpts[step - 1].items() if k != "f32.tied")
             # Every tensor stored as a delta of the one held is applied to it; only those the
             # writer stored whole (a delta would not have been smaller) come from the store.
-            deltas = _delta_bytes(store, f"ft@{step}", f"ft@{step - 1}")
+            # Torch ops apply deltas in place to contiguous tensors only.
+            skip = {k for k, v in model.items() if apply == "device" and not v.is_contiguous()}
+            deltas = _delta_bytes(store, f"ft@{step}", f"ft@{step - 1}", frozenset(skip))
             assert deltas > changed // 2
             assert report.bytes_delta_in_place == deltas, report
             assert report.bytes_store == report.bytes_moved - deltas  # the rest, all of it
@@ -595,19 +609,23 @@ def test_a_child_of_what_the_model_holds_moves_only_its_deltas(
     assert {k: v.data_ptr() for k, v in model.items()} == before
 
 
-def test_a_damaged_delta_applied_in_place(store: WeightStore) -> None:
+@pytest.mark.parametrize("apply", APPLY)
+def test_a_damaged_delta_applied_in_place(
+    store: WeightStore, apply: Literal["auto", "device"]
+) -> None:
     ckpts = _chain(store, 3)
     model = _model_for(ckpts[0])
     victim = next(t for t in store.show("ft@3").weights if t.name == "f32")
     rec = store.reader.chains([victim.digest])[victim.digest][0]
     assert rec.encoding in ("sub", "delta")
     flip_byte(object_path(store, victim.digest))
-    with TaskLoader(store, model, host_cache=0) as loader:  # staged: the model is put back
+    # staged: the model is put back
+    with TaskLoader(store, model, host_cache=0, apply_deltas=apply) as loader:
         loader.activate("ft@2")
         with pytest.raises(CorruptObject, match="was put back"):
             loader.activate("ft@3")
         assert holds(model, ckpts[1]) and loader.active is not None
-    with TaskLoader(store, model, host_cache=0, staging=0) as loader:  # streamed
+    with TaskLoader(store, model, host_cache=0, staging=0, apply_deltas=apply) as loader:
         loader.activate("ft@2")
         with pytest.raises(SwapFailed):
             loader.activate("ft@3")
@@ -616,7 +634,7 @@ def test_a_damaged_delta_applied_in_place(store: WeightStore) -> None:
         assert holds(model, ckpts[1])
     # The base it would be put back from is damaged too: then it says the model is a mix.
     held = next(t for t in store.show("ft@2").weights if t.name == "f32")
-    with TaskLoader(store, model, host_cache=0) as loader:
+    with TaskLoader(store, model, host_cache=0, apply_deltas=apply) as loader:
         loader.activate("ft@2")
         flip_byte(object_path(store, held.digest))
         with pytest.raises(SwapFailed, match="could not be put back"):
@@ -624,10 +642,49 @@ def test_a_damaged_delta_applied_in_place(store: WeightStore) -> None:
         assert loader.active is None
 
 
+def _set_device_checksum(store: WeightStore, digest: str, value: int | None) -> None:
+    with store.index.engine.begin() as conn:
+        conn.execute(
+            update(ObjectRow).where(ObjectRow.digest == digest).values(device_checksum=value)
+        )
+
+
+@pytest.mark.parametrize("staging", [1 << 30, 0])
+def test_the_device_checksum_is_checked_after_an_apply(store: WeightStore, staging: int) -> None:
+    """A wrong result of an apply on the device (here: the recorded checksum altered, as a
+    bad kernel or memory would show) is caught there: staged, the tensor is put back; streamed,
+    SwapFailed. An object without a recorded checksum (before 0007) is checked on the host."""
+    ckpts = _chain(store, 3)
+    model = _model_for(ckpts[0])
+    f32 = next(t for t in store.show("ft@3").weights if t.name == "f32")
+    rec = store.reader.chains([f32.digest])[f32.digest][0]
+    assert rec.device_checksum is not None and rec.base is not None
+    _set_device_checksum(store, f32.digest, rec.device_checksum ^ 1)
+    with TaskLoader(store, model, host_cache=0, staging=staging, apply_deltas="device") as loader:
+        loader.activate("ft@2")
+        if staging:
+            with pytest.raises(CorruptObject, match=r"device checksum .* was put back"):
+                loader.activate("ft@3")
+            assert holds(model, ckpts[1]) and loader.active is not None
+        else:
+            with pytest.raises(SwapFailed, match="device checksum"):
+                loader.activate("ft@3")
+            assert loader.active is None
+            loader.activate("ft@2")
+        _set_device_checksum(store, f32.digest, None)  # recorded before revision 0007
+        report = loader.activate("ft@3")
+        assert holds(model, ckpts[2]) and report.bytes_delta_in_place >= f32.nbytes
+        loader.activate("ft@2")
+        flip_byte(object_path(store, f32.digest))  # and the host check catches damage
+        with pytest.raises((CorruptObject, SwapFailed)):
+            loader.activate("ft@3")
+
+
 class DeltaChainMachine(RuleBasedStateMachine):
     """Random swaps over one task's chain of checkpoints (every dtype: ULP and XOR deltas,
     tied weights) and an unrelated task, with no host cache so every delta is applied to what
-    the model holds, staged or streamed, and random in-place writes by the user; after each
+    the model holds, staged or streamed, by the codec or by torch ops (the device path), and
+    random in-place writes by the user; after each
     swap the model holds the active snapshot bit-exactly and no tensor moved in memory."""
 
     def __init__(self) -> None:
@@ -643,18 +700,21 @@ class DeltaChainMachine(RuleBasedStateMachine):
         self.model = _model_for(self.ckpts[0])
         self.ptrs = {k: v.data_ptr() for k, v in self.model.items()}
         self.loaders = [
-            TaskLoader(self.store, self.model, host_cache=0),
-            TaskLoader(self.store, self.model, host_cache=0, staging=0),
+            TaskLoader(self.store, self.model, host_cache=0, staging=staging, apply_deltas=a)
+            for staging in (1 << 30, 0)
+            for a in ("auto", "device")
         ]
         self.current: str | None = None
 
     refs = st.sampled_from(["ft@1", "ft@2", "ft@3", "ft@4", "ft@5", "other"])
 
-    @rule(ref=refs, streamed=st.booleans())
-    def activate(self, ref: str, streamed: bool) -> None:
-        loader = self.loaders[streamed]
-        self.loaders[not streamed].invalidate()  # it did not see this loader's writes
-        loader.activate(ref)
+    @rule(ref=refs, which=st.integers(0, 3))
+    def activate(self, ref: str, which: int) -> None:
+        """Staged or streamed, deltas applied by the codec or by torch ops."""
+        for i, other in enumerate(self.loaders):
+            if i != which:
+                other.invalidate()  # it did not see this loader's writes
+        self.loaders[which].activate(ref)
         self.current = ref
 
     @rule(name=st.sampled_from(["f64", "f32", "i64", "bf16"]))
@@ -683,3 +743,28 @@ DeltaChainMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_delta_chain_state_machine = DeltaChainMachine.TestCase
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("staging", [1 << 30, 0])
+def test_cuda_deltas_are_applied_in_place_on_the_device(store: WeightStore, staging: int) -> None:
+    ckpts = _chain(store, 4)
+    model = {k: v.cuda() for k, v in _model_for(ckpts[0]).items() if k != "f32.tied"}
+    model["f32.tied"] = model["f32"]
+    before = {k: v.data_ptr() for k, v in model.items()}
+    with TaskLoader(
+        store, model, device="cuda", gpu_cache=0, host_cache=0, staging=staging
+    ) as loader:
+        loader.activate("ft@1")
+        for step in (2, 3, 4):
+            report = loader.activate(f"ft@{step}")
+            assert holds(model, ckpts[step - 1])
+            assert report.bytes_delta_in_place > 0 and report.delta_bytes_read > 0
+        f32 = next(t for t in store.show("ft@4").weights if t.name == "f32")
+        loader.activate("ft@3")
+        _set_device_checksum(store, f32.digest, 12345)
+        with pytest.raises((CorruptObject, SwapFailed), match="device checksum"):
+            loader.activate("ft@4")
+        if staging:
+            assert holds(model, ckpts[2])
+    assert {k: v.data_ptr() for k, v in model.items()} == before

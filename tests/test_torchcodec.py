@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from weightstore.codec import Codec, Layout, digest, group
 from weightstore.codec.arith import add_delta
-from weightstore.errors import CorruptObject
+from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import CodecSettings
 from weightstore.torchcodec import ops
 from weightstore.torchcodec.gpu import DeviceDecoder, nvcomp_available
@@ -91,6 +91,24 @@ def test_device_decoder_rejects_damage() -> None:
     bad[-200:-100] = bytes(100)
     with pytest.raises(CorruptObject):
         dec.decode([bytes(bad)])
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_device_decoder_applies_deltas_in_place(k: int) -> None:
+    """Both links at once onto the held root's own memory; a damaged link changes nothing."""
+    blobs, names, raws = _chain(k, 1024, 5000, seed=k)
+    dec = DeviceDecoder("cpu")
+    held = torch.from_numpy(raws[2].copy())
+    ptr = held.data_ptr()
+    out = dec.decode(blobs[:2], names[:3], base=held, in_place=True)
+    assert out.data_ptr() == ptr and torch.equal(held, torch.from_numpy(raws[0]))
+    held = torch.from_numpy(raws[2].copy())
+    with pytest.raises(CorruptObject):  # the newest link cut short
+        dec.decode([blobs[0][:-50], blobs[1]], names[:3], base=held, in_place=True)
+    assert torch.equal(held, torch.from_numpy(raws[2]))  # the later link failed first
+    with pytest.raises(InvalidInput, match="contiguous"):
+        wide = torch.from_numpy(np.stack([raws[2], raws[2]], axis=1).copy())
+        dec.decode(blobs[:2], names[:3], base=wide[:, 0], in_place=True)
 
 
 @pytest.mark.gpu

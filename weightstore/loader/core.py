@@ -4,7 +4,11 @@ Tiers, each keyed by digest and bounded by its budget: a GPU cache (device targe
 host cache of decoded tensors (pinned when CUDA is present), and the store. A delta is decoded
 against the nearest base of its chain at hand instead of replaying the chain from its root:
 what the target tensor itself holds now ("delta in place": only the compressed links above it
-are read and applied to the target's bytes), or a base in the host cache.
+are read and applied to the target's bytes), or a base in the host cache. A delta in place on
+a CPU tensor is decoded over its bytes by the CPU codec and checked by BLAKE3; on any other
+device it is decompressed and applied there by torch ops (nvCOMP on CUDA) and checked there by
+the device checksum (``read/device.py``); ``apply_deltas="device"`` takes that path on the
+CPU too.
 
 Failure rule: when the bytes to decode fit the staging budget, everything is decoded and
 verified before the first write, so a bad object leaves the model as it was (the error is the
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -65,8 +69,11 @@ class TaskLoader:
     """Swaps snapshots into ``model`` (an nn.Module or a state dict) on ``device``.
 
     ``gpu_cache`` / ``host_cache`` / ``staging``: byte budgets (int or "8GiB"). ``strict``: the
-    target's names must equal the snapshot's, as in ``load_state_dict``. Thread-safe: swaps
-    run one at a time; prefetches run beside them on the loader's own threads.
+    target's names must equal the snapshot's, as in ``load_state_dict``. ``apply_deltas``:
+    where a delta in place is applied: "auto" (the CPU codec for CPU tensors, torch ops on the
+    device for others), "device" (torch ops wherever the tensor is) or "host" (CPU tensors
+    only; others are written whole). Thread-safe: swaps run one at a time; prefetches run
+    beside them on the loader's own threads.
     """
 
     def __init__(
@@ -79,7 +86,11 @@ class TaskLoader:
         strict: bool = True,
         staging: int | str = "1GiB",
         threads: int | None = None,
+        apply_deltas: Literal["auto", "device", "host"] = "auto",
     ) -> None:
+        if apply_deltas not in ("auto", "device", "host"):
+            raise InvalidInput(f"apply_deltas must be auto, device or host, not {apply_deltas!r}")
+        self.apply_deltas = apply_deltas
         self.store = store
         self.model = model
         self.strict = strict
@@ -246,7 +257,11 @@ class TaskLoader:
             over = self._over_themselves(todo, changed, chains, held)
             rest = [e for e in todo if e.digest not in over]
             self._note_staging(sum(e.nbytes for e in rest))
-            bases = {s.entry.digest: (held[s.key], s.tensor) for s in changed if s.key in held}
+            bases = {
+                s.entry.digest: (held[s.key], s.tensor)
+                for s in changed
+                if s.key in held and not self._on_device(s.tensor)
+            }
             try:
                 decoded, read = self._decode_all(rest, chains, bases)
             except (WeightstoreError, OSError) as e:
@@ -286,8 +301,8 @@ class TaskLoader:
         chains: Chains,
         held: dict[MemoryKey, str],
     ) -> dict[str, tuple[Slot, int]]:
-        """For a staged swap, the digests a contiguous CPU slot can be decoded over itself:
-        it holds link ``i`` of the digest's chain. Their bytes need no staging; if one fails,
+        """For a staged swap, the digests a contiguous slot can be decoded over itself: it
+        holds link ``i`` of the digest's chain. Their bytes need no staging; if one fails,
         every such slot is put back (:meth:`_undo`), so the model still ends as it was."""
         slots = {s.entry.digest: s for s in changed if s.key in held and s.tensor.is_contiguous()}
         out: dict[str, tuple[Slot, int]] = {}
@@ -308,6 +323,9 @@ class TaskLoader:
 
         def one(d: str) -> None:
             slot, i = over[d]
+            if self._on_device(slot.tensor):
+                read[d] = self._apply_on_device(chains[d], i, slot.tensor)
+                return
             view = byte_view(slot.tensor)
             read[d] = self._decode_bytes(chains[d], view, (chains[d][i].digest, view))
             if self._host.fits(slot.entry.nbytes):
@@ -328,7 +346,10 @@ class TaskLoader:
 
         def one(d: str) -> None:
             slot, i = over[d]
-            self.store.reader.decode(chains[d][i:], byte_view(slot.tensor), True)
+            if self._on_device(slot.tensor):
+                self.store.reader.device.put_back(chains[d][i:], slot.tensor)
+            else:
+                self.store.reader.decode(chains[d][i:], byte_view(slot.tensor), True)
 
         try:
             self._run(one, list(over))
@@ -342,11 +363,14 @@ class TaskLoader:
                 f"changed in place could not be put back ({e}): the model holds a mix and "
                 "loader.active is None: activate a snapshot again"
             ) from e
+        with self._state_lock:  # torch ops moved the version counters of what they put back
+            for d, (slot, i) in over.items():
+                self._held[slot.key] = (chains[d][i].digest, slot.tensor._version)  # noqa: SLF001
 
     def _held_bases(self, changed: list[Slot]) -> dict[MemoryKey, str]:
         """The digest each changed slot holds now, where its bytes may serve as a delta base:
-        a CPU tensor the loader wrote and nothing changed since (its version counter has not
-        moved). CUDA slots would need the delta applied on the device."""
+        a tensor the loader wrote and nothing changed since (its version counter has not
+        moved), on the CPU or where deltas are applied on its device."""
         out: dict[MemoryKey, str] = {}
         with self._state_lock:
             for s in changed:
@@ -354,7 +378,7 @@ class TaskLoader:
                 t = s.tensor
                 if held is None or held[1] != t._version:  # noqa: SLF001 (torch's counter)
                     continue
-                if t.device.type == "cpu" and t.numel():
+                if t.numel() and (t.device.type == "cpu" or self._on_device(t)):
                     out[s.key] = held[0]
         return out
 
@@ -413,6 +437,11 @@ class TaskLoader:
         it holds, ``held``, when that is a link of the chain), else via staging. Returns the
         compressed bytes read when the decode started from what the slot held, else None."""
         t = s.tensor
+        if held is not None and self._on_device(t):
+            links = [r.digest for r in chain]
+            if held in links[1:] and t.is_contiguous():
+                return self._apply_on_device(chain, links.index(held), t)
+            held = None
         own = (held, _bytes_of(t)) if held is not None else None
         if self._host.fits(s.entry.nbytes):
             host = host_empty(s.entry.dtype, s.entry.shape)
@@ -428,6 +457,21 @@ class TaskLoader:
         host = host_empty(s.entry.dtype, s.entry.shape)
         read = self._decode_bytes(chain, byte_view(host), own)
         self._transfer.copy(*_as_bits(host, t))
+        return read
+
+    def _on_device(self, t: torch.Tensor) -> bool:
+        """Whether a delta in place on ``t`` is applied by torch ops where ``t`` lives."""
+        if self.apply_deltas == "auto":
+            return t.device.type != "cpu"
+        return self.apply_deltas == "device"
+
+    def _apply_on_device(self, chain: list[ObjectRecord], held: int, t: torch.Tensor) -> int:
+        """Apply the links above ``chain[held]`` (what ``t`` holds) to ``t`` where it lives,
+        checked there unless reads are unverified; the compressed bytes read."""
+        device = self.store.reader.device
+        read = device.apply(chain, held, t)
+        if self._verify:
+            device.check(chain[0], t)
         return read
 
     # ----------------------------------------------------------------------------- tiers

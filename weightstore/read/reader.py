@@ -26,6 +26,7 @@ from weightstore.types import ObjectRecord, TensorEntry
 if TYPE_CHECKING:  # torch is imported where a tensor is made: byte-level reads never need it
     import torch
 
+    from weightstore.read.device import DeviceApplier
     from weightstore.transfer import Transfer
 
 
@@ -38,6 +39,7 @@ class ObjectReader:
         self.verify = verify  # the store's rule for bytes handed out
         self._transfer: Transfer | None = None
         self._transfer_lock = threading.Lock()
+        self._device: DeviceApplier | None = None
 
     @property
     def transfer(self) -> Transfer:
@@ -48,6 +50,16 @@ class ObjectReader:
 
                 self._transfer = Transfer()
             return self._transfer
+
+    @property
+    def device(self) -> DeviceApplier:
+        """Deltas applied to tensors where they live, checked there (``read/device.py``)."""
+        with self._transfer_lock:
+            if self._device is None:
+                from weightstore.read.device import DeviceApplier
+
+                self._device = DeviceApplier(self.source)
+            return self._device
 
     def chains(self, digests: Collection[str]) -> dict[str, list[ObjectRecord]]:
         """Every digest's delta chain (itself first, root last), resolved for all at once."""

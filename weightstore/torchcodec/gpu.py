@@ -89,6 +89,13 @@ class NvcompDecompress:
             raise CorruptObject(f"{batch.name}: a frame does not decompress: {e}") from e
 
 
+def _apply(acc: torch.Tensor, h: Header, level: torch.Tensor) -> None:
+    if h.encoding == "sub":
+        add_into(acc, level, h.layout.elem_size)
+    else:
+        xor_into(acc, level)
+
+
 def nvcomp_available() -> str | None:
     """nvCOMP's version when its Python package is installed, else None."""
     try:
@@ -115,12 +122,16 @@ class DeviceDecoder:
         chain: Sequence[bytes | memoryview],
         names: Sequence[str] = (),
         base: torch.Tensor | None = None,
+        *,
+        in_place: bool = False,
     ) -> torch.Tensor:
         """The raw bytes of ``chain[0]`` as a uint8 tensor on the device.
 
         Without ``base`` the chain ends with its root, as for ``Codec.decode``. With ``base``
         (the raw bytes of the last link's base, on the device: a cached tensor) every link is
-        a delta and is applied to a copy of it, so a cached base is never decoded again.
+        a delta and is applied to a copy of it, so a cached base is never decoded again; with
+        ``in_place`` to ``base`` itself (a flat uint8 view of a target tensor), every link
+        decompressed first, so a link that does not decode leaves ``base`` as it was.
         """
         headers, labels = read_chain(chain, names, rooted=base is None)
         raw_len = headers[0].raw_len
@@ -128,21 +139,24 @@ class DeviceDecoder:
             acc = self._root(headers[-1], chain[-1], labels[-1])
             deltas = range(len(chain) - 2, -1, -1)
         else:
+            if in_place and not base.is_contiguous():
+                raise InvalidInput("an in-place base must be a contiguous tensor")
             flat = base.reshape(-1).view(torch.uint8)
             if flat.numel() != raw_len or flat.device != self.device:
                 raise InvalidInput(f"the base holds {flat.numel()} bytes on {flat.device}")
-            acc = flat.clone()
+            acc = flat if in_place else flat.clone()
             deltas = range(len(chain) - 1, -1, -1)
+        pending: list[tuple[Header, torch.Tensor]] = []  # in place: applied once all decode
         for i in deltas:
             h = headers[i]
             k = h.layout.elem_size
             if h.encoding == "sub" and (h.layout.rotate or k == 1):
                 raise CorruptObject(f"{labels[i]}: invalid layout for an arithmetic delta")
-            level = ungroup(self._planes(h, chain[i], labels[i]), k, h.layout.rotate)
-            if h.encoding == "sub":
-                add_into(acc, level, k)
-            else:
-                xor_into(acc, level)
+            pending.append((h, ungroup(self._planes(h, chain[i], labels[i]), k, h.layout.rotate)))
+            if not in_place:
+                _apply(acc, *pending.pop())
+        for h, level in pending:
+            _apply(acc, h, level)
         return acc
 
     def _root(self, h: Header, blob: bytes | memoryview, name: str) -> torch.Tensor:
