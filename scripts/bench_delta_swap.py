@@ -66,6 +66,13 @@ def main() -> None:
         help="the loader's staging budget in bytes (default: its own, 1 GiB, so swaps are "
         "staged; 0 streams them into the model)",
     )
+    parser.add_argument(
+        "--apply",
+        choices=["auto", "device"],
+        default="auto",
+        help="how deltas in place are applied: auto (the CPU codec for CPU tensors) or "
+        "device (torch ops and the device checksum: a GPU's path, here on the CPU)",
+    )
     args = parser.parse_args()
     ckpts = checkpoints(args.mb, 5)
     other = {k: torch.randn(v.shape) for k, v in ckpts[0].items()}
@@ -77,7 +84,9 @@ def main() -> None:
         depth = store.reader.chains({store.show("ft@5").weights[0].digest})
         model = {k: torch.empty_like(v) for k, v in ckpts[0].items()}
         staging = {} if args.staging is None else {"staging": args.staging}
-        loader = TaskLoader(store, model, host_cache=0, gpu_cache=0, **staging)
+        loader = TaskLoader(
+            store, model, host_cache=0, gpu_cache=0, apply_deltas=args.apply, **staging
+        )
         load = os.getloadavg()[0]
 
         def check(i: int) -> None:
@@ -116,7 +125,8 @@ def main() -> None:
         store.close()
     mode = "staged" if args.staging is None or args.staging >= nbytes else "streamed"
     print(
-        f"{args.mb} MB fp32 model, 8 tensors, CPU, host cache off, {mode}; load {load:.2f}; "
+        f"{args.mb} MB fp32 model, 8 tensors, CPU, host cache off, {mode}, deltas applied "
+        f"by {'the CPU codec' if args.apply == 'auto' else 'torch ops'}; load {load:.2f}; "
         f"chain depth at the newest: {len(depth[next(iter(depth))]) - 1} deltas; "
         f"median of {args.iterations}"
     )
