@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from weightstore.errors import InvalidInput
+
 DECODERS = ("auto", "numpy")
 DECODER_ENV = "WEIGHTSTORE_DECODER"
 
@@ -48,6 +50,11 @@ class StoreSettings:
     restored; larger ones are decoded straight into their targets.
     ``max_pending_saves`` / ``max_pending_bytes``: how many ``save_async`` saves may be captured
     and not yet committed, and how many bytes their copies may hold, before the next waits.
+    ``device_decode``: where tensors bound for a device are decoded: "auto" (on a CUDA device
+    by nvCOMP when ``weightstore[gpu]`` is installed and the tensor has at least
+    ``device_decode_min_bytes``; else by the CPU codec and copied), "always" (torch ops and the
+    batched decompressor wherever the target is, the CPU included: how the tests run the GPU
+    path here) or "never".
     """
 
     codec: CodecSettings = CodecSettings()
@@ -58,6 +65,14 @@ class StoreSettings:
     restore_staging_bytes: int = 1 << 30
     max_pending_saves: int = 2
     max_pending_bytes: int = 8 << 30
+    device_decode: str = "auto"
+    device_decode_min_bytes: int = 4 << 20
+
+    def __post_init__(self) -> None:
+        if self.device_decode not in ("auto", "always", "never"):
+            raise InvalidInput(
+                f"device_decode must be auto, always or never, not {self.device_decode!r}"
+            )
 
     def worker_count(self) -> int:
         return self.threads if self.threads > 0 else max(1, os.cpu_count() or 1)

@@ -94,7 +94,13 @@ class WeightStore(FileVerbs):
         self._pool = ThreadPoolExecutor(self.settings.worker_count(), "weightstore")
         self._holder = new_holder()
         self._chains = LocalChains(index, objects)
-        self.reader = ObjectReader(self._chains, self.codec, verify=self.settings.verify_reads)
+        self.reader = ObjectReader(
+            self._chains,
+            self.codec,
+            verify=self.settings.verify_reads,
+            device_decode=self.settings.device_decode,
+            device_decode_min_bytes=self.settings.device_decode_min_bytes,
+        )
         self.writer = SnapshotWriter(
             index, objects, self.reader, self.codec, self.settings, self._run_all
         )

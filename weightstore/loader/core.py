@@ -432,10 +432,12 @@ class TaskLoader:
         return tiers
 
     def _decode_into_slot(self, s: Slot, chain: list[ObjectRecord], held: str | None) -> int | None:
-        """Decode one tensor into its slot: through the host cache when it has room (so the
-        next swap finds it), else straight into a contiguous CPU target (in place over what
-        it holds, ``held``, when that is a link of the chain), else via staging. Returns the
-        compressed bytes read when the decode started from what the slot held, else None."""
+        """Decode one tensor into its slot: only the links above ``held`` (what it holds,
+        when that is a link of the chain) where deltas are applied on its device; else through
+        the host cache when it has room (so the next swap finds it), else on the target's
+        device where the store's rule says so (nvCOMP), else straight into a contiguous CPU
+        target (over what it holds), else via staging. Returns the compressed bytes read when
+        the decode started from what the slot held, else None."""
         t = s.tensor
         if held is not None and self._on_device(t):
             links = [r.digest for r in chain]
@@ -449,6 +451,10 @@ class TaskLoader:
             self._host.put(s.entry.digest, host)
             self._transfer.copy(*_as_bits(host, t))
             return read
+        if self.store.reader.decodes_on_device(t.device, s.entry.nbytes):
+            src, dst = _as_bits(self.store.reader.device.decode(chain, t.device, self._verify), t)
+            dst.copy_(src)
+            return None
         if t.device.type == "cpu" and t.is_contiguous():
             return self._decode_bytes(chain, byte_view(t), own)  # out may be the base
         if t.device.type == "cuda" and t.is_contiguous():

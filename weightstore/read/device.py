@@ -67,13 +67,29 @@ class DeviceApplier:
         if got_digest != record.digest:
             raise CorruptObject(f"{record.digest}: decoded bytes have digest {got_digest}")
 
+    def decode(
+        self, chain: Sequence[ObjectRecord], device: torch.device, verify: bool = True
+    ) -> torch.Tensor:
+        """``chain[0]``'s raw bytes decoded from its whole chain on ``device`` (a new uint8
+        tensor), checked unless ``verify`` is False. A damaged cached copy (remote sources)
+        is dropped and fetched once more, as the CPU reader does."""
+        digests = [r.digest for r in chain]
+        for attempt in (0, 1):
+            try:
+                blobs = [self.source.blob(d) for d in digests]
+                raw = self._decoder(device).decode(blobs, digests)
+                if verify:
+                    self.check(chain[0], raw)
+                return raw
+            except CorruptObject:
+                if attempt or not self.source.forget(digests):
+                    raise
+        raise AssertionError("unreachable")
+
     def put_back(self, chain: Sequence[ObjectRecord], target: torch.Tensor) -> None:
         """Make ``target`` hold ``chain[0]`` again, decoded from its whole chain on the
         target's device and checked before it is copied over the target."""
-        blobs = [self.source.blob(r.digest) for r in chain]
-        raw = self._decoder(target.device).decode(blobs, [r.digest for r in chain])
-        self.check(chain[0], raw)
-        flat_bytes(target).copy_(raw)
+        flat_bytes(target).copy_(self.decode(chain, target.device))
 
     def _decoder(self, device: torch.device) -> DeviceDecoder:
         decoders: dict[torch.device, DeviceDecoder] | None = getattr(self._local, "d", None)

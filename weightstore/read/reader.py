@@ -33,10 +33,20 @@ if TYPE_CHECKING:  # torch is imported where a tensor is made: byte-level reads 
 class ObjectReader:
     """Decodes stored objects from ``source``; safe to use from many threads."""
 
-    def __init__(self, source: ChainSource, codec: Codec, *, verify: bool = True) -> None:
+    def __init__(
+        self,
+        source: ChainSource,
+        codec: Codec,
+        *,
+        verify: bool = True,
+        device_decode: str = "auto",
+        device_decode_min_bytes: int = 4 << 20,
+    ) -> None:
         self.source = source
         self.codec = codec
         self.verify = verify  # the store's rule for bytes handed out
+        self.device_decode = device_decode  # StoreSettings.device_decode
+        self.device_decode_min_bytes = device_decode_min_bytes
         self._transfer: Transfer | None = None
         self._transfer_lock = threading.Lock()
         self._device: DeviceApplier | None = None
@@ -60,6 +70,19 @@ class ObjectReader:
 
                 self._device = DeviceApplier(self.source)
             return self._device
+
+    def decodes_on_device(self, dev: torch.device, nbytes: int) -> bool:
+        """Whether a tensor of ``nbytes`` bound for ``dev`` is decoded there by torch ops (and
+        nvCOMP on CUDA) rather than by the CPU codec (``StoreSettings.device_decode``)."""
+        if nbytes == 0 or self.device_decode == "never":
+            return False
+        if self.device_decode == "always":
+            return True
+        if dev.type != "cuda" or nbytes < self.device_decode_min_bytes:
+            return False
+        from weightstore.torchcodec.gpu import nvcomp_available
+
+        return nvcomp_available() is not None
 
     def chains(self, digests: Collection[str]) -> dict[str, list[ObjectRecord]]:
         """Every digest's delta chain (itself first, root last), resolved for all at once."""
@@ -148,6 +171,8 @@ class ObjectReader:
 
         from weightstore.tensors import byte_view, empty_tensor
 
+        if self.decodes_on_device(dev, entry.nbytes):
+            return self._on_device(entry, chain, dev, verify, into)
         if dev.type != "cuda":
             if into is not None and into.device.type == "cpu" and into.is_contiguous():
                 self.read(entry, chain, verify, byte_view(into))
@@ -164,3 +189,28 @@ class ObjectReader:
         if into is not None and out is not into:
             into.copy_(out)
         return out if into is None else into
+
+    def _on_device(
+        self,
+        entry: TensorEntry,
+        chain: Sequence[ObjectRecord],
+        dev: torch.device,
+        verify: bool | None,
+        into: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``tensor()`` decoded where it goes (``read/device.py``), checked there by the rule."""
+        if chain[0].digest != entry.digest or chain[0].raw_size != entry.nbytes:
+            raise CorruptObject(
+                f"{entry.name!r}: the index names object {chain[0].digest} of "
+                f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
+            )
+        try:
+            raw = self.device.decode(chain, dev, self.verify if verify is None else verify)
+        except CorruptObject as e:
+            found = CorruptObject(f"tensor {entry.name!r} cannot be read: {e}")
+            found.tensor, found.digest = entry.name, entry.digest
+            raise found from e
+        out = raw.view(dtype_info(entry.dtype).torch_dtype).reshape(entry.shape)
+        if into is not None:
+            return into.copy_(out)
+        return out
