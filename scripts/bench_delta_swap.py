@@ -12,7 +12,11 @@ the CPU with the host cache off, so it cannot help. Timed side by side, same dat
   chain is read and applied to the model's own bytes ("delta in place");
 - ``depth-1 child``: checkpoint 2 while holding checkpoint 1, against checkpoint 2 while
   holding unrelated weights (a chain of root + 1 delta);
-- ``host cache``: a swap from the host cache against one memcpy of the same bytes.
+- ``host cache``: a swap from the host cache against one memcpy of the same bytes (on a GPU:
+  one pinned host-to-device copy).
+
+``--device cuda`` puts the model on a GPU (deltas in place applied there by torch ops, nvCOMP
+with ``weightstore[gpu]``); ``--dtype bfloat16`` for a bf16 model.
 
 Targets: >= 3x for the 4-deep chain, >= 1.8x for the depth-1 child, host cache >= 0.8x memcpy.
 Every activation is checked bit-exact against the weights saved.
@@ -34,13 +38,18 @@ from weightstore import StoreSettings, TaskLoader, WeightStore
 from weightstore.transfer import host_copy
 
 
-def checkpoints(mb: int, n: int) -> list[dict[str, torch.Tensor]]:
+def checkpoints(mb: int, n: int, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
-    per = mb * (1 << 20) // 4 // 8
-    state = {f"layer.{i}.weight": torch.randn(per, generator=g) * 0.02 for i in range(8)}
+    per = mb * (1 << 20) // torch.empty(0, dtype=dtype).element_size() // 8
+    state = {
+        f"layer.{i}.weight": (torch.randn(per, generator=g) * 0.02).to(dtype) for i in range(8)
+    }
     out = [state]
     for _ in range(n - 1):
-        state = {k: v + 1e-4 * torch.randn(v.shape, generator=g) for k, v in state.items()}
+        state = {
+            k: (v.float() + 1e-4 * torch.randn(v.shape, generator=g)).to(dtype)
+            for k, v in state.items()
+        }
         out.append(state)
     return out
 
@@ -57,7 +66,7 @@ def median_ms(fn: Callable[[], object], prepare: Callable[[], object], runs: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mb", type=int, default=64, help="model size (fp32)")
+    parser.add_argument("--mb", type=int, default=64, help="model size")
     parser.add_argument("--iterations", type=int, default=7)
     parser.add_argument(
         "--staging",
@@ -73,26 +82,30 @@ def main() -> None:
         help="how deltas in place are applied: auto (the CPU codec for CPU tensors) or "
         "device (torch ops and the device checksum: a GPU's path, here on the CPU)",
     )
+    parser.add_argument("--device", default="cpu", help="where the model lives (cpu, cuda)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
-    ckpts = checkpoints(args.mb, 5)
-    other = {k: torch.randn(v.shape) for k, v in ckpts[0].items()}
+    dtype = getattr(torch, args.dtype)
+    ckpts = checkpoints(args.mb, 5, dtype)
+    other = {k: torch.randn(v.shape).to(dtype) for k, v in ckpts[0].items()}
     with tempfile.TemporaryDirectory() as tmp:
         store = WeightStore.open(Path(tmp) / "s", settings=StoreSettings(fsync=False))
         for step, sd in enumerate(ckpts, 1):
             store.save("ft", sd, step=step)
         store.save("other", other, step=1)
         depth = store.reader.chains({store.show("ft@5").weights[0].digest})
-        model = {k: torch.empty_like(v) for k, v in ckpts[0].items()}
+        model = {k: torch.empty_like(v, device=args.device) for k, v in ckpts[0].items()}
         staging = {} if args.staging is None else {"staging": args.staging}
         loader = TaskLoader(
             store, model, host_cache=0, gpu_cache=0, apply_deltas=args.apply, **staging
         )
         load = os.getloadavg()[0]
 
+        ints = torch.int32 if dtype == torch.float32 else torch.int16
+
         def check(i: int) -> None:
             assert all(
-                torch.equal(model[k].view(torch.int32), v.view(torch.int32))
-                for k, v in ckpts[i].items()
+                torch.equal(model[k].cpu().view(ints), v.view(ints)) for k, v in ckpts[i].items()
             ), "not bit-exact"
 
         rows = []
@@ -116,16 +129,26 @@ def main() -> None:
         host = median_ms(activator(cached, "ft@5"), activator(cached, "other@1"), args.iterations)
         check(4)
         nbytes = sum(v.nbytes for v in ckpts[0].values())
-        src = torch.ones(nbytes, dtype=torch.uint8)
-        dst = torch.zeros(nbytes, dtype=torch.uint8)
-        host_copy(src, dst)
-        memcpy = median_ms(lambda: host_copy(src, dst), lambda: None, args.iterations)
+        cuda = args.device.startswith("cuda")
+        src = torch.ones(nbytes, dtype=torch.uint8, pin_memory=cuda)
+        dst = torch.zeros(nbytes, dtype=torch.uint8, device=args.device)
+
+        def one_copy() -> None:
+            if cuda:  # the baseline on a GPU: one pinned host-to-device copy
+                dst.copy_(src, non_blocking=True)
+                torch.cuda.synchronize()
+            else:
+                host_copy(src, dst)
+
+        one_copy()
+        memcpy = median_ms(one_copy, lambda: None, args.iterations)
         cached.close()
         loader.close()
         store.close()
     mode = "staged" if args.staging is None or args.staging >= nbytes else "streamed"
     print(
-        f"{args.mb} MB fp32 model, 8 tensors, CPU, host cache off, {mode}, deltas applied "
+        f"{args.mb} MB {args.dtype} model, 8 tensors, on {args.device}, host cache off, {mode}, "
+        "deltas applied "
         f"by {'the CPU codec' if args.apply == 'auto' else 'torch ops'}; load {load:.2f}; "
         f"chain depth at the newest: {len(depth[next(iter(depth))]) - 1} deltas; "
         f"median of {args.iterations}"
@@ -147,7 +170,12 @@ def main() -> None:
 
 
 def activator(loader: TaskLoader, ref: str) -> Callable[[], object]:
-    return lambda: loader.activate(ref)
+    def run() -> None:
+        loader.activate(ref)
+        if loader.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 - a save of new weights (nothing to dedup: every object encoded and written) with the
   checksum recorded, against the same save with it switched off (the writer before 18.2).
 
-    python scripts/bench_devhash.py [--mb 256] [--runs 5]
+    python scripts/bench_devhash.py [--mb 256] [--runs 5] [--device cuda] [--skip-save]
+
+``--device cuda`` adds the torch ops on that GPU (what an in-place apply there is checked by).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--device", default=None, help="also time the torch ops on this device")
+    parser.add_argument("--skip-save", action="store_true", help="time the hashes only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -60,8 +64,15 @@ def main() -> None:
         ("BLAKE3, one thread", lambda: blake3.blake3(buf.data, max_threads=1).digest()),
         ("BLAKE3 as codec.digest runs it", lambda: digest(buf.data)),
     ]
+    if args.device:
+        on_device = raw.to(args.device)
+        rows.append(
+            (f"device checksum, torch ops on {args.device}", lambda: devhash_tensor(on_device))
+        )
     for label, fn in rows:
         print(f"{label:<44}{size / best(fn, args.runs) / 1e9:>8.2f}")
+    if args.skip_save:
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-devhash-"))
     saves: dict[str, list[float]] = {"with the device checksum": [], "without (before 18.2)": []}
     real = getattr(writer, "devhash")  # noqa: B009 (the name a save calls, switched)

