@@ -367,3 +367,92 @@ def test_clone_through_a_proxy_flipping_objects_keeps_nothing_damaged(
     assert again.returncode == 0, again.stderr
     with WeightStore.open(target) as store:
         assert same(store.restore("t@1"), sd) and store.verify().ok
+
+
+def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_path: Path) -> None:
+    """kill -9 of ``weightstore serve`` at seeded random moments while a client pushes: after
+    each kill the server's store verifies clean and every snapshot it lists restores
+    bit-exactly; a push to the restarted server sends the rest."""
+    import random
+    import sqlite3
+
+    import httpx
+    from served import free_port
+
+    from weightstore.index.tokens import Tokens
+
+    root = tmp_path / "server"
+    with WeightStore.open(root) as store:
+        token = Tokens(store.index.engine).create("write", "pusher")[1]
+    local = tmp_path / "local"
+    expected = {}
+    with WeightStore.open(local) as store:
+        for step in range(1, 9):
+            expected[step] = {f"w{i}": torch.randn(256, 256) for i in range(8)}
+            store.save("t", expected[step], step=step)
+
+    def committed() -> int:
+        with sqlite3.connect(root / "index.sqlite", timeout=30) as conn:
+            return int(conn.execute("SELECT count(*) FROM snapshots").fetchone()[0])
+
+    rng = random.Random(17)
+    counts = []
+    for attempt in range(4):
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "weightstore.cli.main",
+                "--store",
+                str(root),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"{url}/healthz", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline and server.poll() is None
+                    time.sleep(0.05)
+            last = attempt == 3
+            failed: list[BaseException] = []
+
+            def pushing(url: str = url, failed: list[BaseException] = failed) -> None:
+                try:
+                    with WeightStore.open(local) as src, RemoteStore(url, token=token) as dst:
+                        push(src, dst)
+                except BaseException as e:  # the server vanished under it
+                    failed.append(e)
+
+            pusher = threading.Thread(target=pushing)
+            pusher.start()
+            if not last:  # once it committed 1, 3, 5 snapshots, then a random moment more
+                deadline = time.monotonic() + 60
+                while committed() < 2 * attempt + 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0, 0.05))
+                server.send_signal(signal.SIGKILL)
+            pusher.join(120)
+            assert not pusher.is_alive()
+            assert not last or not failed, failed
+        finally:
+            server.kill()
+            server.wait(30)
+        with WeightStore.open(root) as store:
+            assert store.verify().ok
+            for snap in store.log():
+                assert snap.step is not None
+                assert same(store.restore(snap.id), expected[snap.step])
+            counts.append(len(store.log()))
+            if last:
+                assert sorted(s.step for s in store.log()) == list(range(1, 9))
+    assert any(0 < n < 8 for n in counts[:-1]), counts  # a kill did land mid-push
