@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from served import Served, serve
+from served import Served, serve, serve_process
 
 from weightstore.catalog import Catalog
 from weightstore.errors import Conflict, CorruptObject
@@ -376,9 +376,6 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
     import random
     import sqlite3
 
-    import httpx
-    from served import free_port
-
     from weightstore.index.tokens import Tokens
 
     root = tmp_path / "server"
@@ -398,32 +395,8 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
     rng = random.Random(17)
     counts = []
     for attempt in range(4):
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "weightstore.cli.main",
-                "--store",
-                str(root),
-                "serve",
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{url}/healthz", timeout=2)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline and server.poll() is None
-                    time.sleep(0.05)
-            last = attempt == 3
+        last = attempt == 3
+        with serve_process(root) as (url, server):
             failed: list[BaseException] = []
 
             def pushing(url: str = url, failed: list[BaseException] = failed) -> None:
@@ -444,9 +417,6 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
             pusher.join(120)
             assert not pusher.is_alive()
             assert not last or not failed, failed
-        finally:
-            server.kill()
-            server.wait(30)
         with WeightStore.open(root) as store:
             assert store.verify().ok
             for snap in store.log():
