@@ -46,10 +46,17 @@ class DeviceApplier:
         if held < 1:
             raise InvalidInput("the held object must be a base of the chain")
         links = chain[:held]
-        blobs = [self.source.blob(r.digest) for r in links]
         names = [r.digest for r in chain[: held + 1]]
-        self._decoder(target.device).decode(blobs, names, flat_bytes(target), in_place=True)
-        return sum(r.stored_size for r in links)
+        flat = flat_bytes(target)
+        for attempt in (0, 1):
+            try:
+                blobs = [self.source.blob(r.digest) for r in links]
+                self._decoder(target.device).decode(blobs, names, flat, in_place=True)
+                return sum(r.stored_size for r in links)
+            except CorruptObject:  # nothing was applied: a damaged cached copy is fetched again
+                if attempt or not self.source.forget(names[:-1]):
+                    raise
+        raise AssertionError("unreachable")
 
     def check(self, record: ObjectRecord, target: torch.Tensor) -> None:
         """:class:`CorruptObject` unless ``target`` holds ``record``'s bytes (the rule above)."""
