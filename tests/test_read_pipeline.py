@@ -181,6 +181,29 @@ def test_the_loader_swaps_from_a_remote_store(served: Served, tmp_path: Path) ->
         assert holds(target, tasks["tuned"])
 
 
+def test_device_applies_from_a_remote_store_fetch_a_damaged_cached_delta_again(
+    served: Served, tmp_path: Path
+) -> None:
+    g = torch.Generator().manual_seed(4)
+    first = {"w": torch.randn(128, 128, generator=g)}
+    second = {"w": first["w"] + 1e-4}
+    served.store.save("ft", first, step=1)
+    delta = served.store.save("ft", second, step=2).tensors[0].digest
+    target = {"w": torch.zeros(128, 128)}
+    cache = tmp_path / "c"
+    with (
+        RemoteStore(served.url, token=served.tokens["read"], cache_dir=cache) as r,
+        TaskLoader(r, target, host_cache=0, apply_deltas="device") as loader,
+    ):
+        assert r.reader.chains([delta])[delta][0].base is not None  # stored as a delta
+        loader.activate("ft@2")  # fetches the delta into the cache
+        loader.activate("ft@1")
+        (cached,) = [p for p in (cache / "objects").glob(f"*/??/{delta}")]
+        cached.write_bytes(cached.read_bytes()[:-1] + b"\0")
+        report = loader.activate("ft@2")  # applied in place, from a fresh copy
+        assert holds(target, second) and report.bytes_delta_in_place == first["w"].nbytes
+
+
 # ----------------------------------------------------------------------------- service routes
 
 
