@@ -7,8 +7,9 @@ CPU codec's path, and damage is a typed error. On CUDA with nvCOMP the "auto" ru
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -56,14 +57,33 @@ def test_damage_is_a_typed_error_naming_the_tensor(store: WeightStore) -> None:
 
 
 @pytest.mark.parametrize("staging", [1 << 30, 0])
-def test_loader_swaps_decode_on_the_device_path(store: WeightStore, staging: int) -> None:
+def test_loader_swaps_decode_on_the_device_path(
+    store: WeightStore, staging: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ckpts = _chain(store, 4)
     model = _model_for(ckpts[0])
     ptrs = {k: v.data_ptr() for k, v in model.items()}
+    device = store.reader.device
+    decoded: list[object] = []
+    applied: list[object] = []
+
+    def spy(calls: list[object], real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: object) -> Any:
+            calls.append(args)
+            return real(*args)
+
+        return call
+
+    monkeypatch.setattr(device, "decode", spy(decoded, device.decode))
+    monkeypatch.setattr(device, "apply", spy(applied, device.apply))
     with TaskLoader(store, model, host_cache=0, staging=staging, apply_deltas="device") as loader:
-        for step in (1, 3, 4, 2):
-            loader.activate(f"ft@{step}")
+        for step in (1, 3, 4, 2):  # whole chains, deltas over what it holds, whole again
+            decoded.clear()
+            applied.clear()
+            report = loader.activate(f"ft@{step}")
             assert holds(model, ckpts[step - 1]), step
+            assert decoded if step in (1, 2) else applied, step
+            assert (report.bytes_delta_in_place > 0) == (step in (3, 4)), step
     assert {k: v.data_ptr() for k, v in model.items()} == ptrs
 
 

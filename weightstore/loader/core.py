@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from weightstore.dtypes import dtype_info
 from weightstore.errors import InvalidInput, SwapFailed, WeightstoreError
 from weightstore.loader.budget import parse_bytes
 from weightstore.loader.cache import TierCache, nbytes
@@ -497,22 +498,34 @@ class TaskLoader:
         bases: dict[str, tuple[str, torch.Tensor]] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, int | None]]:
         """Every entry decoded (and verified) into a new host tensor, offered to the host
-        cache; nothing is written anywhere else. ``bases``: per digest, a target tensor (only
-        read) and the digest it holds, to decode against when that is a link of the chain.
-        Also returns, per digest, the compressed bytes read when that happened."""
+        cache, or where the store's rule says so into a new tensor on the loader's device
+        (nvCOMP; device memory is the staging then); nothing is written anywhere else.
+        ``bases``: per digest, a target tensor (only read) and the digest it holds, to decode
+        against when that is a link of the chain. Also returns, per digest, the compressed
+        bytes read when that happened."""
         out: dict[str, torch.Tensor] = {}
         read: dict[str, int | None] = {}
+        reader = self.store.reader
 
         def one(e: TensorEntry) -> None:
-            t = host_empty(e.dtype, e.shape)
             held = (bases or {}).get(e.digest)
+            links = {r.digest for r in chains[e.digest][1:]}
+            if held is not None and held[0] not in links:
+                held = None  # what the target holds is no base of this chain
+            if held is None and reader.decodes_on_device(self.device, e.nbytes):
+                raw = reader.device.decode(chains[e.digest], self.device, self._verify)
+                out[e.digest] = raw.view(dtype_info(e.dtype).torch_dtype).reshape(e.shape)
+                read[e.digest] = None
+                return
+            t = host_empty(e.dtype, e.shape)
             base = (held[0], _bytes_of(held[1])) if held is not None else None
             read[e.digest] = self._decode_bytes(chains[e.digest], byte_view(t), base)
             out[e.digest] = t
 
         self._run(one, entries)
         for d, t in out.items():
-            self._host.put(d, t)
+            if t.device.type == "cpu":
+                self._host.put(d, t)
         return out, read
 
     def _decode_bytes(
