@@ -11,19 +11,24 @@ Targets (issue 16, item 1): ``init``, ``diff``, ``rm``, ``gc --dry-run`` on an e
 a bad argument <= 0.6 CPU-s over the bare interpreter; ``save`` / ``export`` of a 256 MB
 safetensors file <= 1.5x a copy of that file through ``safetensors.torch`` (``load_file`` +
 ``save_file``: what a user does without weightstore), start-up included on both sides.
+``pull`` fetches two small snapshots from a ``weightstore serve`` on this machine: the remote
+client's start-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +108,25 @@ def _raw(a: Any) -> RawTensor:
     return RawTensor("float32", tuple(a.shape), a.reshape(-1).view(np.uint8))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
+    """Until the server at ``url`` answers /healthz (the pull case's remote)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("weightstore serve did not start") from None
+            time.sleep(0.1)
+
+
 def reset(work: Path, name: str, source: str) -> Callable[[Path], None]:
     def prepare(_: Path) -> None:
         if (work / name).is_file():
@@ -137,6 +161,17 @@ def main() -> None:
             trees[args.baseline] = before
         big = work / "big.safetensors"
         heavy = max(3, args.runs // 2)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        serve_args = ["serve", "--public-read", "--port", str(port)]
+        server = subprocess.Popen(
+            [python, "-c", RUN_CLI, "--store", str(work / "template"), *serve_args],
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        atexit.register(server.kill)  # if a measurement fails; stopped below otherwise
+        wait_for(url, server)
         cases = [
             Case("--help", ["--help"]),
             Case("bad argument", ["log", "-n", "x"], ok=(2,)),
@@ -158,6 +193,11 @@ def main() -> None:
             Case("gc --dry-run (empty)", ["--store", str(work / "empty"), "gc", "--dry-run"]),
             Case("verify", ["verify"]),
             Case("report storage", ["report", "storage"]),
+            Case(
+                "pull (2 small snaps)",
+                ["--store", str(work / "mirror"), "pull", url],
+                reset(work, "mirror", "empty"),
+            ),
             Case(
                 f"save {args.mb} MB",
                 ["--store", str(work / "s"), "save", "big", str(big), "--step", "1"],
@@ -212,6 +252,8 @@ def main() -> None:
                     case.runs or args.runs,
                     functools.partial(case.prepare, work),
                 )
+        server.terminate()
+        server.wait(30)
         print(
             f"machine: {os.cpu_count()} cores, load {load:.2f} at start, "
             f"{os.getloadavg()[0]:.2f} at end; {args.runs} runs (big files: {heavy}), medians"

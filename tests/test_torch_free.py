@@ -122,3 +122,25 @@ def test_a_damaged_safetensors_file_is_refused_without_torch(tmp_path: Path) -> 
     proc = run(store, "save", "t", str(path), ok=2)
     assert "truncated" in proc.stderr
     run(store, "show", "t", ok=3)
+
+
+def test_push_pull_and_clone_run_without_torch(tmp_path: Path) -> None:
+    """Against a real server (in this process, with torch); the client commands without it."""
+    from served import serve
+
+    local = tmp_path / "local"
+    one = weights(1)
+    save_file(one, str(tmp_path / "one.safetensors"))
+    run(local, "init")
+    run(local, "save", "t", str(tmp_path / "one.safetensors"), "--step", "1")
+    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
+        write, read = served.tokens["write"], served.tokens["read"]
+        assert "pushed" in run(local, "push", served.url, "--token", write).stdout
+        served.store.save("u", weights(2), step=1)
+        assert "pulled" in run(local, "pull", served.url, "u", "--token", read).stdout
+        copy = tmp_path / "copy"
+        run(local, "clone", served.url, str(copy), "--token", read)
+        assert bits_equal(served.store.restore("t@1"), one)
+    for store in (local, copy):
+        run(store, "export", "u@1", str(tmp_path / f"{store.name}.safetensors"))
+        assert bits_equal(load_file(str(tmp_path / f"{store.name}.safetensors")), weights(2))

@@ -18,11 +18,10 @@ import tempfile
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
-import torch
 
 from weightstore import errors
 from weightstore.codec import Codec
@@ -44,6 +43,9 @@ from weightstore.settings import StoreSettings
 from weightstore.sources import source_parts, state_of
 from weightstore.store import WeightStore
 from weightstore.types import Diff, Snapshot, TensorEntry
+
+if TYPE_CHECKING:  # torch is imported by restore, so push, pull and clone start without it
+    import torch
 
 _PAGE = 1000
 
@@ -225,6 +227,8 @@ class RemoteStore:
     ) -> dict[str, torch.Tensor]:
         """The snapshot's tensors on ``device``; with ``into``, copied into the module's (or
         state dict's) tensors in place, by the same rules as :meth:`WeightStore.restore`."""
+        import torch
+
         snap = self.show(ref)
         chains = self.reader.chains({t.digest for t in snap.weights})
         if into is None:
