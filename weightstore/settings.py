@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from weightstore.errors import InvalidInput
 
 DECODERS = ("auto", "numpy")
+DeviceDecode = Literal["auto", "always", "never"]
 DECODER_ENV = "WEIGHTSTORE_DECODER"
 
 
@@ -65,7 +67,7 @@ class StoreSettings:
     restore_staging_bytes: int = 1 << 30
     max_pending_saves: int = 2
     max_pending_bytes: int = 8 << 30
-    device_decode: str = "auto"
+    device_decode: DeviceDecode = "auto"
     device_decode_min_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:

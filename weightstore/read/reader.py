@@ -21,6 +21,7 @@ from weightstore.codec.layout import U8
 from weightstore.dtypes import dtype_info
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.ports import ChainSource
+from weightstore.settings import DeviceDecode
 from weightstore.types import ObjectRecord, TensorEntry
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made: byte-level reads never need it
@@ -39,7 +40,7 @@ class ObjectReader:
         codec: Codec,
         *,
         verify: bool = True,
-        device_decode: str = "auto",
+        device_decode: DeviceDecode = "auto",
         device_decode_min_bytes: int = 4 << 20,
     ) -> None:
         self.source = source
