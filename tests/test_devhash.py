@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from weightstore import StoreSettings, WeightStore
 from weightstore.codec.devhash import BLOCK, devhash
@@ -112,3 +112,26 @@ def test_saves_and_receives_record_it_from_the_raw_bytes(tmp_path: Path, index_u
                 for e in snap.tensors:
                     raw = sd[e.name].contiguous().view(torch.uint8).numpy()
                     assert recorded[e.digest] == devhash(raw), (store, e.name)
+
+
+def test_verify_records_missing_and_wrong_device_checksums(tmp_path: Path, index_url: str) -> None:
+    """Objects from before 0007 (NULL) and a row altered at rest get the checksum their
+    verified bytes give; a second verify finds nothing to record (SQLite and PG)."""
+    g = torch.Generator().manual_seed(6)
+    sd = {f"w{i}": torch.randn(32, 32, generator=g) for i in range(3)}
+    settings = StoreSettings(threads=2, fsync=False)
+    with WeightStore.open(tmp_path / "s", settings=settings, index_url=index_url) as store:
+        store.save("t", sd)
+        right = _recorded(store)
+        a, b, _ = sorted(right)
+        with store.index.engine.begin() as conn:
+            conn.execute(
+                update(ObjectRow).where(ObjectRow.digest == a).values(device_checksum=None)
+            )
+            conn.execute(
+                update(ObjectRow).where(ObjectRow.digest == b).values(device_checksum=12345)
+            )
+        first = store.verify()
+        assert first.ok and first.device_checksums_recorded == 2
+        assert _recorded(store) == right
+        assert store.verify().device_checksums_recorded == 0

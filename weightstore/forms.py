@@ -114,6 +114,7 @@ def verify_json(r: VerifyResult) -> dict[str, Any]:
         "objects_checked": r.objects_checked,
         "bytes_checked": r.bytes_checked,
         "stored_bytes_checked": r.stored_bytes_checked,
+        "device_checksums_recorded": r.device_checksums_recorded,
         "problems": [
             {"object": p.digest, "problem": p.problem, "snapshots": list(p.snapshots)}
             for p in r.problems

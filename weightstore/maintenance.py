@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+from weightstore.codec.devhash import devhash
 from weightstore.errors import CorruptObject, ObjectNotFound, StorageError
 from weightstore.index import Index
 from weightstore.manifests import derived_ids
@@ -90,9 +91,13 @@ def verify_objects(
 ) -> VerifyResult:
     """Decode every object of ``digests`` with its chain and re-derive its digest. With
     ``remember``, damage found is flagged in the index (so a save of the same content
-    rewrites those objects) and flags on objects found whole are cleared. ``total`` is told,
-    before the work starts, how many bytes ``progress`` will count."""
+    rewrites those objects) and flags on objects found whole are cleared, and the device
+    checksum of each object found whole is recorded where its row lacks it (objects from
+    before revision 0007) or holds another (a row altered at rest would otherwise fail every
+    device apply over it). ``total`` is told, before the work starts, how many bytes
+    ``progress`` will count."""
     problems: dict[str, str] = {}
+    device_checksums: dict[str, int] = {}
     checked = nbytes = stored = 0
     try:
         chains = reader.chains(digests)
@@ -111,7 +116,9 @@ def verify_objects(
         nonlocal checked, nbytes, stored
         chain = chains[d]
         try:
-            reader.decode(chain, verify=True)
+            h = devhash(reader.decode(chain, verify=True))
+            if h != chain[0].device_checksum:
+                device_checksums[d] = h
         except ObjectNotFound:
             for r in chain:
                 if not objects.exists(r.digest):
@@ -130,6 +137,7 @@ def verify_objects(
     if remember:
         index.flag_damaged(problems, datetime.now(timezone.utc))
         index.clear_damaged(index.damaged(digests).keys() - problems.keys())
+        index.set_device_checksums(device_checksums)
     affected = index.snapshots_for_digests(problems)
     return VerifyResult(
         checked,
@@ -138,6 +146,7 @@ def verify_objects(
             VerifyProblem(d, msg, tuple(affected.get(d, ()))) for d, msg in sorted(problems.items())
         ),
         stored,
+        len(device_checksums),
     )
 
 

@@ -169,6 +169,7 @@ class VerifyResult:
     bytes_checked: int  # decoded: the tensor bytes the checked objects hold
     problems: tuple[VerifyProblem, ...]
     stored_bytes_checked: int = 0  # read: what the checked objects take in the store
+    device_checksums_recorded: int = 0  # missing (before 0007) or wrong ones, now right
 
     @property
     def ok(self) -> bool:

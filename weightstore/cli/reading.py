@@ -149,6 +149,11 @@ def verify(
             f"ok: {result.objects_checked} object(s) verified: "
             f"{human_bytes(result.stored_bytes_checked)} read, decoded to "
             f"{human_bytes(result.bytes_checked)} of tensors"
+            + (
+                f"; recorded {result.device_checksums_recorded} missing or wrong device checksum(s)"
+                if result.device_checksums_recorded
+                else ""
+            )
         )
     else:
         stdout().print(verify_table(result))

@@ -163,14 +163,22 @@ class Index:
 
     def set_checksums(self, checksums: Mapping[str, str]) -> None:
         """Record the checksum of each object's stored bytes (objects without a row: none)."""
-        if not checksums:
+        self._set_per_object(ObjectRow.checksum, checksums)
+
+    def set_device_checksums(self, checksums: Mapping[str, int]) -> None:
+        """Record the device checksum of each object's raw bytes (objects without a row:
+        none)."""
+        self._set_per_object(ObjectRow.device_checksum, checksums)
+
+    def _set_per_object(self, column: Any, values: Mapping[str, object]) -> None:
+        if not values:
             return
         with self._write() as conn:
             conn.execute(
                 update(ObjectRow)
                 .where(ObjectRow.digest == bindparam("d"))
-                .values(checksum=bindparam("c")),
-                [{"d": d, "c": c} for d, c in checksums.items()],
+                .values({column.key: bindparam("v")}),
+                [{"d": d, "v": v} for d, v in values.items()],
             )
 
     def get_closure(self, digests: Collection[str]) -> dict[str, ObjectRecord]:
