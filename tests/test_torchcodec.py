@@ -15,7 +15,7 @@ from weightstore.codec.arith import add_delta
 from weightstore.errors import CorruptObject, InvalidInput
 from weightstore.settings import CodecSettings
 from weightstore.torchcodec import ops
-from weightstore.torchcodec.gpu import DeviceDecoder, nvcomp_available
+from weightstore.torchcodec.gpu import DeviceDecoder, nvcomp_available, via_host
 
 ELEMS = [1, 2, 4, 8]
 
@@ -91,6 +91,14 @@ def test_device_decoder_rejects_damage() -> None:
     bad[-200:-100] = bytes(100)
     with pytest.raises(CorruptObject):
         dec.decode([bytes(bad)])
+
+
+def test_the_host_stand_in_for_nvcomp_decodes_alike() -> None:
+    """What a GPU without nvCOMP runs (here its copies are between CPU tensors)."""
+    blobs, names, raws = _chain(4, 1024, 7000, seed=9)
+    dec = DeviceDecoder("cpu", via_host)
+    for depth in range(3):
+        assert torch.equal(dec.decode(blobs[depth:], names[depth:]), torch.from_numpy(raws[depth]))
 
 
 @pytest.mark.parametrize("k", [2, 4, 8])

@@ -6,12 +6,14 @@ Frames are decompressed into slots of ``frame_size`` bytes: plane ``p``'s frame 
 slot ``p * per_plane + b``, so the slots viewed as ``(k, per_plane * frame_size)`` hold each
 plane in the first ``plane_len`` bytes of its row, with every destination 16-byte aligned when
 the frame size is (64 KiB by default), as nvCOMP wants. The batched decompressor is pluggable:
-nvCOMP on CUDA (``weightstore[gpu]``, imported only when one is made), python-zstandard for
-CPU tensors, so the whole pipeline is also tested where there is no GPU.
+nvCOMP on CUDA (``weightstore[gpu]``, imported only when one is made; without it the frames
+are decompressed on the host, :func:`via_host`), python-zstandard for CPU tensors, so the
+whole pipeline is also tested where there is no GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,15 @@ def host_decompress(batch: FrameBatch) -> None:
         if len(data) != n:
             raise CorruptObject(f"{batch.name}: a frame decoded to {len(data)} bytes, not {n}")
         dst[to : to + n] = np.frombuffer(data, dtype=np.uint8)
+
+
+def via_host(batch: FrameBatch) -> None:
+    """The stand-in for nvCOMP on a GPU without it: the frames come back to the host, are
+    decompressed by python-zstandard and go back to the device (the same plan, two more
+    copies), so a delta is still applied where the tensor lives."""
+    host_dst = batch.dst.to("cpu", copy=True)  # it holds the stored frames already
+    host_decompress(dataclasses.replace(batch, src=batch.src.cpu(), dst=host_dst))
+    batch.dst.copy_(host_dst)
 
 
 class NvcompDecompress:
@@ -112,9 +123,12 @@ class DeviceDecoder:
     def __init__(self, device: torch.device | str, decompress: BatchDecompress | None = None):
         self.device = torch.device(device)
         if decompress is None:
-            decompress = (
-                NvcompDecompress(self.device) if self.device.type == "cuda" else host_decompress
-            )
+            if self.device.type != "cuda":
+                decompress = host_decompress
+            elif nvcomp_available() is None:
+                decompress = via_host
+            else:
+                decompress = NvcompDecompress(self.device)
         self._decompress = decompress
 
     def decode(
