@@ -160,12 +160,13 @@ def test_a_pull_killed_part_way_resumes_and_loses_nothing(served: Served, tmp_pa
         assert store.verify().ok
 
 
-def test_gc_at_grace_zero_racing_pushes_never_leaves_a_broken_snapshot(
-    served: Served, tmp_path: Path
+@pytest.mark.parametrize("grace", [0, None])  # None: the store's default (an hour)
+def test_gc_racing_pushes_never_leaves_a_broken_snapshot(
+    served: Served, tmp_path: Path, grace: float | None
 ) -> None:
     """gc with no grace may collect objects a push sent but has not committed yet: the commit
     must then be refused (typed error) or succeed whole, never commit a snapshot missing an
-    object; a push retried after gc stops completes."""
+    object; a push retried after gc stops completes. At the default grace no push fails."""
     local = WeightStore.open(tmp_path / "local")
     expected = {}
     for step in range(1, 7):
@@ -177,7 +178,7 @@ def test_gc_at_grace_zero_racing_pushes_never_leaves_a_broken_snapshot(
 
     def collect() -> None:
         while not stop.is_set():
-            collected.append(served.store.gc(grace_seconds=0).objects_removed)
+            collected.append(served.store.gc(grace_seconds=grace).objects_removed)
 
     gc = threading.Thread(target=collect)
     gc.start()
@@ -194,6 +195,7 @@ def test_gc_at_grace_zero_racing_pushes_never_leaves_a_broken_snapshot(
     finally:
         stop.set()
         gc.join(120)
+    assert grace == 0 or not failures, failures
     push(local, remote, ["t"])
     assert sorted(s.step or 0 for s in served.store.log("t")) == list(range(1, 7))
     for step, sd in expected.items():
