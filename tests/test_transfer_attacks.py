@@ -414,7 +414,7 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
                 deadline = time.monotonic() + 60
                 while committed() < 2 * attempt + 1 and time.monotonic() < deadline:
                     time.sleep(0.005)
-                time.sleep(rng.uniform(0, 0.05))
+                time.sleep(rng.uniform(0, 0.02))
                 server.send_signal(signal.SIGKILL)
             pusher.join(120)
             assert not pusher.is_alive()
