@@ -126,3 +126,17 @@ def test_cuda_restores_and_swaps_decode_with_nvcomp(tmp_path: Path) -> None:
             loader.activate("t@1")
             report = loader.activate("t@2")
             assert holds(model, second) and report.bytes_delta_in_place > 0
+
+
+def test_apply_deltas_host_keeps_the_codec_and_a_bad_value_is_refused(
+    store: WeightStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpts = _chain(store, 2)
+    model = _model_for(ckpts[0])
+    with pytest.raises(InvalidInput, match="apply_deltas"):
+        TaskLoader(store, model, apply_deltas="gpu")  # type: ignore[arg-type]
+    monkeypatch.setattr(store.reader.device, "apply", None)  # the torch-ops path is not taken
+    with TaskLoader(store, model, host_cache=0, apply_deltas="host") as loader:
+        loader.activate("ft@1")
+        report = loader.activate("ft@2")
+        assert holds(model, ckpts[1]) and report.bytes_delta_in_place > 0
