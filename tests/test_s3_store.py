@@ -6,6 +6,7 @@ or fail typed with nothing committed; restores never return wrong bytes."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -256,3 +257,28 @@ def test_multipart_uploads_survive_faults(s3: S3Settings, s3_endpoint: str) -> N
     direct.cleanup_temp(0)  # aborts uploads whose abort the faults cut off
     assert direct.cleanup_temp(0) == 0
     assert [info.key for info in direct.iterate()] == ["big"]
+
+
+def test_an_answer_trickling_inside_the_read_timeout_is_cut_off(
+    s3: S3Settings, s3_endpoint: str
+) -> None:
+    """64 bytes every 0.3 s never trips a 1 s read timeout: only the minimum rate ends the
+    read (a transient error, retried, then typed) in bounded time; a normal read passes."""
+    blob = bytes(range(256)) * 64  # 16 KiB: 256 pieces, 77 s at that pace
+    S3Backend(s3).put("k", blob)
+
+    def trickle_gets(method: str, path: str) -> Fault:
+        return "trickle" if method == "GET" else "pass"
+
+    with FaultProxy(s3_endpoint, trickle_gets, delay=0.3) as proxy:
+        slow = S3Backend(
+            _through(
+                proxy, s3, read_timeout=1.0, min_read_rate=4096, retry=RetryPolicy(2, 0.01, 0.02)
+            )
+        )
+        start = time.monotonic()
+        with pytest.raises(TransientStorageError, match="slower than 4096 bytes/s"):
+            slow.get("k")
+        assert time.monotonic() - start < 20  # two tries of about 5 s, not 2 x 77 s
+        assert proxy.counts["trickle"] == 2
+    assert S3Backend(s3).get("k") == blob

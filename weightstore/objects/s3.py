@@ -239,7 +239,7 @@ class S3Backend(ObjectBackend):
                 answer = self._client.get_object(Bucket=bucket, Key=name)
             else:
                 answer = self._client.get_object(Bucket=bucket, Key=name, Range=range_header)
-            body = answer["Body"].read()
+            body = self._body(answer, name)
             if len(body) != answer["ContentLength"]:  # a connection cut mid-body
                 raise TransientStorageError(
                     f"GET {name}: {len(body)} of {answer['ContentLength']} bytes arrived"
@@ -247,6 +247,33 @@ class S3Backend(ObjectBackend):
             return body
 
         return self._call(f"GET {name}", call, key=key)
+
+    def _body(self, answer: Any, name: str) -> bytes:
+        """The answer's body, within ``read_timeout + size / min_read_rate`` seconds, else a
+        transient error. Read a piece at a time with urllib3's ``read1`` (at most one read of
+        the socket, itself bounded by ``read_timeout``), so the deadline is checked between
+        pieces: botocore's ``read()`` would wait for the whole body however slowly it came."""
+        size, rate = answer["ContentLength"], self.settings.min_read_rate
+        read1 = getattr(getattr(answer["Body"], "_raw_stream", None), "read1", None)
+        if rate <= 0 or read1 is None:  # no minimum, or a urllib3 without read1
+            return bytes(answer["Body"].read())
+        budget = self.settings.read_timeout + size / rate
+        deadline = time.monotonic() + budget
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            piece = read1(1 << 20)
+            if not piece:
+                break  # cut short: the caller's length check says so
+            parts.append(piece)
+            got += len(piece)
+            if got < size and time.monotonic() > deadline:
+                answer["Body"].close()
+                raise TransientStorageError(
+                    f"GET {name}: {got} of {size} bytes arrived in {budget:.1f} s (slower "
+                    f"than {rate:g} bytes/s)"
+                )
+        return b"".join(parts)
 
     def get(self, key: str) -> bytes:
         return self._read(key, self._name(key))

@@ -52,8 +52,11 @@ class S3Settings:
     ``multipart_threshold`` and ``part_size``: objects of at least the threshold are uploaded
     in parts of ``part_size`` bytes (S3's minimum part is 5 MiB).
     ``retry``: attempts and backoff on transient failures; ``connect_timeout`` and
-    ``read_timeout`` bound each request (seconds); ``max_connections``: pooled connections,
-    and threads for batched calls.
+    ``read_timeout`` bound each request (seconds), each read of an answer; ``min_read_rate``:
+    past ``read_timeout`` seconds an answer's body must average that many bytes a second (0:
+    no minimum), so an endpoint trickling bytes inside the read timeout cannot hold a read for
+    ever (a transient error, retried); ``max_connections``: pooled connections, and threads
+    for batched calls.
     """
 
     bucket: str
@@ -69,6 +72,7 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_connections: int = 16
+    min_read_rate: float = 64 * 1024
 
     def __post_init__(self) -> None:
         parse_s3_url(self.url)  # checks bucket and prefix
@@ -77,10 +81,16 @@ class S3Settings:
                 "S3 parts must be at least 5 MiB and multipart_threshold at least part_size, "
                 f"got part_size={self.part_size} multipart_threshold={self.multipart_threshold}"
             )
-        if self.max_connections < 1 or self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if (
+            self.max_connections < 1
+            or self.connect_timeout <= 0
+            or self.read_timeout <= 0
+            or self.min_read_rate < 0
+        ):
             raise InvalidInput(
-                "max_connections must be >= 1 and timeouts positive, got "
-                f"{self.max_connections}, {self.connect_timeout}, {self.read_timeout}"
+                "max_connections must be >= 1, timeouts positive and min_read_rate not "
+                f"negative, got {self.max_connections}, {self.connect_timeout}, "
+                f"{self.read_timeout}, {self.min_read_rate}"
             )
 
     @property

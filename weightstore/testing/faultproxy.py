@@ -1,7 +1,8 @@
 """A loopback HTTP proxy that injects faults between an S3 client and its server: error
 answers (500, 503), connections reset before or after the server acted, delayed answers,
-response bodies with a flipped byte, and bodies cut off halfway (``truncate``). Tests point a
-backend's endpoint at it.
+response bodies with a flipped byte, bodies cut off halfway (``truncate``), and bodies sent a
+few bytes at a time, each piece ``delay`` seconds after the last (``trickle``: inside any
+per-read timeout, for ever in total). Tests point a backend's endpoint at it.
 
 A ``plan`` decides per request: ``plan(method, path)`` returns the :data:`Fault` to inject;
 ``rewrite(method, path, body)``, when given, returns the response body to relay instead (a
@@ -30,9 +31,10 @@ def no_faults(method: str, path: str) -> Fault:
     return "pass"
 
 
-Fault = Literal["pass", "error", "reset", "reset_after", "delay", "corrupt", "truncate"]
+Fault = Literal["pass", "error", "reset", "reset_after", "delay", "corrupt", "truncate", "trickle"]
 Plan = Callable[[str, str], Fault]
 Rewrite = Callable[[str, str, bytes], bytes]
+_TRICKLE = 64  # bytes per piece of a trickled answer, ``delay`` seconds apart
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
@@ -178,6 +180,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True  # an orderly close: the client sees a short body
             self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "trickle" and self.command == "GET":
+            for at in range(0, len(data), _TRICKLE):  # each piece well inside a read timeout
+                try:
+                    self.wfile.write(data[at : at + _TRICKLE])
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
+                time.sleep(proxy.delay)
             return
         if self.command != "HEAD":
             self.wfile.write(data)
