@@ -1,10 +1,11 @@
-"""Swaps that apply only the compressed difference to what the model holds (issue 18, CPU).
+"""Swaps that apply only the compressed difference to what the model holds (issue 18).
 
-    python scripts/bench_delta_swap.py [--mb 64] [--iterations 7]
+    python scripts/bench_delta_swap.py [--mb 64] [--iterations 7] [--staging 0]
+        [--apply device] [--device cuda] [--dtype bfloat16]
 
 One task, fine-tuned in 5 checkpoints (each a small nudge of every float: every tensor of a
 checkpoint is stored as a delta against the previous one, a chain 4 deep at the newest), on
-the CPU with the host cache off, so it cannot help. Timed side by side, same data, same run:
+the CPU (default) with the host cache off, so it cannot help. Timed side by side, same data, same run:
 
 - ``newest, holding unrelated``: the model holds weights of another task; activating the
   newest checkpoint decodes every tensor's whole chain (root + 4 deltas): today's path;
@@ -16,7 +17,8 @@ the CPU with the host cache off, so it cannot help. Timed side by side, same dat
   one pinned host-to-device copy).
 
 ``--device cuda`` puts the model on a GPU (deltas in place applied there by torch ops, nvCOMP
-with ``weightstore[gpu]``); ``--dtype bfloat16`` for a bf16 model.
+with ``weightstore[gpu]``); ``--apply device`` takes that path on the CPU; ``--dtype
+bfloat16`` for a bf16 model; ``--staging 0`` streams swaps into the model.
 
 Targets: >= 3x for the 4-deep chain, >= 1.8x for the depth-1 child, host cache >= 0.8x memcpy.
 Every activation is checked bit-exact against the weights saved.
