@@ -17,11 +17,11 @@ import torch
 from served import Served, serve, serve_process
 
 from weightstore.catalog import Catalog
-from weightstore.errors import Conflict, CorruptObject
+from weightstore.errors import Conflict, CorruptObject, TransientStorageError
 from weightstore.remote import RemoteStore
 from weightstore.store import WeightStore
 from weightstore.sync import pull, push
-from weightstore.testing.faultproxy import FaultProxy, no_faults
+from weightstore.testing.faultproxy import Fault, FaultProxy, no_faults
 
 
 @pytest.fixture
@@ -428,3 +428,31 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
             if last:
                 assert sorted(s.step or 0 for s in store.log()) == list(range(1, 9))
     assert any(0 < n < 8 for n in counts[:-1]), counts  # a kill did land mid-push
+
+
+def test_a_server_trickling_its_answers_cannot_hold_a_pull(served: Served, tmp_path: Path) -> None:
+    """64 bytes every 0.3 s never trips a 1 s read timeout: only the client's minimum rate ends
+    the read, in bounded time, with a typed error; nothing of it is kept, and a pull
+    straight from the server afterwards completes."""
+    sd = {"w": torch.randn(64, 64)}  # 16 KiB: 77 s at that pace
+    served.store.save("t", sd, step=1)
+
+    def trickle_objects(method: str, path: str) -> Fault:
+        return "trickle" if method == "GET" and "/v1/objects/" in path else "pass"
+
+    local = WeightStore.open(tmp_path / "local")
+    with FaultProxy(served.url, trickle_objects, delay=0.3) as proxy:
+        slow = RemoteStore(
+            proxy.endpoint_url, token=served.tokens["read"], timeout=1.0, min_rate=4096
+        )
+        start = time.monotonic()
+        with pytest.raises(TransientStorageError, match="slower than 4096 bytes/s"):
+            pull(local, slow, ["t"])
+        assert time.monotonic() - start < 30
+        assert proxy.counts["trickle"] >= 1
+        slow.close()
+    assert local.log() == []
+    with RemoteStore(served.url, token=served.tokens["read"]) as direct:
+        pull(local, direct, ["t"])
+    assert same(local.restore("t@1"), sd)
+    local.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,15 +109,20 @@ class RemoteStore:
         settings: StoreSettings | None = None,
         timeout: float = 300.0,
         fetchers: int = 8,
+        min_rate: float = 64 * 1024,
     ) -> None:
         """``cache_bytes``: the local object cache's budget; ``fetchers``: tensors fetched
-        and decoded at a time."""
+        and decoded at a time; ``timeout``: seconds each connect, send or read may take;
+        ``min_rate``: past ``timeout`` seconds an answer must average that many bytes a
+        second (0: no minimum), or a server trickling bytes inside the read timeout would
+        hold a pull for ever."""
         if not url.startswith(("http://", "https://")):
             raise InvalidInput(f"{url!r} is not an http:// or https:// URL")
         self.url = url.rstrip("/")
         self.settings = settings or StoreSettings()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{self.url}/v1", headers=headers, timeout=timeout)
+        self._grace, self._min_rate = timeout, min_rate
         self.codec = Codec(self.settings.codec, threads=self.settings.worker_count())
         # One cache folder per server: encoded objects are what that server encoded (a delta
         # there may be stored plainly elsewhere), so a chain never mixes two servers' objects.
@@ -149,11 +155,33 @@ class RemoteStore:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            with self._http.stream(method, path, **kwargs) as streamed:
+                body = self._body(streamed, path)
         except httpx.HTTPError as e:
             raise errors.StorageError(f"{self.url}: {e}") from e
+        response = httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=body,
+            request=streamed.request,
+        )
         raise_for_problem(response)
         return response
+
+    def _body(self, response: httpx.Response, path: str) -> bytes:
+        """The answer's raw body, as it arrives, within ``timeout + bytes / min_rate``
+        seconds of the first byte's wait (the server's own rule for request bodies)."""
+        start, parts, got = time.monotonic(), [], 0
+        for piece in response.iter_raw():
+            parts.append(piece)
+            got += len(piece)
+            late = time.monotonic() - start - self._grace - got / max(self._min_rate, 1e-9)
+            if self._min_rate > 0 and late > 0:
+                raise errors.TransientStorageError(
+                    f"{self.url}{path}: the answer arrived slower than {self._min_rate:g} "
+                    f"bytes/s ({got} bytes in {time.monotonic() - start:.1f} s)"
+                )
+        return b"".join(parts)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._call(method, path, **kwargs)
