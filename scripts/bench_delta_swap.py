@@ -5,7 +5,8 @@
 
 One task, fine-tuned in 5 checkpoints (each a small nudge of every float: every tensor of a
 checkpoint is stored as a delta against the previous one, a chain 4 deep at the newest), on
-the CPU (default) with the host cache off, so it cannot help. Timed side by side, same data, same run:
+the CPU (default) with the host cache off, so it cannot help. Timed side by side, same data,
+same run:
 
 - ``newest, holding unrelated``: the model holds weights of another task; activating the
   newest checkpoint decodes every tensor's whole chain (root + 4 deltas): today's path;
