@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,19 +22,11 @@ import blake3
 import numpy as np
 import torch
 import zstandard as zstd
+from _timing import best_of
 from safetensors.numpy import load_file
 
 from weightstore.codec.frames import _FAST
 from weightstore.codec.layout import Layout, group, ungroup
-
-
-def best(fn: Callable[[], object], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -51,7 +42,7 @@ def main() -> None:
         ("SHA-256", lambda: hashlib.sha256(data).digest()),
         ("BLAKE3", lambda: blake3.blake3(data).digest()),
     ):
-        print(f"| {name} | {mb / best(fn):.0f} |")
+        print(f"| {name} | {mb / best_of(fn, 3):.0f} |")
 
     planes = group(raw, Layout(4, True)).reshape(4, -1)
     print("\n| plane | order-0 entropy, bits/byte |\n|---|---|")
@@ -73,7 +64,7 @@ def main() -> None:
         cctx = zstd.ZstdCompressor(compression_params=zparams)
         out = cctx.multi_compress_to_buffer(frames, threads=1)
         size = sum(len(out[i]) for i in range(len(out)))
-        t = best(functools.partial(cctx.multi_compress_to_buffer, frames, threads=1), 1)
+        t = best_of(functools.partial(cctx.multi_compress_to_buffer, frames, threads=1), 1)
         print(f"| {name} | {size / exponent.size:.3f} | {exponent.size / t / 1e6:.0f} |")
 
     n = 1 << 17
@@ -86,10 +77,10 @@ def main() -> None:
             cols[:, j] = src2[j]
 
     print("\n| un-group 2-byte elements | GB/s |\n|---|---|")
-    print(f"| strided byte copies | {2 * n / best(strided, 50) / 1e9:.1f} |")
+    print(f"| strided byte copies | {2 * n / best_of(strided, 50) / 1e9:.1f} |")
     print(
         f"| weightstore (shift and or) | "
-        f"{2 * n / best(lambda: ungroup(src2, Layout(2), out2), 50) / 1e9:.1f} |"
+        f"{2 * n / best_of(lambda: ungroup(src2, Layout(2), out2), 50) / 1e9:.1f} |"
     )
 
     size = 47_000_000
@@ -101,7 +92,7 @@ def main() -> None:
         ("reused buffer", lambda: reused.fill(1)),
     )
     for name, write in writes:
-        print(f"| {name} | {size / best(write, 5) / 1e9:.1f} |")
+        print(f"| {name} | {size / best_of(write, 5) / 1e9:.1f} |")
 
 
 if __name__ == "__main__":

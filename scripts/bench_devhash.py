@@ -24,21 +24,13 @@ from pathlib import Path
 
 import blake3
 import torch
+from _timing import best_of
 
 import weightstore.writer as writer
 from weightstore import StoreSettings, WeightStore
 from weightstore.codec.devhash import devhash
 from weightstore.codec.digest import digest
 from weightstore.torchcodec.devhash import devhash_tensor
-
-
-def best(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -70,7 +62,7 @@ def main() -> None:
             (f"device checksum, torch ops on {args.device}", lambda: devhash_tensor(on_device))
         )
     for label, fn in rows:
-        print(f"{label:<44}{size / best(fn, args.runs) / 1e9:>8.2f}")
+        print(f"{label:<44}{size / best_of(fn, args.runs) / 1e9:>8.2f}")
     if args.skip_save:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-devhash-"))

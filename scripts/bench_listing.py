@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from _pg import pg_schema
+from _timing import best_of
 from sqlalchemy import text
 
 from weightstore.catalog import Catalog
@@ -61,15 +62,6 @@ def fill(index: Index, snapshots: int, tensors: int) -> None:
             ],
             tags=["latest"] if n % 50 == 0 else [],
         )
-
-
-def best_of(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @contextmanager

@@ -6,14 +6,17 @@ slow request already under way is never cut; and the service keeps answering thr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import torch
-from served import serve_cli
+from served import Served, serve, serve_cli
 
 from weightstore import WeightStore
 
@@ -69,19 +72,19 @@ def test_stalled_and_excess_connections_are_closed(tmp_path: Path, workers: int)
         assert httpx.get(f"{base}/v1/tasks", timeout=10).status_code == 200
 
 
+@contextlib.contextmanager
+def serving(tmp_path: Path, **settings: float) -> Iterator[Served]:
+    """A served store (in this process) whose server settings take ``settings``."""
+    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
+        app: Any = served.server.config.app
+        app.state.settings = dataclasses.replace(app.state.settings, **settings)
+        yield served
+
+
 def test_a_body_that_stops_arriving_is_dropped_with_408_and_stores_nothing(
     tmp_path: Path,
 ) -> None:
-    import dataclasses
-    from typing import Any
-
-    from served import serve
-
-    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
-        app: Any = served.server.config.app
-        app.state.settings = dataclasses.replace(
-            app.state.settings, body_timeout=1.0, min_body_rate=0
-        )
+    with serving(tmp_path, body_timeout=1.0, min_body_rate=0) as served:
         host, port = served.url.removeprefix("http://").split(":")
         before = sorted(p.name for p in (served.root / "objects").rglob("*") if p.is_file())
         answers = []
@@ -120,16 +123,7 @@ def test_a_body_trickling_below_the_minimum_rate_is_dropped_and_a_faster_one_rea
     tmp_path: Path,
 ) -> None:
     """Each byte comes well inside the body timeout, so only the rate rule can drop it."""
-    import dataclasses
-    from typing import Any
-
-    from served import serve
-
-    with serve(tmp_path / "server", f"sqlite:///{tmp_path / 'index.sqlite'}") as served:
-        app: Any = served.server.config.app
-        app.state.settings = dataclasses.replace(
-            app.state.settings, body_timeout=1.0, min_body_rate=100
-        )
+    with serving(tmp_path, body_timeout=1.0, min_body_rate=100) as served:
         host, port = served.url.removeprefix("http://").split(":")
 
         def send(path: str, body: bytes, piece: int, pause: float) -> bytes:

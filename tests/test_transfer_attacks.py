@@ -252,15 +252,21 @@ def test_a_gc_killed_while_it_holds_its_lock_does_not_block_the_next(tmp_path: P
         assert [s.task for s in store.log()] == ["keep"]
 
 
+def eight_snapshots(root: Path) -> dict[int, dict[str, torch.Tensor]]:
+    """Task "t" at steps 1-8 in a new store at ``root`` (2 MB each); the weights per step."""
+    expected = {}
+    with WeightStore.open(root) as store:
+        for step in range(1, 9):
+            expected[step] = {f"w{i}": torch.randn(256, 256) for i in range(8)}
+            store.save("t", expected[step], step=step)
+    return expected
+
+
 def test_a_push_killed_part_way_resumes_and_the_server_loses_nothing(
     served: Served, tmp_path: Path
 ) -> None:
     local = tmp_path / "local"
-    expected = {}
-    with WeightStore.open(local) as store:
-        for step in range(1, 9):
-            expected[step] = {f"w{i}": torch.randn(256, 256) for i in range(8)}
-            store.save("t", expected[step], step=step)
+    expected = eight_snapshots(local)
     cmd = [
         sys.executable,
         "-m",
@@ -384,11 +390,7 @@ def test_serve_killed_at_random_points_of_a_push_loses_nothing_committed(tmp_pat
     with WeightStore.open(root) as store:
         token = Tokens(store.index.engine).create("write", "pusher")[1]
     local = tmp_path / "local"
-    expected = {}
-    with WeightStore.open(local) as store:
-        for step in range(1, 9):
-            expected[step] = {f"w{i}": torch.randn(256, 256) for i in range(8)}
-            store.save("t", expected[step], step=step)
+    expected = eight_snapshots(local)
 
     def committed() -> int:
         with sqlite3.connect(root / "index.sqlite", timeout=30) as conn:

@@ -43,6 +43,7 @@ from weightstore.objects.base import (
 )
 from weightstore.objects.retry import call_with_retries
 from weightstore.objects.s3config import S3Settings
+from weightstore.rates import MinRate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -249,16 +250,16 @@ class S3Backend(ObjectBackend):
         return self._call(f"GET {name}", call, key=key)
 
     def _body(self, answer: Any, name: str) -> bytes:
-        """The answer's body, within ``read_timeout + size / min_read_rate`` seconds, else a
-        transient error. Read a piece at a time with urllib3's ``read1`` (at most one read of
-        the socket, itself bounded by ``read_timeout``), so the deadline is checked between
-        pieces: botocore's ``read()`` would wait for the whole body however slowly it came."""
+        """The answer's body as fast as ``rates.MinRate`` asks (``read_timeout`` its grace,
+        ``min_read_rate`` its rate), else a transient error. Read a piece at a time with
+        urllib3's ``read1`` (at most one read of the socket, itself bounded by
+        ``read_timeout``), so the rule is checked between pieces: botocore's ``read()`` would
+        wait for the whole body however slowly it came."""
         size, rate = answer["ContentLength"], self.settings.min_read_rate
         read1 = getattr(getattr(answer["Body"], "_raw_stream", None), "read1", None)
         if rate <= 0 or read1 is None:  # no minimum, or a urllib3 without read1
             return bytes(answer["Body"].read())
-        budget = self.settings.read_timeout + size / rate
-        deadline = time.monotonic() + budget
+        rule = MinRate(self.settings.read_timeout, rate, time.monotonic())
         parts: list[bytes] = []
         got = 0
         while got < size:
@@ -267,11 +268,11 @@ class S3Backend(ObjectBackend):
                 break  # cut short: the caller's length check says so
             parts.append(piece)
             got += len(piece)
-            if got < size and time.monotonic() > deadline:
+            if got < size and rule.left(got, time.monotonic()) < 0:
                 answer["Body"].close()
                 raise TransientStorageError(
-                    f"GET {name}: {got} of {size} bytes arrived in {budget:.1f} s (slower "
-                    f"than {rate:g} bytes/s)"
+                    f"GET {name}: {got} of {size} bytes arrived in "
+                    f"{time.monotonic() - rule.start:.1f} s (slower than {rate:g} bytes/s)"
                 )
         return b"".join(parts)
 

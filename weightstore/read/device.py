@@ -12,7 +12,8 @@ before that column existed is checked by BLAKE3 on a host copy instead. A failed
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -22,6 +23,8 @@ from weightstore.ports import ChainSource
 from weightstore.torchcodec.devhash import devhash_tensor
 from weightstore.torchcodec.gpu import DeviceDecoder
 from weightstore.types import ObjectRecord
+
+T = TypeVar("T")
 
 
 def flat_bytes(t: torch.Tensor) -> torch.Tensor:
@@ -45,18 +48,13 @@ class DeviceApplier:
         A link that does not decode raises before ``target`` changes."""
         if held < 1:
             raise InvalidInput("the held object must be a base of the chain")
-        links = chain[:held]
         names = [r.digest for r in chain[: held + 1]]
-        flat = flat_bytes(target)
-        for attempt in (0, 1):
-            try:
-                blobs = [self.source.blob(r.digest) for r in links]
-                self._decoder(target.device).decode(blobs, names, flat, in_place=True)
-                return sum(r.stored_size for r in links)
-            except CorruptObject:  # nothing was applied: a damaged cached copy is fetched again
-                if attempt or not self.source.forget(names[:-1]):
-                    raise
-        raise AssertionError("unreachable")
+        flat, decoder = flat_bytes(target), self._decoder(target.device)
+        # A link that does not decode applied nothing, so it may be fetched again.
+        self._refetching(
+            names[:-1], lambda blobs: decoder.decode(blobs, names, flat, in_place=True)
+        )
+        return sum(r.stored_size for r in chain[:held])
 
     def check(self, record: ObjectRecord, target: torch.Tensor) -> None:
         """:class:`CorruptObject` unless ``target`` holds ``record``'s bytes (the rule above)."""
@@ -80,14 +78,22 @@ class DeviceApplier:
         """``chain[0]``'s raw bytes decoded from its whole chain on ``device`` (a new uint8
         tensor), checked unless ``verify`` is False. A damaged cached copy (remote sources)
         is dropped and fetched once more, as the CPU reader does."""
-        digests = [r.digest for r in chain]
+        digests, decoder = [r.digest for r in chain], self._decoder(device)
+
+        def decode(blobs: list[bytes | memoryview]) -> torch.Tensor:
+            raw = decoder.decode(blobs, digests)
+            if verify:
+                self.check(chain[0], raw)
+            return raw
+
+        return self._refetching(digests, decode)
+
+    def _refetching(self, digests: list[str], use: Callable[[list[bytes | memoryview]], T]) -> T:
+        """``use`` the blobs of ``digests``; on :class:`CorruptObject`, once more after the
+        source dropped its cached copies (remote sources), as the CPU reader does."""
         for attempt in (0, 1):
             try:
-                blobs = [self.source.blob(d) for d in digests]
-                raw = self._decoder(device).decode(blobs, digests)
-                if verify:
-                    self.check(chain[0], raw)
-                return raw
+                return use([self.source.blob(d) for d in digests])
             except CorruptObject:
                 if attempt or not self.source.forget(digests):
                     raise

@@ -140,19 +140,13 @@ class ObjectReader:
         out: U8 | None = None,
     ) -> U8:
         """The raw bytes of ``entry`` for handing out, checked by the rule (or ``verify``)."""
-        if chain[0].digest != entry.digest or chain[0].raw_size != entry.nbytes:
-            raise CorruptObject(
-                f"{entry.name!r}: the index names object {chain[0].digest} of "
-                f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
-            )
+        _check_entry(entry, chain)
         try:
             return self.decode(chain, out, self.verify if verify is None else verify)
         except CorruptObject as e:
             if e.tensor is not None:
                 raise
-            found = CorruptObject(f"tensor {entry.name!r} cannot be read: {e}")
-            found.tensor, found.digest = entry.name, entry.digest
-            raise found from e
+            raise _naming(entry, e) from e
 
     def tensor(
         self,
@@ -200,18 +194,30 @@ class ObjectReader:
         into: torch.Tensor | None,
     ) -> torch.Tensor:
         """``tensor()`` decoded where it goes (``read/device.py``), checked there by the rule."""
-        if chain[0].digest != entry.digest or chain[0].raw_size != entry.nbytes:
-            raise CorruptObject(
-                f"{entry.name!r}: the index names object {chain[0].digest} of "
-                f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
-            )
+        _check_entry(entry, chain)
         try:
             raw = self.device.decode(chain, dev, self.verify if verify is None else verify)
         except CorruptObject as e:
-            found = CorruptObject(f"tensor {entry.name!r} cannot be read: {e}")
-            found.tensor, found.digest = entry.name, entry.digest
-            raise found from e
+            if e.tensor is not None:
+                raise
+            raise _naming(entry, e) from e
         out = raw.view(dtype_info(entry.dtype).torch_dtype).reshape(entry.shape)
         if into is not None:
             return into.copy_(out)
         return out
+
+
+def _check_entry(entry: TensorEntry, chain: Sequence[ObjectRecord]) -> None:
+    """The index's row for the tensor's object must be that object, of the tensor's size."""
+    if chain[0].digest != entry.digest or chain[0].raw_size != entry.nbytes:
+        raise CorruptObject(
+            f"{entry.name!r}: the index names object {chain[0].digest} of "
+            f"{chain[0].raw_size} bytes for a tensor of {entry.nbytes} bytes"
+        )
+
+
+def _naming(entry: TensorEntry, e: CorruptObject) -> CorruptObject:
+    """``e`` naming the tensor it was found in."""
+    found = CorruptObject(f"tensor {entry.name!r} cannot be read: {e}")
+    found.tensor, found.digest = entry.name, entry.digest
+    return found

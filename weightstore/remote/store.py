@@ -35,6 +35,7 @@ from weightstore.inputs import check_new_task, check_tags
 from weightstore.manifests import check_snapshot_id
 from weightstore.objcache import ObjectCache
 from weightstore.ports import Progress, Weights, fan_out
+from weightstore.rates import MinRate
 from weightstore.read import ObjectReader, check_targets
 from weightstore.read.fill import fill_new, fill_targets
 from weightstore.read.layout import TensorBytes, export_snapshot
@@ -169,17 +170,16 @@ class RemoteStore:
         return response
 
     def _body(self, response: httpx.Response, path: str) -> bytes:
-        """The answer's raw body, as it arrives, within ``timeout + bytes / min_rate``
-        seconds of the first byte's wait (the server's own rule for request bodies)."""
-        start, parts, got = time.monotonic(), [], 0
+        """The answer's raw body, as it arrives, as fast as ``rates.MinRate`` asks (the
+        client's ``timeout`` its grace, ``min_rate`` its rate)."""
+        rule, parts, got = MinRate(self._grace, self._min_rate, time.monotonic()), [], 0
         for piece in response.iter_raw():
             parts.append(piece)
             got += len(piece)
-            late = time.monotonic() - start - self._grace - got / max(self._min_rate, 1e-9)
-            if self._min_rate > 0 and late > 0:
+            if rule.left(got, time.monotonic()) < 0:
                 raise errors.TransientStorageError(
-                    f"{self.url}{path}: the answer arrived slower than {self._min_rate:g} "
-                    f"bytes/s ({got} bytes in {time.monotonic() - start:.1f} s)"
+                    f"{self.url}{path}: the answer arrived slower than {rule.rate:g} bytes/s "
+                    f"({got} bytes in {time.monotonic() - rule.start:.1f} s)"
                 )
         return b"".join(parts)
 

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from weightstore.errors import InvalidInput, PayloadTooLarge, RequestTimeout
+from weightstore.rates import MinRate
 from weightstore.server.deps import get_settings
 
 
@@ -39,18 +40,16 @@ def _over(limit: int) -> PayloadTooLarge:
 
 async def _chunks(request: Request) -> AsyncIterator[bytes]:
     """The body's chunks; :class:`RequestTimeout` when none arrives for ``body_timeout``
-    seconds, or when, past that, the body averages under ``min_body_rate`` bytes a second
-    (Apache's mod_reqtimeout rule: each byte received extends the deadline by 1/rate s).
-    A client sending nothing, or a byte a minute, would otherwise hold its request for ever."""
+    seconds, or when it arrives slower than ``min_body_rate`` allows (``rates.MinRate``,
+    with ``body_timeout`` as its grace). A client sending nothing, or a byte a minute, would
+    otherwise hold its request for ever."""
     settings = get_settings(request)
-    idle, rate = settings.body_timeout, settings.min_body_rate
+    idle = settings.body_timeout
     loop = asyncio.get_running_loop()
-    start, received = loop.time(), 0
+    rule, received = MinRate(idle, settings.min_body_rate, loop.time()), 0
     stream = request.stream()
     while True:
-        wait = idle
-        if rate > 0:
-            wait = min(idle, start + idle + received / rate - loop.time())
+        wait = min(idle, rule.left(received, loop.time()))
         try:
             if wait <= 0:
                 raise asyncio.TimeoutError
@@ -60,8 +59,8 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
         except asyncio.TimeoutError:
             if wait < idle:
                 raise RequestTimeout(
-                    f"the request body arrived slower than {rate:g} bytes/s "
-                    f"({received} bytes in {loop.time() - start:.1f} s): the request was dropped"
+                    f"the request body arrived slower than {rule.rate:g} bytes/s ({received} "
+                    f"bytes in {loop.time() - rule.start:.1f} s): the request was dropped"
                 ) from None
             raise RequestTimeout(
                 f"no byte of the request body arrived for {idle:g} s: the request was dropped"
