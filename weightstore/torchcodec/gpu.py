@@ -14,6 +14,7 @@ whole pipeline is also tested where there is no GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +108,10 @@ def _apply(acc: torch.Tensor, h: Header, level: torch.Tensor) -> None:
         xor_into(acc, level)
 
 
+@functools.cache
 def nvcomp_available() -> str | None:
-    """nvCOMP's version when its Python package is installed, else None."""
+    """nvCOMP's version when its Python package is installed, else None (asked once: the
+    reader asks per tensor bound for a GPU, and a failed import searches sys.path each time)."""
     try:
         from nvidia import nvcomp
     except ImportError:
